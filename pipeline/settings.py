@@ -1,0 +1,82 @@
+"""One typed settings object for the whole product.
+
+Every threshold the pipeline uses lives here with a default and a one-line meaning
+(the field description), so the Research page can list and edit them. Values come
+from environment variables prefixed ``MOCKAI_`` (``MONGODB_URI`` has no prefix).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_FILLERS = ("um", "uh", "erm", "er", "ah", "hmm", "like", "you know", "sort of", "kind of")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MOCKAI_", extra="ignore", frozen=True)
+
+    # --- storage -------------------------------------------------------------------
+    mongodb_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MONGODB_URI", "MOCKAI_MONGODB_URI"),
+        description="MongoDB URI; unset starts the embedded SecantusDB server",
+    )
+    db_name: str = Field("mockai", description="Database name inside MongoDB")
+    data_dir: Path = Field(Path("data"), description="Folder for the embedded database and the journal")
+    flush_seconds: float = Field(5.0, gt=0, description="Seconds between batched bulk writes")
+    flush_max_docs: int = Field(2000, ge=1, description="A collection buffer this large flushes at once")
+    journal_max_bytes: int = Field(512 * 1024 * 1024, ge=1024, description="Bound on the on-disk write journal")
+    retry_max_seconds: float = Field(30.0, gt=0, description="Longest back-off between write retries")
+
+    # --- capture -------------------------------------------------------------------
+    frame_sample_every: int = Field(4, ge=1, le=60, description="Keep every Nth video frame (4 = 7.5 fps from 30)")
+    ring_slots: int = Field(32, ge=2, description="Shared-memory frame ring size in frames")
+    frame_max_width: int = Field(640, ge=64, description="Sampled frames are downscaled to at most this width")
+    audio_rate: int = Field(16000, description="Sample rate the speech path runs at (Hz)")
+    ice_servers: list[dict] = Field(
+        default_factory=list,
+        description="WebRTC ICE servers (STUN/TURN) as JSON; empty works on localhost and LANs",
+    )
+
+    # --- emotion -------------------------------------------------------------------
+    face_detector: str = Field("opencv", description="Face detector: opencv (Haar) or mtcnn (DeepFace backends)")
+    detect_width: int = Field(320, ge=64, description="Width of the downscaled frame faces are detected on")
+    detect_every: int = Field(3, ge=1, description="Run full detection every Nth sampled frame; track in between")
+    face_confidence_floor: float = Field(0.5, ge=0, le=1, description="Faces below this detector confidence are ignored")
+    emotion_confidence_floor: float = Field(0.35, ge=0, le=1, description="Dominant emotion below this is shown as uncertain")
+    emotion_smoothing_window: int = Field(5, ge=1, description="Samples in the moving average of emotion tracks")
+    gaze_center_tolerance: float = Field(0.2, ge=0, le=1, description="Face centre within this fraction of frame centre counts as eye contact")
+    emotion_enabled: bool = Field(True, description="Show emotion at all (candidates may switch it off)")
+
+    # --- speech --------------------------------------------------------------------
+    asr_engine: str = Field("faster-whisper", description="faster-whisper or openai-whisper")
+    asr_model: str = Field("tiny.en", description="tiny.en (packaged), base (packaged), or a path to your own weights")
+    asr_threads: int = Field(2, ge=1, description="CPU threads for speech recognition")
+    asr_chunk_seconds: float = Field(8.0, gt=0, description="Audio transcribed in chunks of about this length while speaking")
+    filler_words: tuple[str, ...] = Field(DEFAULT_FILLERS, description="Words and phrases counted as fillers")
+    pause_seconds: float = Field(1.0, gt=0, description="A silence longer than this between words is a pause")
+    pace_window_seconds: float = Field(10.0, gt=0, description="Sliding window for speaking pace (s)")
+    pace_low_wpm: float = Field(110.0, gt=0, description="Below this words per minute is slow")
+    pace_high_wpm: float = Field(170.0, gt=0, description="Above this words per minute is fast")
+
+    # --- grading -------------------------------------------------------------------
+    keypoint_match_threshold: float = Field(0.5, ge=0, le=1, description="Span-to-key-point similarity that counts as covered")
+    grade_weight_similarity: float = Field(0.5, ge=0, description="Weight of similarity to the reference in the grade")
+    grade_weight_coverage: float = Field(0.5, ge=0, description="Weight of key-point coverage in the grade")
+    band_cutoffs: tuple[float, float, float] = Field(
+        (0.4, 0.6, 0.8), description="Grade cut-offs between weak/fair/good/strong bands"
+    )
+    min_answer_words: int = Field(8, ge=0, description="Answers shorter than this are flagged too short")
+    off_topic_similarity: float = Field(0.15, ge=0, le=1, description="Similarity to the question below this flags off-topic")
+
+    # --- sidecar -------------------------------------------------------------------
+    heartbeat_timeout_seconds: float = Field(5.0, gt=0, description="A worker silent this long is restarted")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,356 @@
+"""Batched, journaled writes to MongoDB.
+
+``insert``/``update`` validate the document, append it to an on-disk journal
+segment and return: from then on it is acknowledged and will reach the database
+exactly once, whatever happens to the database or to this process.
+
+A background thread rotates the segment every ``flush_seconds`` (or when it holds
+``max_docs`` operations) and sends it as one ``bulk_write(ordered=False)`` per
+collection. A segment file is deleted only after the database accepted it; on any
+error it stays and is retried with exponential back-off. After a crash the next
+writer replays leftover segments, its own and any other dead writer's. Replays are
+idempotent: inserts carry their ``_id`` (a duplicate-key error means "already
+there") and updates are ``$set``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bson import json_util
+from pymongo import InsertOne, UpdateOne
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from pipeline.schemas import validate, validate_fields
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_KEY = 11000
+_JSON = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True)
+
+
+class JournalFullError(RuntimeError):
+    """The on-disk journal reached its bound: the database has been away too long."""
+
+
+@dataclass(frozen=True)
+class WriterOptions:
+    journal_dir: Path
+    flush_seconds: float = 5.0
+    max_docs: int = 2000
+    journal_max_bytes: int = 512 * 1024 * 1024
+    retry_max_seconds: float = 30.0
+    name: str = "app"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, name: str = "app") -> WriterOptions:
+        return cls(
+            journal_dir=settings.data_dir / "journal",
+            flush_seconds=settings.flush_seconds,
+            max_docs=settings.flush_max_docs,
+            journal_max_bytes=settings.journal_max_bytes,
+            retry_max_seconds=settings.retry_max_seconds,
+            name=name,
+        )
+
+
+@dataclass
+class WriterStatus:
+    pending_ops: int = 0
+    journal_bytes: int = 0
+    flushed_ops: int = 0
+    rejected_ops: int = 0
+    last_flush: float | None = None
+    last_error: str | None = None
+    connected: bool | None = None
+    segments: int = 0
+
+
+class BatchedWriter:
+    def __init__(self, get_db: Callable[[], Database], options: WriterOptions) -> None:
+        self._get_db = get_db
+        self.options = options
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._flush_done = threading.Condition(self._lock)
+        self._status = WriterStatus()
+        self._dir, self._dir_lock = self._claim_dir()
+        self._adopt_orphans()
+        self._seq = self._max_seq() + 1
+        self._fd: int | None = None
+        self._current_ops = 0
+        self._current_bytes = 0
+        self._journal_bytes = sum(p.stat().st_size for p in self._segments())
+        self._unsent_ops = sum(_count_lines(p) for p in self._segments())
+        self._thread = threading.Thread(target=self._run, name=f"writer-{options.name}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public API
+    def insert(self, collection: str, doc: dict[str, Any]) -> str:
+        """Validate and journal one new document; returns its ``_id``."""
+        doc = dict(doc)
+        doc.setdefault("_id", uuid.uuid4().hex)
+        validate(collection, doc)
+        self._append({"op": "insert", "c": collection, "d": doc})
+        return doc["_id"]
+
+    def insert_many(self, collection: str, docs: list[dict[str, Any]]) -> list[str]:
+        return [self.insert(collection, d) for d in docs]
+
+    def update(self, collection: str, doc_id: str, fields: dict[str, Any]) -> None:
+        """Journal a ``$set`` of ``fields`` on the document ``doc_id``."""
+        validate_fields(collection, fields)
+        self._append({"op": "set", "c": collection, "id": doc_id, "f": fields})
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Send everything journaled so far; True when the journal is empty."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            self._rotate_locked()
+            target = self._seq
+        self._wake.set()
+        with self._flush_done:
+            while self._oldest_seq() is not None and self._oldest_seq() < target:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._wake.set()
+                self._flush_done.wait(min(0.2, remaining) if remaining is not None else 0.2)
+        return True
+
+    def status(self) -> WriterStatus:
+        with self._lock:
+            s = self._status
+            return WriterStatus(
+                pending_ops=self._unsent_ops,
+                journal_bytes=self._journal_bytes,
+                flushed_ops=s.flushed_ops,
+                rejected_ops=s.rejected_ops,
+                last_flush=s.last_flush,
+                last_error=s.last_error,
+                connected=s.connected,
+                segments=len(self._segments()),
+            )
+
+    def close(self, flush_timeout: float = 10.0) -> None:
+        """Flush what can be flushed, then stop; anything unsent stays journaled for replay."""
+        if self._stop.is_set():
+            return
+        with contextlib.suppress(Exception):
+            self.flush(flush_timeout)
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=flush_timeout)
+        with self._lock:
+            self._close_fd_locked()
+        with contextlib.suppress(OSError):
+            fcntl.flock(self._dir_lock, fcntl.LOCK_UN)
+            os.close(self._dir_lock)
+
+    # ------------------------------------------------------------------ journal
+    def _claim_dir(self) -> tuple[Path, int]:
+        root = self.options.journal_dir
+        root.mkdir(parents=True, exist_ok=True)
+        for i in range(1000):
+            d = root / (self.options.name if i == 0 else f"{self.options.name}-{i}")
+            d.mkdir(exist_ok=True)
+            fd = os.open(d / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return d, fd
+            except BlockingIOError:
+                os.close(fd)  # a live writer holds it; try the next name
+        raise RuntimeError(f"no free journal folder under {root}")
+
+    def _adopt_orphans(self) -> None:
+        """Take over segments of writers that died (their folder lock is free)."""
+        for d in sorted(self.options.journal_dir.iterdir()):
+            if d == self._dir or not d.is_dir():
+                continue
+            fd = os.open(d / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                segs = sorted(d.glob("seg-*.jsonl"))
+                if segs:
+                    base = self._max_seq() + 1
+                    for i, seg in enumerate(segs):
+                        seg.rename(self._dir / f"seg-{base + i:012d}.jsonl")
+                    log.info("adopted %d journal segments from %s", len(segs), d)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+    def _segments(self) -> list[Path]:
+        return sorted(self._dir.glob("seg-*.jsonl"))
+
+    def _max_seq(self) -> int:
+        segs = self._segments()
+        return int(segs[-1].stem.split("-")[1]) if segs else 0
+
+    def _oldest_seq(self) -> int | None:
+        segs = self._segments()
+        return int(segs[0].stem.split("-")[1]) if segs else None
+
+    def _append(self, record: dict[str, Any]) -> None:
+        line = (json_util.dumps(record, json_options=_JSON) + "\n").encode()
+        with self._lock:
+            if self._journal_bytes + len(line) > self.options.journal_max_bytes:
+                raise JournalFullError(
+                    f"write journal is full ({self._journal_bytes} bytes): database unreachable for too long"
+                )
+            if self._fd is None:
+                path = self._dir / f"seg-{self._seq:012d}.jsonl"
+                self._fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
+            # One write() per record: a killed process leaves whole lines (the OS keeps them).
+            os.write(self._fd, line)
+            self._current_ops += 1
+            self._unsent_ops += 1
+            self._current_bytes += len(line)
+            self._journal_bytes += len(line)
+            full = self._current_ops >= self.options.max_docs
+        if full:
+            self._wake.set()
+
+    def _close_fd_locked(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+    def _rotate_locked(self) -> None:
+        if self._fd is None:
+            return
+        self._close_fd_locked()
+        self._seq += 1
+        self._current_ops = 0
+        self._current_bytes = 0
+
+    # ------------------------------------------------------------------ flushing
+    def _run(self) -> None:
+        backoff = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(timeout=backoff or self.options.flush_seconds)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            with self._lock:
+                self._rotate_locked()
+            ok = self._send_closed_segments()
+            backoff = 0.0 if ok else min(self.options.retry_max_seconds, max(0.25, backoff * 2))
+
+    def _send_closed_segments(self) -> bool:
+        with self._lock:
+            current = self._seq
+        for seg in self._segments():
+            if int(seg.stem.split("-")[1]) >= current:
+                break  # the open segment is still being written
+            try:
+                ops = _read_segment(seg)
+                rejected = self._send(ops)
+            except PyMongoError as exc:
+                with self._lock:
+                    self._status.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                    self._status.connected = False
+                log.warning("flush failed, will retry: %s", exc)
+                return False
+            size = seg.stat().st_size
+            seg.unlink()
+            with self._flush_done:
+                self._journal_bytes -= size
+                self._unsent_ops -= len(ops)
+                self._status.flushed_ops += len(ops) - rejected
+                self._status.rejected_ops += rejected
+                self._status.last_flush = time.time()
+                self._status.last_error = None
+                self._status.connected = True
+                self._flush_done.notify_all()
+        return True
+
+    def _send(self, records: list[dict[str, Any]]) -> int:
+        """Write one segment; returns how many operations the database refused for good."""
+        db = self._get_db()
+        rejected = 0
+        for collection, ops in _coalesce(records).items():
+            try:
+                db[collection].bulk_write(ops, ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                permanent = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+                if permanent:
+                    self._reject(collection, permanent)
+                    rejected += len(permanent)
+        return rejected
+
+    def _reject(self, collection: str, errors: list[dict[str, Any]]) -> None:
+        # The server refused these for good (not a connectivity problem): keep them on disk.
+        path = self.options.journal_dir / "rejected.jsonl"
+        with open(path, "a") as fh:
+            for e in errors:
+                fh.write(json_util.dumps({"c": collection, "error": e}, json_options=_JSON) + "\n")
+        log.error("%d %s writes rejected by the database, kept in %s", len(errors), collection, path)
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return sum(1 for _ in fh)
+
+
+def _read_segment(path: Path) -> list[dict[str, Any]]:
+    records = []
+    with open(path) as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.endswith("\n"):
+                log.warning("ignoring torn last line %d of %s", n, path)
+                break
+            records.append(json_util.loads(line, json_options=_JSON))
+    return records
+
+
+def _coalesce(records: list[dict[str, Any]]) -> dict[str, list[InsertOne | UpdateOne]]:
+    """One operation per document per collection, so unordered execution cannot reorder a doc's ops."""
+    by_collection: dict[str, dict[Any, list[Any]]] = {}
+    for r in records:
+        docs = by_collection.setdefault(r["c"], {})
+        if r["op"] == "insert":
+            doc = r["d"]
+            docs[doc["_id"]] = ["insert", doc]
+        else:
+            entry = docs.get(r["id"])
+            if entry is None:
+                docs[r["id"]] = ["set", dict(r["f"])]
+            elif entry[0] == "insert":
+                for key, value in r["f"].items():
+                    _set_path(entry[1], key, value)
+            else:
+                entry[1].update(r["f"])
+    out: dict[str, list[InsertOne | UpdateOne]] = {}
+    for collection, docs in by_collection.items():
+        out[collection] = [
+            InsertOne(body) if kind == "insert" else UpdateOne({"_id": doc_id}, {"$set": body})
+            for doc_id, (kind, body) in docs.items()
+        ]
+    return out
+
+
+def _set_path(doc: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        doc = doc.setdefault(p, {})
+    doc[parts[-1]] = value
