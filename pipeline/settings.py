@@ -51,6 +51,15 @@ class Settings(BaseSettings):
     emotion_smoothing_window: int = Field(5, ge=1, description="Samples in the moving average of emotion tracks")
     gaze_center_tolerance: float = Field(0.2, ge=0, le=1, description="Face centre within this fraction of frame centre counts as eye contact")
     emotion_enabled: bool = Field(True, description="Show emotion at all (candidates may switch it off)")
+    emotion_model: str = Field(
+        "auto", description="Emotion model: auto (DeepFace's if its weights are present, else FER tflite), fer or deepface"
+    )
+    deepface_home: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("MOCKAI_DEEPFACE_HOME", "DEEPFACE_HOME"),
+        description="Folder holding .deepface/weights; unset uses the home folder",
+    )
+    emotion_threads: int = Field(1, ge=1, description="CPU threads for face detection and the emotion model")
 
     # --- speech --------------------------------------------------------------------
     asr_engine: str = Field("faster-whisper", description="faster-whisper or openai-whisper")
@@ -72,6 +81,12 @@ class Settings(BaseSettings):
     )
     min_answer_words: int = Field(8, ge=0, description="Answers shorter than this are flagged too short")
     off_topic_similarity: float = Field(0.15, ge=0, le=1, description="Similarity to the question below this flags off-topic")
+    grading_model: str | None = Field(
+        None, description="Sentence model for grading: a folder or name; unset uses the packaged all-MiniLM-L6-v2"
+    )
+    grading_calibration_path: Path | None = Field(
+        None, description="Grade calibration JSON (python -m pipeline.evaluate grading --fit-out); unset uses the shipped one"
+    )
 
     # --- sidecar -------------------------------------------------------------------
     heartbeat_timeout_seconds: float = Field(5.0, gt=0, description="A worker silent this long is restarted")
@@ -80,3 +95,18 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_table(settings: Settings) -> list[dict[str, str]]:
+    """Every setting with its current value, default and one-line meaning (for the Research page)."""
+    rows = []
+    for name, info in Settings.model_fields.items():
+        rows.append(
+            {
+                "setting": name,
+                "value": repr(getattr(settings, name)) if name != "mongodb_uri" else ("set" if settings.mongodb_uri else "embedded"),
+                "default": repr(info.get_default(call_default_factory=True)),
+                "meaning": info.description or "",
+            }
+        )
+    return rows

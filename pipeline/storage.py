@@ -25,7 +25,7 @@ from pathlib import Path
 import pymongo
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from pipeline.settings import Settings
 
@@ -57,7 +57,7 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
-class StorageError(RuntimeError):
+class StorageError(ConnectionFailure):
     """The database could not be reached or started; the message says why."""
 
 

@@ -252,7 +252,13 @@ class BatchedWriter:
                 break
             with self._lock:
                 self._rotate_locked()
-            ok = self._send_closed_segments()
+            try:
+                ok = self._send_closed_segments()
+            except Exception as exc:  # never let the flusher die: the journal keeps the data
+                log.exception("unexpected flush error")
+                with self._lock:
+                    self._status.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                ok = False
             backoff = 0.0 if ok else min(self.options.retry_max_seconds, max(0.25, backoff * 2))
 
     def _send_closed_segments(self) -> bool:

@@ -1,0 +1,24 @@
+"""MockAI: Streamlit entry point. Navigation, shared status, warm resources."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages.common import get_store, show_storage_status
+
+st.set_page_config(page_title="MockAI", page_icon=":material/record_voice_over:", layout="wide")
+
+PAGES = {
+    "Candidate": [st.Page("pages/interview.py", title="Interview", icon=":material/videocam:", default=True)],
+    "Coach": [
+        st.Page("pages/sessions.py", title="Sessions", icon=":material/table_rows:"),
+        st.Page("pages/report.py", title="Session report", icon=":material/timeline:"),
+    ],
+    "Research": [st.Page("pages/research.py", title="Research", icon=":material/tune:")],
+}
+
+page = st.navigation(PAGES)
+store = get_store()
+with st.sidebar:
+    show_storage_status(store)
+page.run()

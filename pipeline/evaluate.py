@@ -1,0 +1,214 @@
+"""Offline evaluation and calibration.
+
+    python -m pipeline.evaluate grading --data ../shared/data/grading/mohler_dataset_edited.csv \
+        --folds 5 --seed 0 [--fit-out pipeline/grading_calibration.json]
+
+Grading: features come from pipeline.grading.extract_features (the same code the live grader
+runs); a ridge regression onto score_avg / 5 is fitted on the training folds' questions only
+and predicts the held-out questions (question-disjoint folds, seeded). The last line printed is
+``pearson_r=<r> rmse=<rmse>`` (RMSE on the 0-5 scale) over all held-out predictions.
+``--fit-out`` also fits on every answer and writes the calibration JSON the grader loads.
+Embeddings are cached under --cache-dir (default data/cache, gitignored) keyed by model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+GRADING_FEATURES = (
+    "cos_ref",
+    "cos_ref_demoted",
+    "soft_recall",
+    "soft_precision",
+    "len_ratio",
+    "len_ratio_short",
+    "soft_recall_sq",
+    "cos_ref_sq",
+)
+DEFAULT_ALPHA = 10.0
+BAD_CELL = "#NAME?"  # spreadsheet formula errors in the edited Mohler CSV
+ANCHORS = "anchors: Mohler 2011 r=0.48 rmse=1.04; Sultan 2016 r=0.59 rmse=0.89; raw BERT cosine r=0.32"
+
+
+def load_mohler(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    keep = []
+    for r in rows:
+        texts = (r.get("question", ""), r.get("desired_answer", ""), r.get("student_answer", ""))
+        if any(t.strip() in ("", BAD_CELL) for t in texts):
+            continue
+        try:
+            float(r["score_avg"])
+        except (KeyError, ValueError):
+            continue
+        keep.append(r)
+    return keep
+
+
+def question_folds(questions: Sequence[str], k: int, seed: int) -> list[set[str]]:
+    """Question-disjoint folds: shuffle the distinct questions with the seed, deal them out."""
+    uniq = np.array(sorted(set(questions)), dtype=object)
+    if k < 2 or k > len(uniq):
+        raise SystemExit(f"--folds must be between 2 and {len(uniq)} (distinct questions)")
+    np.random.default_rng(seed).shuffle(uniq)
+    return [set(uniq[i::k]) for i in range(k)]
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, names: Sequence[str], alpha: float):
+    """Ridge on standardized features with an unpenalized intercept -> grading.Calibration."""
+    from pipeline.grading import Calibration
+
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale = np.where(scale > 1e-9, scale, 1.0)  # a constant feature gets weight 0, not NaN
+    z = (x - mean) / scale
+    coef = np.linalg.solve(z.T @ z + alpha * np.eye(z.shape[1]), z.T @ (y - y.mean()))
+    return Calibration(
+        features=tuple(names),
+        mean=tuple(float(v) for v in mean),
+        scale=tuple(float(v) for v in scale),
+        coef=tuple(float(v) for v in coef),
+        intercept=float(y.mean()),
+    )
+
+
+def _predict(cal, x: np.ndarray) -> np.ndarray:
+    z = (x - np.asarray(cal.mean)) / np.asarray(cal.scale)
+    return np.clip(z @ np.asarray(cal.coef) + cal.intercept, 0.0, 1.0)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _rmse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+def grading_features(
+    rows: list[dict[str, str]], model: str | None, cache_dir: Path | None, log
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """All feature values (one row per answer, columns = every value the grader computes)."""
+    from pipeline.encoder import SentenceEncoder
+    from pipeline.grading import extract_features, texts_to_encode
+
+    t0 = time.perf_counter()
+    enc = SentenceEncoder(model)
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"grading_{re.sub(r'[^A-Za-z0-9]+', '_', enc.model_id)[:60]}.npz"
+        log(f"cache: {cache} ({enc.load_cache(cache)} vectors)")
+    texts: dict[str, None] = {}
+    for r in rows:
+        texts.update(dict.fromkeys(texts_to_encode(r["question"], r["desired_answer"], None, r["student_answer"], spans=False)))
+    before = enc.model_calls
+    todo = list(texts)
+    for i in range(0, len(todo), 4096):
+        enc.encode(todo[i : i + 4096])
+    if cache is not None and enc.model_calls > before:
+        enc.save_cache(cache)
+    log(f"encoded {len(todo)} texts in {time.perf_counter() - t0:.1f}s")
+    feats = [
+        extract_features(enc, r["question"], r["desired_answer"], None, r["student_answer"], spans=False).values
+        for r in rows
+    ]
+    names = sorted(set().union(*feats))
+    x = np.array([[f.get(n, 0.0) for n in names] for f in feats], dtype=np.float64)
+    return x, np.array(names), enc.model_id
+
+
+def run_grading(args: argparse.Namespace) -> int:
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    rows = load_mohler(Path(args.data))
+    if not rows:
+        raise SystemExit(f"no usable rows in {args.data}")
+    feature_names = tuple(args.features.split(",")) if args.features else GRADING_FEATURES
+    x_all, names, model_id = grading_features(rows, args.model, None if args.no_cache else Path(args.cache_dir), log)
+    missing = [f for f in feature_names if f not in set(names)]
+    if missing:
+        raise SystemExit(f"unknown features: {missing}; available: {list(names)}")
+    cols = [list(names).index(f) for f in feature_names]
+    x = x_all[:, cols]
+    raw = x_all[:, list(names).index("cos_ref")]
+    y = np.array([float(r["score_avg"]) for r in rows])
+    questions = [r["question"].strip() for r in rows]
+
+    pred = np.full(len(rows), np.nan)
+    raw_pred = np.full(len(rows), np.nan)
+    folds = question_folds(questions, args.folds, args.seed)
+    for i, fold in enumerate(folds, 1):
+        test = np.array([q in fold for q in questions])
+        cal = fit_ridge(x[~test], y[~test] / 5.0, feature_names, args.alpha)
+        pred[test] = 5.0 * _predict(cal, x[test])
+        # Baseline: a linear fit of the raw cosine alone, on the same training questions.
+        slope, icept = np.polyfit(raw[~test], y[~test], 1)
+        raw_pred[test] = np.clip(slope * raw[test] + icept, 0.0, 5.0)
+        print(
+            f"fold={i} questions={len(fold)} answers={int(test.sum())} "
+            f"pearson_r={_pearson(pred[test], y[test]):.4f} rmse={_rmse(pred[test], y[test]):.4f}"
+        )
+    r, rmse = _pearson(pred, y), _rmse(pred, y)
+    print(f"raw_cosine pearson_r={_pearson(raw, y):.4f} linear_fit_rmse={_rmse(raw_pred, y):.4f}")
+    print(f"calibrated ({len(feature_names)} features, ridge alpha={args.alpha:g}, {len(rows)} answers, "
+          f"{len(set(questions))} questions, seed={args.seed})")
+    print(ANCHORS)
+
+    if args.fit_out:
+        from pipeline.grading import FEATURES_VERSION
+
+        cal = fit_ridge(x, y / 5.0, feature_names, args.alpha)
+        meta = {
+            "alpha": args.alpha,
+            "encoder_model_id": model_id,
+            "features_version": FEATURES_VERSION,
+            "data": Path(args.data).name,
+            "n_answers": len(rows),
+            "n_questions": len(set(questions)),
+            "fitted_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "cv": {"folds": args.folds, "seed": args.seed, "pearson_r": round(r, 4), "rmse": round(rmse, 4)},
+            "refit": "python -m pipeline.evaluate grading --data ../shared/data/grading/mohler_dataset_edited.csv "
+            "--fit-out pipeline/grading_calibration.json",
+        }
+        out = {**cal.to_dict(), **meta}
+        Path(args.fit_out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        log(f"wrote calibration to {args.fit_out}")
+    print(f"pearson_r={r:.4f} rmse={rmse:.4f}", flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate")
+    sub = parser.add_subparsers(dest="task", required=True)
+    g = sub.add_parser("grading", help="cross-validate (and optionally refit) the answer grader")
+    g.add_argument("--data", required=True, help="Mohler CSV (mohler_dataset_edited.csv)")
+    g.add_argument("--folds", type=int, default=5)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="ridge penalty on standardized features")
+    g.add_argument("--features", default="", help="comma list of feature names (default: the shipped set)")
+    g.add_argument("--model", default=None, help="sentence model folder or name (default: packaged MiniLM)")
+    g.add_argument("--cache-dir", default="data/cache", help="embedding cache folder")
+    g.add_argument("--no-cache", action="store_true")
+    g.add_argument("--fit-out", default="", help="also fit on all answers and write the calibration JSON here")
+    args = parser.parse_args(argv)
+    if args.task == "grading":
+        return run_grading(args)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,288 @@
+"""Audio and video decoding with PyAV (no ffmpeg binary, no Streamlit).
+
+Everything that reads a recording goes through here so a broken upload fails with
+one clear ``MediaError`` instead of an FFmpeg traceback deep inside a model.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import av
+import numpy as np
+
+Source = str | os.PathLike[str] | bytes | bytearray | BinaryIO
+
+# A file whose decoded length falls short of its declared length by more than this
+# (seconds and fraction, both) is reported as truncated rather than silently short.
+_TRUNCATION_TOLERANCE_S = 0.5
+_TRUNCATION_TOLERANCE_FRACTION = 0.05
+
+
+class MediaError(ValueError):
+    """A file is missing, empty, corrupt, truncated or has no usable stream."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What ``probe`` learns from the container header (nothing is decoded)."""
+
+    path: str
+    format_name: str
+    duration: float | None
+    has_audio: bool
+    has_video: bool
+    audio_duration: float | None = None
+    audio_codec: str | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    video_duration: float | None = None
+    video_codec: str | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    video_frames: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _describe(source: Source) -> str:
+    if isinstance(source, str | os.PathLike):
+        return str(source)
+    return getattr(source, "name", None) or f"<{type(source).__name__}>"
+
+
+def _open(source: Source) -> av.container.InputContainer:
+    """Open a container, turning every way it can fail into a MediaError."""
+    name = _describe(source)
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        if not path.exists():
+            raise MediaError(f"{name}: file not found")
+        if path.is_dir():
+            raise MediaError(f"{name}: is a folder, not a media file")
+        if path.stat().st_size == 0:
+            raise MediaError(f"{name}: file is empty (0 bytes)")
+        target: Any = str(path)
+    elif isinstance(source, bytes | bytearray):
+        if not source:
+            raise MediaError(f"{name}: no data (0 bytes)")
+        target = io.BytesIO(source)
+    else:
+        target = source
+    try:
+        return av.open(target, mode="r")
+    except av.error.FFmpegError as exc:
+        # InvalidDataError is what FFmpeg says for text files, random bytes, a moov-less MP4...
+        raise MediaError(f"{name}: not a readable media file ({exc.__class__.__name__}: {exc})") from exc
+    except (OSError, EOFError) as exc:
+        raise MediaError(f"{name}: cannot be read ({exc})") from exc
+
+
+def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
+    if value is None or time_base is None:
+        return None
+    return float(value * time_base)
+
+
+def _stream_duration(stream: av.stream.Stream, container: av.container.InputContainer) -> float | None:
+    duration = _seconds(stream.duration, stream.time_base)
+    if duration is None and container.duration is not None:
+        duration = container.duration / av.time_base
+    return duration
+
+
+def probe(path: Source) -> MediaInfo:
+    """Durations, fps and stream presence from the header; MediaError if unusable."""
+    container = _open(path)
+    try:
+        audio = container.streams.audio[0] if container.streams.audio else None
+        video = container.streams.video[0] if container.streams.video else None
+        if audio is None and video is None:
+            raise MediaError(f"{_describe(path)}: contains no audio or video stream")
+        fps: float | None = None
+        if video is not None:
+            rate = video.average_rate or video.guessed_rate or video.base_rate
+            fps = float(rate) if rate else None
+        return MediaInfo(
+            path=_describe(path),
+            format_name=container.format.name,
+            duration=container.duration / av.time_base if container.duration is not None else None,
+            has_audio=audio is not None,
+            has_video=video is not None,
+            audio_duration=_stream_duration(audio, container) if audio is not None else None,
+            audio_codec=audio.codec_context.name if audio is not None else None,
+            sample_rate=audio.codec_context.sample_rate if audio is not None else None,
+            channels=audio.codec_context.channels if audio is not None else None,
+            video_duration=_stream_duration(video, container) if video is not None else None,
+            video_codec=video.codec_context.name if video is not None else None,
+            fps=fps,
+            width=video.codec_context.width if video is not None else None,
+            height=video.codec_context.height if video is not None else None,
+            video_frames=(video.frames or None) if video is not None else None,
+        )
+    finally:
+        container.close()
+
+
+def load_audio(
+    path_or_file: Source,
+    rate: int = 16000,
+    channel: int | None = None,
+    *,
+    allow_truncated: bool = False,
+) -> np.ndarray:
+    """Decode the first audio stream to float32 mono at ``rate`` Hz.
+
+    ``channel`` picks one channel (0 = left) of a multi-channel file; by default all
+    channels are averaged. A file shorter than its header says raises MediaError
+    unless ``allow_truncated`` (then the decodable part is returned).
+    """
+    name = _describe(path_or_file)
+    container = _open(path_or_file)
+    try:
+        if not container.streams.audio:
+            raise MediaError(f"{name}: contains no audio stream")
+        stream = container.streams.audio[0]
+        channels = stream.codec_context.channels or 0
+        if channel is not None and not 0 <= channel < max(channels, 1):
+            raise MediaError(f"{name}: channel {channel} requested but the audio has {channels} channel(s)")
+        # Keep the source layout (swr mixes by layout rules we do not want); mix or pick below.
+        resampler = av.AudioResampler(format="fltp", rate=rate)
+        parts: list[np.ndarray] = []
+        try:
+            for frame in container.decode(stream):
+                frame.pts = None  # resample by sample count; broken pts must not drop audio
+                for out in resampler.resample(frame):
+                    parts.append(out.to_ndarray())
+            for out in resampler.resample(None):
+                parts.append(out.to_ndarray())
+        except av.error.FFmpegError as exc:
+            if not (allow_truncated and parts):
+                raise MediaError(f"{name}: corrupt or truncated audio ({exc})") from exc
+        if not parts:
+            raise MediaError(f"{name}: audio stream decodes to no samples (empty or corrupt)")
+        planar = np.concatenate(parts, axis=1)
+        declared = _stream_duration(stream, container)
+    finally:
+        container.close()
+
+    decoded = planar.shape[1] / rate
+    if declared and not allow_truncated:
+        missing = declared - decoded
+        if missing > _TRUNCATION_TOLERANCE_S and missing > _TRUNCATION_TOLERANCE_FRACTION * declared:
+            raise MediaError(f"{name}: truncated: decoded {decoded:.2f} s of a declared {declared:.2f} s")
+    if channel is not None:
+        mono = planar[min(channel, planar.shape[0] - 1)]
+    elif planar.shape[0] == 1:
+        mono = planar[0]
+    else:
+        mono = planar.mean(axis=0)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def iter_video_frames(
+    path: Source, every_n: int = 4, max_width: int = 640
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield ``(t_seconds, bgr uint8 array)`` for every ``every_n``-th decoded frame.
+
+    ``t`` is the frame's presentation time relative to the stream start; frames wider
+    than ``max_width`` are downscaled (aspect kept) inside swscale, which is far cheaper
+    than resizing the full-size BGR array afterwards.
+    """
+    if every_n < 1:
+        raise ValueError("every_n must be >= 1")
+    name = _describe(path)
+    container = _open(path)
+    try:
+        if not container.streams.video:
+            raise MediaError(f"{name}: contains no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        time_base = stream.time_base or Fraction(1, 90000)
+        start = stream.start_time
+        rate = stream.average_rate or stream.guessed_rate
+        index = -1
+        yielded = 0
+        try:
+            for frame in container.decode(stream):
+                index += 1
+                if index % every_n:
+                    continue
+                if frame.pts is not None:
+                    if start is None:
+                        start = frame.pts
+                    t = float((frame.pts - start) * time_base)
+                else:  # no timestamps: fall back to the nominal frame rate
+                    t = index / float(rate) if rate else float(index)
+                width, height = frame.width, frame.height
+                if width > max_width:
+                    height = max(2, round(height * max_width / width / 2) * 2)
+                    width = max_width
+                image = frame.to_ndarray(width=width, height=height, format="bgr24")
+                yielded += 1
+                yield t, image
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{name}: corrupt or truncated video ({exc})") from exc
+        if yielded == 0:
+            raise MediaError(f"{name}: video stream decodes to no frames (empty or corrupt)")
+    finally:
+        container.close()
+
+
+class AudioResampler16k:
+    """WebRTC ``av.AudioFrame`` (48 kHz stereo s16 packed, 20 ms) -> 16 kHz mono float32.
+
+    Runs in the WebRTC audio callback, so it stays cheap: one FFmpeg swr call per
+    frame (anti-aliased, stateful across frames so there are no clicks at frame
+    edges) and a zero-copy view of the result. A change of input format (e.g. the
+    browser renegotiates to 44.1 kHz mono) rebuilds the resampler instead of failing.
+    """
+
+    def __init__(self, rate: int = 16000) -> None:
+        self.rate = rate
+        self._resampler: av.AudioResampler | None = None
+        self._input_key: tuple[str, str, int] | None = None
+        self.samples_in = 0
+        self.samples_out = 0
+
+    def _ensure(self, frame: av.AudioFrame) -> av.AudioResampler:
+        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if self._resampler is None or key != self._input_key:
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+            self._input_key = key
+        return self._resampler
+
+    def __call__(self, frame: av.AudioFrame) -> np.ndarray:
+        return self.resample(frame)
+
+    def resample(self, frame: av.AudioFrame) -> np.ndarray:
+        resampler = self._ensure(frame)
+        self.samples_in += frame.samples
+        frame.pts = None  # browsers' pts jumps after packet loss; we only need the sample flow
+        outs = resampler.resample(frame)
+        return self._collect(outs)
+
+    def flush(self) -> np.ndarray:
+        """Return the few samples still inside the resampler's filter."""
+        if self._resampler is None:
+            return np.zeros(0, dtype=np.float32)
+        out = self._collect(self._resampler.resample(None))
+        self._resampler = None
+        self._input_key = None
+        return out
+
+    def _collect(self, outs: list[av.AudioFrame]) -> np.ndarray:
+        if not outs:
+            return np.zeros(0, dtype=np.float32)
+        arrays = [o.to_ndarray().reshape(-1) for o in outs]
+        data = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        self.samples_out += data.shape[0]
+        return data.astype(np.float32, copy=False)

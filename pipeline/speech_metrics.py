@@ -1,0 +1,403 @@
+"""Delivery metrics of a spoken answer from word timestamps (+ optional audio).
+
+Pure functions: no model, no I/O. Words are dicts with ``word``, ``start`` and ``end``
+(seconds since the answer started), as ``sidecar.asr`` produces them. Where there is
+no speech the metrics say so with ``None`` instead of inventing a number.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
+Word = Mapping[str, Any]
+
+# Energy below this is reported as this (digital silence would otherwise be -inf dB).
+ENERGY_FLOOR_DB = -100.0
+
+
+@dataclass(frozen=True)
+class SpeechMetricsOptions:
+    filler_words: tuple[str, ...] = ("um", "uh", "erm", "er", "ah", "hmm", "like", "you know", "sort of", "kind of")
+    pause_seconds: float = 1.0
+    pace_window_seconds: float = 10.0
+    pace_low_wpm: float = 110.0
+    pace_high_wpm: float = 170.0
+    pace_step_seconds: float = 1.0  # hop of the sliding pace window
+    min_pace_seconds: float = 3.0  # a shorter stretch of speech gives no words-per-minute figure
+    hop_seconds: float = 0.05  # pitch/energy track resolution
+    pitch_min_hz: float = 65.0
+    pitch_max_hz: float = 400.0
+    yin_threshold: float = 0.2  # cumulative-mean-normalised difference below this = voiced
+    voiced_min_db: float = -50.0  # frames quieter than this are never called voiced
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SpeechMetricsOptions:
+        return cls(
+            filler_words=tuple(settings.filler_words),
+            pause_seconds=settings.pause_seconds,
+            pace_window_seconds=settings.pace_window_seconds,
+            pace_low_wpm=settings.pace_low_wpm,
+            pace_high_wpm=settings.pace_high_wpm,
+        )
+
+
+# --------------------------------------------------------------------------- text
+
+
+_KEEP = re.compile(r"[^\w\s']+", flags=re.UNICODE)
+
+
+def normalize_tokens(text: str) -> list[str]:
+    """Lower-case tokens without punctuation; hyphens split ("Mm-hmm" -> mm, hmm)."""
+    text = _KEEP.sub(" ", text.lower().replace("-", " ").replace("\u2019", "'"))
+    return [t.strip("'") for t in text.split() if t.strip("'")]
+
+
+def _squeeze(token: str) -> str:
+    """Collapse repeated letters so "ummm"/"umm" match "um" and "hmmm" matches "hmm"."""
+    return re.sub(r"(.)\1+", r"\1", token)
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Levenshtein word error rate on normalised tokens (0 = identical)."""
+    ref, hyp = normalize_tokens(reference), normalize_tokens(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1] / len(ref)
+
+
+# --------------------------------------------------------------------------- words
+
+
+def _times(words: Sequence[Word]) -> tuple[np.ndarray, np.ndarray]:
+    starts = np.array([float(w["start"]) for w in words], dtype=np.float64)
+    ends = np.array([float(w["end"]) for w in words], dtype=np.float64)
+    return starts, ends
+
+
+def speech_words(words: Iterable[Word]) -> list[Word]:
+    """Words that carry text, sorted by start time."""
+    kept = [w for w in words if normalize_tokens(str(w.get("word", "")))]
+    return sorted(kept, key=lambda w: (float(w["start"]), float(w["end"])))
+
+
+def words_per_minute(
+    words: Sequence[Word], start: float | None = None, end: float | None = None, min_seconds: float = 3.0
+) -> float | None:
+    """Words per minute between ``start`` and ``end`` (default: first word to last word)."""
+    words = speech_words(words)
+    if not words:
+        return None
+    t0 = float(words[0]["start"]) if start is None else start
+    t1 = float(words[-1]["end"]) if end is None else end
+    span = t1 - t0
+    if span < min_seconds:  # two words in half a second are not a pace
+        return None
+    return len(words) / span * 60.0
+
+
+def pace_band(wpm: float | None, low: float, high: float) -> str | None:
+    if wpm is None:
+        return None
+    if wpm < low:
+        return "slow"
+    if wpm > high:
+        return "fast"
+    return "ok"
+
+
+def pace_track(
+    words: Sequence[Word], window: float = 10.0, step: float = 1.0
+) -> list[dict[str, float]]:
+    """Sliding-window pace: ``[{t, wpm}]`` with ``t`` the window's end.
+
+    A word counts in a window when its midpoint falls inside it. Windows cover the
+    speech from the first word's start; an answer shorter than one window gives one
+    point over its actual length (or none below 3 s, like ``words_per_minute``).
+    """
+    words = speech_words(words)
+    if not words:
+        return []
+    starts, ends = _times(words)
+    mids = np.sort((starts + ends) / 2.0)
+    t_first, t_last = float(starts[0]), float(ends.max())
+    if t_last - t_first < window:
+        wpm = words_per_minute(words)
+        return [] if wpm is None else [{"t": round(t_last, 3), "wpm": round(wpm, 1)}]
+    t_ends = np.arange(t_first + window, t_last + 1e-9, step)
+    if t_ends.size == 0 or t_ends[-1] < t_last - 1e-6:
+        t_ends = np.append(t_ends, t_last)
+    counts = np.searchsorted(mids, t_ends, side="right") - np.searchsorted(mids, t_ends - window, side="right")
+    wpm = counts / window * 60.0
+    return [{"t": round(float(t), 3), "wpm": round(float(v), 1)} for t, v in zip(t_ends, wpm, strict=True)]
+
+
+def find_fillers(words: Sequence[Word], fillers: Iterable[str]) -> list[dict[str, Any]]:
+    """Filler words and phrases with their time span, longest phrase first at each word.
+
+    Case and punctuation do not matter ("Um," = "um"), stretched spellings match
+    ("Ummm"), and a phrase ("you know") must be consecutive words.
+    """
+    phrases = sorted(
+        {tuple(_squeeze(t) for t in normalize_tokens(f)) for f in fillers if normalize_tokens(f)},
+        key=len,
+        reverse=True,
+    )
+    names = {tuple(_squeeze(t) for t in normalize_tokens(f)): " ".join(normalize_tokens(f)) for f in fillers}
+    words = speech_words(words)
+    # Flatten to tokens that remember which word they came from ("you-know" -> 2 tokens).
+    tokens: list[tuple[str, int]] = [
+        (_squeeze(tok), i) for i, w in enumerate(words) for tok in normalize_tokens(str(w["word"]))
+    ]
+    found: list[dict[str, Any]] = []
+    k = 0
+    while k < len(tokens):
+        for phrase in phrases:
+            n = len(phrase)
+            if tuple(t for t, _ in tokens[k : k + n]) == phrase:
+                first, last = words[tokens[k][1]], words[tokens[k + n - 1][1]]
+                found.append(
+                    {
+                        "phrase": names[phrase],
+                        "text": " ".join(str(words[i]["word"]).strip() for i in range(tokens[k][1], tokens[k + n - 1][1] + 1)),
+                        "start": float(first["start"]),
+                        "end": float(last["end"]),
+                        "word_index": tokens[k][1],
+                    }
+                )
+                k += n
+                break
+        else:
+            k += 1
+    return found
+
+
+def find_pauses(words: Sequence[Word], min_seconds: float = 1.0) -> list[dict[str, float]]:
+    """Silences between consecutive words longer than ``min_seconds``."""
+    words = speech_words(words)
+    if len(words) < 2:
+        return []
+    starts, ends = _times(words)
+    # Running max of ends: an overlapping timestamp must not create a negative gap.
+    prev_end = np.maximum.accumulate(ends)[:-1]
+    gaps = starts[1:] - prev_end
+    idx = np.nonzero(gaps > min_seconds)[0]
+    return [
+        {"start": round(float(prev_end[i]), 3), "end": round(float(starts[i + 1]), 3), "duration": round(float(gaps[i]), 3)}
+        for i in idx
+    ]
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def frame_energy_db(audio: np.ndarray, rate: int = 16000, hop_seconds: float = 0.05) -> np.ndarray:
+    """RMS level in dBFS of consecutive ``hop_seconds`` frames (floored at ENERGY_FLOOR_DB)."""
+    hop = max(1, round(hop_seconds * rate))
+    n = len(audio) // hop
+    if n == 0:
+        return np.zeros(0, dtype=np.float64)
+    frames = np.asarray(audio[: n * hop], dtype=np.float64).reshape(n, hop)
+    rms = np.sqrt(np.mean(frames * frames, axis=1))
+    with np.errstate(divide="ignore"):
+        db = 20.0 * np.log10(rms)
+    return np.maximum(db, ENERGY_FLOOR_DB)
+
+
+def yin_pitch(
+    audio: np.ndarray,
+    rate: int = 16000,
+    hop_seconds: float = 0.05,
+    fmin: float = 65.0,
+    fmax: float = 400.0,
+    threshold: float = 0.2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised YIN: f0 in Hz (NaN where unvoiced) and the CMND dip per hop.
+
+    Frame ``i`` is centred on hop ``i``'s centre. The difference function of all
+    frames is computed at once with one batched FFT, so a minute of audio takes
+    a few tens of milliseconds.
+    """
+    audio = np.asarray(audio, dtype=np.float64)
+    hop = max(1, round(hop_seconds * rate))
+    n_frames = len(audio) // hop
+    tau_min = max(2, int(rate / fmax))
+    tau_max = int(np.ceil(rate / fmin))
+    win = max(tau_max, round(0.025 * rate))  # integration window: at least one longest period
+    if n_frames == 0:
+        return np.zeros(0), np.zeros(0)
+    length = win + tau_max + 1
+    centres = (np.arange(n_frames) * hop + hop // 2).astype(np.int64)
+    starts = centres - length // 2
+    padded = np.pad(audio, (length, length))
+    idx = starts[:, None] + length + np.arange(length)[None, :]
+    frames = padded[idx]
+    frames -= frames.mean(axis=1, keepdims=True)
+    a = frames[:, :win]
+    nfft = 1 << int(np.ceil(np.log2(length + win)))
+    # Cross-correlation r(tau) = sum_j a_j * x_{j+tau} for tau = 0..tau_max.
+    spec = np.conj(np.fft.rfft(a, nfft, axis=1)) * np.fft.rfft(frames, nfft, axis=1)
+    corr = np.fft.irfft(spec, nfft, axis=1)[:, : tau_max + 1]
+    sq = np.concatenate([np.zeros((n_frames, 1)), np.cumsum(frames * frames, axis=1)], axis=1)
+    taus = np.arange(tau_max + 1)
+    e0 = sq[:, win][:, None]
+    e_tau = sq[:, taus + win] - sq[:, taus]
+    diff = np.maximum(e0 + e_tau - 2.0 * corr, 0.0)
+    cum = np.cumsum(diff[:, 1:], axis=1)
+    cmnd = np.ones_like(diff)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cmnd[:, 1:] = np.where(cum > 0, diff[:, 1:] * taus[1:] / cum, 1.0)
+    search = cmnd[:, tau_min : tau_max + 1]
+    below = search < threshold
+    voiced = below.any(axis=1)
+    # First dip under the threshold, then walk down to its local minimum (YIN step 4).
+    pos = np.where(voiced, np.argmax(below, axis=1), np.argmin(search, axis=1))
+    rows = np.arange(n_frames)
+    for _ in range(search.shape[1]):
+        nxt = np.minimum(pos + 1, search.shape[1] - 1)
+        move = search[rows, nxt] < search[rows, pos]
+        if not move.any():
+            break
+        pos = np.where(move, nxt, pos)
+    tau = pos + tau_min
+    # Parabolic interpolation around the dip for sub-sample period accuracy.
+    lo = np.clip(tau - 1, 1, tau_max)
+    hi = np.clip(tau + 1, 1, tau_max)
+    y0, y1, y2 = cmnd[rows, lo], cmnd[rows, tau], cmnd[rows, hi]
+    denom = y0 - 2.0 * y1 + y2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shift = np.where(np.abs(denom) > 1e-12, 0.5 * (y0 - y2) / denom, 0.0)
+    shift = np.clip(shift, -1.0, 1.0)
+    f0 = rate / (tau + shift)
+    f0 = np.where(voiced & (tau > tau_min) & (tau < tau_max), f0, np.nan)
+    return f0, search[rows, pos]
+
+
+@dataclass
+class ProsodyTrack:
+    """Energy and pitch every ``hop_seconds``; pitch is None where unvoiced."""
+
+    hop_seconds: float
+    t: list[float]
+    energy_db: list[float]
+    pitch_hz: list[float | None]
+    voiced_fraction: float
+    pitch_median_hz: float | None
+    pitch_p10_hz: float | None
+    pitch_p90_hz: float | None
+    pitch_range_semitones: float | None  # p90/p10 spread: low = monotone delivery
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def prosody_track(audio: np.ndarray, rate: int = 16000, options: SpeechMetricsOptions | None = None) -> ProsodyTrack:
+    opts = options or SpeechMetricsOptions()
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    energy = frame_energy_db(audio, rate, opts.hop_seconds)
+    f0, _ = yin_pitch(audio, rate, opts.hop_seconds, opts.pitch_min_hz, opts.pitch_max_hz, opts.yin_threshold)
+    n = min(len(energy), len(f0))
+    energy, f0 = energy[:n], f0[:n]
+    f0 = np.where(energy >= opts.voiced_min_db, f0, np.nan)
+    voiced = f0[~np.isnan(f0)]
+    t = (np.arange(n) + 0.5) * opts.hop_seconds
+    stats: dict[str, float | None] = {"median": None, "p10": None, "p90": None, "range": None}
+    if voiced.size >= 3:
+        p10, med, p90 = np.percentile(voiced, [10, 50, 90])
+        stats = {"median": round(float(med), 1), "p10": round(float(p10), 1), "p90": round(float(p90), 1),
+                 "range": round(float(12.0 * np.log2(p90 / p10)), 2)}
+    return ProsodyTrack(
+        hop_seconds=opts.hop_seconds,
+        t=[round(float(x), 3) for x in t],
+        energy_db=[round(float(x), 1) for x in energy],
+        pitch_hz=[None if np.isnan(x) else round(float(x), 1) for x in f0],
+        voiced_fraction=round(float(voiced.size / n), 3) if n else 0.0,
+        pitch_median_hz=stats["median"],
+        pitch_p10_hz=stats["p10"],
+        pitch_p90_hz=stats["p90"],
+        pitch_range_semitones=stats["range"],
+    )
+
+
+# --------------------------------------------------------------------------- all together
+
+
+@dataclass
+class SpeechMetrics:
+    has_speech: bool
+    word_count: int
+    duration_s: float | None  # the answer's length (given, or first word to last word)
+    speaking_s: float | None  # first word start to last word end
+    wpm: float | None
+    pace_band: str | None
+    pace_track: list[dict[str, float]] = field(default_factory=list)
+    fillers: list[dict[str, Any]] = field(default_factory=list)
+    filler_counts: dict[str, int] = field(default_factory=dict)
+    filler_count: int = 0
+    fillers_per_minute: float | None = None
+    pauses: list[dict[str, float]] = field(default_factory=list)
+    longest_pause_s: float | None = None
+    prosody: ProsodyTrack | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compute_speech_metrics(
+    words: Sequence[Word],
+    audio: np.ndarray | None = None,
+    *,
+    rate: int = 16000,
+    duration: float | None = None,
+    options: SpeechMetricsOptions | None = None,
+) -> SpeechMetrics:
+    """All delivery metrics of one answer.
+
+    ``duration`` (seconds) is the answer's full length when known; pace is then
+    measured from the first word to the last, not over the silence before it.
+    """
+    opts = options or SpeechMetricsOptions()
+    prosody = prosody_track(audio, rate, opts) if audio is not None and len(audio) else None
+    if duration is None and audio is not None and len(audio):
+        duration = len(audio) / rate
+    kept = speech_words(words)
+    if not kept:
+        return SpeechMetrics(has_speech=False, word_count=0, duration_s=duration, speaking_s=None, wpm=None,
+                             pace_band=None, prosody=prosody)
+    speaking = float(kept[-1]["end"]) - float(kept[0]["start"])
+    wpm = words_per_minute(kept, min_seconds=opts.min_pace_seconds)
+    fillers = find_fillers(kept, opts.filler_words)
+    counts = Counter(f["phrase"] for f in fillers)
+    pauses = find_pauses(kept, opts.pause_seconds)
+    minutes = speaking / 60.0
+    return SpeechMetrics(
+        has_speech=True,
+        word_count=len(kept),
+        duration_s=duration if duration is not None else round(speaking, 3),
+        speaking_s=round(speaking, 3),
+        wpm=None if wpm is None else round(wpm, 1),
+        pace_band=pace_band(wpm, opts.pace_low_wpm, opts.pace_high_wpm),
+        pace_track=pace_track(kept, opts.pace_window_seconds, opts.pace_step_seconds),
+        fillers=fillers,
+        filler_counts=dict(counts),
+        filler_count=len(fillers),
+        fillers_per_minute=round(len(fillers) / minutes, 2) if speaking >= opts.min_pace_seconds else None,
+        pauses=pauses,
+        longest_pause_s=max((p["duration"] for p in pauses), default=None),
+        prosody=prosody,
+    )
