@@ -1,0 +1,202 @@
+"""Run the sidecar on recorded media: the same workers, ring and queues as a live interview.
+
+Frames are sampled from the video at the configured rate and pushed into the ring
+(blocking, so a file never drops a frame); audio is pushed as stamped 16 kHz chunks.
+The clock starts at the media's first sample, so every time in the report is seconds
+from the start of the media.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.media import MediaError, iter_video_frames, load_audio, probe
+from pipeline.settings import Settings
+from sidecar.protocol import AnswerStart, WorkerEvent
+from sidecar.supervisor import Sidecar
+
+AUDIO_CHUNK_S = 0.5
+
+
+@dataclass
+class AnalyzeRequest:
+    question: str
+    reference: str = ""
+    key_points: tuple[str, ...] = ()
+    video: Path | None = None
+    audio: Path | None = None
+    candidate: str = "batch"
+    role: str = "custom"
+    hotwords: tuple[str, ...] = ()
+
+
+@dataclass
+class _Collected:
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.done = threading.Condition(self.lock)
+
+
+def analyze(request: AnalyzeRequest, settings: Settings, store: bool = False,
+            sidecar: Sidecar | None = None, progress: Any = None) -> dict[str, Any]:
+    """Analyse one recorded answer; returns the JSON-able report. Raises MediaError for bad media."""
+    timings: dict[str, Any] = {}
+    t_all = time.perf_counter()
+    if request.video is None and request.audio is None:
+        raise MediaError("give a video file, an audio file, or both")
+    video_info = probe(request.video) if request.video is not None else None
+    if video_info is not None and not video_info.has_video:
+        raise MediaError(f"{request.video}: no video stream")
+    audio_source = request.audio or (request.video if video_info is not None and video_info.has_audio else None)
+    t = time.perf_counter()
+    audio = load_audio(audio_source) if audio_source is not None else None
+    timings["decode_audio_s"] = round(time.perf_counter() - t, 3)
+
+    own = sidecar is None
+    if own:
+        t = time.perf_counter()
+        sidecar = Sidecar(settings, store=store).start()
+        if not sidecar.wait_ready():
+            status = sidecar.status()
+            sidecar.stop()
+            raise RuntimeError(f"sidecar failed to start: {status['workers']}")
+        timings["sidecar_start_s"] = round(time.perf_counter() - t, 3)
+        timings["warm_up"] = {n: w["warm_up"] for n, w in sidecar.status()["workers"].items()}
+    try:
+        return _run(request, settings, store, sidecar, audio, timings, t_all, progress)
+    finally:
+        if own:
+            sidecar.stop()
+
+
+def _run(request: AnalyzeRequest, settings: Settings, store: bool, sidecar: Sidecar,
+         audio: np.ndarray | None, timings: dict[str, Any], t_all: float, progress: Any) -> dict[str, Any]:
+    session_id, answer_id = uuid.uuid4().hex, uuid.uuid4().hex
+    t0_ms = int(time.time() * 1000)
+    session_store = None
+    if store:
+        from pipeline.store import Store
+
+        session_store = Store(settings, writer_name="cli")
+        session_store.writer.insert("sessions", {
+            "_id": session_id, "candidate": request.candidate, "role": request.role, "source": "cli",
+            "started_at": datetime.fromtimestamp(t0_ms / 1000, UTC), "status": "recording",
+            "settings": settings.model_dump(mode="json", exclude={"mongodb_uri"}),
+        })
+    collected = _Collected()
+
+    def on_event(ev: WorkerEvent) -> None:
+        if ev.kind == "frame" and ev.data["answer_id"] == answer_id:
+            with collected.done:
+                collected.frames.append(ev.data)
+                collected.done.notify_all()
+
+    sidecar.subscribe(on_event)
+    sidecar.start_answer(AnswerStart(session_id, answer_id, 0, request.question, request.reference,
+                                     tuple(request.key_points), t0_ms, tuple(request.hotwords)))
+    sampled = 0
+    t = time.perf_counter()
+    if request.video is not None:
+        for ts, image in iter_video_frames(request.video, every_n=settings.frame_sample_every,
+                                           max_width=settings.frame_max_width):
+            sidecar.push_frame(_fit(image, sidecar), t0_ms + int(round(ts * 1000)), session_id, answer_id, block=True)
+            sampled += 1
+            if progress is not None:
+                progress("video", sampled)
+    duration_s = 0.0
+    if audio is not None:
+        step = int(AUDIO_CHUNK_S * 16000)
+        for i in range(0, len(audio), step):
+            sidecar.push_audio(answer_id, t0_ms + int(i * 1000 / 16000), audio[i:i + step])
+        duration_s = len(audio) / 16000
+    with collected.done:
+        collected.done.wait_for(lambda: len(collected.frames) >= sampled, timeout=max(60.0, sampled))
+    timings["frames_s"] = round(time.perf_counter() - t, 3)
+    t_end = time.perf_counter()
+    sidecar.end_answer(answer_id, t0_ms + int(duration_s * 1000))
+    result = sidecar.wait_result(answer_id, timeout=300) or {}
+    timings["end_to_result_s"] = round(time.perf_counter() - t_end, 3)
+    timings.update({k: round(v, 3) for k, v in result.get("timings", {}).items()})
+    timings["total_s"] = round(time.perf_counter() - t_all, 3)
+    emotion_stats = sidecar.status()["workers"]["emotion"]["metrics"].get("latency", {}).get("emotion")
+    if emotion_stats:
+        timings["emotion_per_frame_ms"] = {k: round(v, 2) for k, v in emotion_stats.items()}
+
+    frames = sorted(collected.frames, key=lambda f: f["t"])
+    report = _report(request, result, frames, t0_ms, sampled, audio is not None, timings)
+    report["session_id"], report["answer_id"] = session_id, answer_id
+    if session_store is not None:
+        grade = result.get("grade") or {}
+        session_store.writer.update("sessions", session_id, {
+            "status": "analysed", "ended_at": datetime.now(UTC), "grade": grade.get("score"),
+            "band": grade.get("band"), "flags": list(grade.get("flags") or []),
+        })
+        session_store.writer.flush(30)
+        session_store.close()
+    return report
+
+
+def _fit(image: np.ndarray, sidecar: Sidecar) -> np.ndarray:
+    h, w = image.shape[:2]
+    if h <= sidecar.ring.max_height and w <= sidecar.ring.max_width:
+        return image
+    import cv2
+
+    scale = min(sidecar.ring.max_height / h, sidecar.ring.max_width / w)
+    return cv2.resize(image, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def _report(request: AnalyzeRequest, result: dict[str, Any], frames: list[dict[str, Any]], t0_ms: int,
+            sampled: int, has_audio: bool, timings: dict[str, Any]) -> dict[str, Any]:
+    metrics = result.get("metrics") or {}
+    grade = result.get("grade")
+    faces = sum(1 for f in frames if f["face"])
+    return {
+        "question": request.question,
+        "transcript": result.get("transcript", "") if has_audio else None,
+        "words": [
+            {"word": w["word"], "start": w["start"], "end": w["end"], "probability": w.get("probability")}
+            for w in result.get("words", [])
+        ],
+        "frames": [
+            {"t": round((f["t"] - t0_ms) / 1000.0, 3), "face": f["face"], "emotions": f["emotions"],
+             "dominant": f["dominant"], "confidence": f["confidence"], "gaze": f["gaze"], "head": f.get("head"),
+             "box": f["box"]}
+            for f in frames
+        ],
+        "frames_summary": {"sampled": sampled, "analysed": len(frames), "with_face": faces,
+                           "face_ratio": round(faces / len(frames), 3) if frames else None},
+        "metrics": {
+            "wpm": metrics.get("wpm"), "pace_band": metrics.get("pace_band"), "fillers": metrics.get("fillers", []),
+            "filler_count": metrics.get("filler_count"), "pauses": metrics.get("pauses", []),
+            "pace_track": metrics.get("pace_track", []), "has_speech": metrics.get("has_speech"),
+        },
+        "grade": grade,
+        "missing": _missing(has_audio, frames, metrics, grade),
+        "timings": timings,
+    }
+
+
+def _missing(has_audio: bool, frames: list[dict[str, Any]], metrics: dict[str, Any], grade: Any) -> list[str]:
+    """Signals that could not be measured, said plainly instead of scored."""
+    out = []
+    if not has_audio:
+        out.append("no audio: no transcript, speech metrics or grade")
+    elif not metrics.get("has_speech"):
+        out.append("no speech detected: no pace, fillers or grade")
+    if not frames:
+        out.append("no video: no emotion or eye contact")
+    elif not any(f["face"] for f in frames):
+        out.append("no face found in any frame: no emotion or eye contact")
+    return out

@@ -1,0 +1,52 @@
+"""Messages between the app process (supervisor) and the sidecar workers.
+
+Small picklable dataclasses on multiprocessing queues; pixels never travel this way
+(they go through the shared-memory ring).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AnswerStart:
+    session_id: str
+    answer_id: str
+    index: int
+    question: str
+    reference: str = ""
+    key_points: tuple[str, ...] = ()
+    started_ms: int = 0
+    hotwords: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    answer_id: str
+    t_ms: int  # epoch ms of the first sample on the capture clock
+    samples: np.ndarray  # 16 kHz mono float32
+
+
+@dataclass(frozen=True)
+class AnswerEnd:
+    answer_id: str
+    ended_ms: int
+    status: str = "complete"  # or "incomplete" (connection dropped, tab closed)
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    pass
+
+
+@dataclass
+class WorkerEvent:
+    """Worker -> supervisor: ready, partial, answer_done, frame, metrics, error."""
+
+    kind: str
+    worker: str
+    data: dict[str, Any] = field(default_factory=dict)

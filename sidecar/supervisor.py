@@ -1,0 +1,277 @@
+"""The sidecar supervisor: owns the worker processes and everything they must not lose.
+
+Lives in the app process (one per Streamlit server, shared by all sessions). It
+creates the frame ring and the audio inbox, starts the emotion and speech workers
+(spawn), and watches their heartbeats: a worker that dies or stays silent longer than
+``heartbeat_timeout_seconds`` is killed and restarted. Audio of every answer in
+progress is kept here until the speech worker reports the answer stored, and is
+replayed into a restarted worker, so a crash mid-answer loses no speech.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.settings import Settings
+from sidecar.protocol import AnswerEnd, AnswerStart, AudioChunk, Shutdown, WorkerEvent
+from sidecar.ring import FrameRing
+from sidecar.workers import drain, emotion_worker, speech_worker
+
+log = logging.getLogger(__name__)
+
+WARMUP_TIMEOUT_S = 180.0
+
+
+@dataclass
+class WorkerState:
+    name: str
+    target: Callable[..., None]
+    process: Any = None
+    heartbeat: Any = None
+    inbox: Any = None
+    state: str = "stopped"  # stopped, warming, ready, restarting, failed
+    started_at: float = 0.0
+    restarts: int = 0
+    ready_timings: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    last_error: str | None = None
+
+
+@dataclass
+class OpenAnswer:
+    start: AnswerStart
+    chunks: list[AudioChunk] = field(default_factory=list)
+    end: AnswerEnd | None = None
+
+
+class Sidecar:
+    def __init__(self, settings: Settings, store: bool = True) -> None:
+        self.settings = settings
+        self.store = store
+        self._ctx = mp.get_context("spawn")
+        self.ring = FrameRing(settings.ring_slots, ctx=self._ctx)
+        self.events = self._ctx.Queue()
+        self._settings_data = settings.model_dump(mode="json")
+        self.workers = {
+            "emotion": WorkerState("emotion", emotion_worker),
+            "speech": WorkerState("speech", speech_worker),
+        }
+        self._lock = threading.RLock()
+        self._open: dict[str, OpenAnswer] = {}
+        self._done: dict[str, dict[str, Any]] = {}
+        self._partials: dict[str, list[dict[str, Any]]] = {}
+        self._live_frames: dict[str, dict[str, Any]] = {}
+        self._listeners: list[Callable[[WorkerEvent], None]] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.audio_chunks_in = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> Sidecar:
+        for w in self.workers.values():
+            self._spawn(w)
+        for target in (self._pump_events, self._watch):
+            t = threading.Thread(target=target, name=f"sidecar-{target.__name__}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def wait_ready(self, timeout: float = WARMUP_TIMEOUT_S) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ready:
+                return True
+            if any(w.state == "failed" for w in self.workers.values()):
+                return False
+            time.sleep(0.1)
+        return self.ready
+
+    @property
+    def ready(self) -> bool:
+        return all(w.state == "ready" for w in self.workers.values())
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            self.workers["speech"].inbox.put(Shutdown())
+        with contextlib.suppress(Exception):
+            self.ring.put(np.zeros((1, 1, 3), np.uint8), 0, "", "__shutdown__", lock_timeout=1.0)
+        for w in self.workers.values():
+            if w.process is not None:
+                w.process.join(timeout)
+                if w.process.is_alive():
+                    w.process.kill()
+                    w.process.join()
+            w.state = "stopped"
+        for t in self._threads:
+            t.join(2)
+        self.ring.close()
+
+    def _spawn(self, w: WorkerState) -> None:
+        w.heartbeat = self._ctx.Value("d", time.time(), lock=False)
+        if w.name == "speech":
+            w.inbox = self._ctx.Queue()  # fresh: a killed reader can leave the old one locked
+            args = (w.inbox, self.events, w.heartbeat, self._settings_data, self.store)
+        else:
+            args = (self.ring, self.events, w.heartbeat, self._settings_data, self.store)
+        w.process = self._ctx.Process(target=w.target, args=args, name=f"mockai-{w.name}", daemon=True)
+        w.state = "warming"
+        w.started_at = time.monotonic()
+        w.process.start()
+        if w.name == "speech":
+            self._replay_open_answers(w)
+
+    def _replay_open_answers(self, w: WorkerState) -> None:
+        with self._lock:
+            for answer in self._open.values():
+                w.inbox.put(answer.start)
+                for chunk in answer.chunks:
+                    w.inbox.put(chunk)
+                if answer.end is not None:
+                    w.inbox.put(answer.end)
+
+    def restart(self, name: str, reason: str) -> None:
+        w = self.workers[name]
+        log.warning("restarting %s worker: %s", name, reason)
+        with contextlib.suppress(Exception):
+            w.process.kill()
+            w.process.join(5)
+        w.restarts += 1
+        w.last_error = reason
+        if name == "emotion":
+            self.ring.replace_lock(self._ctx)  # it may have died holding the old one
+        else:
+            drain(w.inbox)
+        self._spawn(w)
+
+    def _watch(self) -> None:
+        timeout = self.settings.heartbeat_timeout_seconds
+        while not self._stop.wait(0.25):
+            for w in self.workers.values():
+                if w.state in ("stopped", "failed"):
+                    continue
+                if not w.process.is_alive():
+                    if w.state == "warming" and w.restarts >= 3:
+                        w.state = "failed"
+                        continue
+                    self.restart(w.name, f"process exited with code {w.process.exitcode}")
+                elif w.state == "ready" and time.time() - w.heartbeat.value > timeout:
+                    self.restart(w.name, f"no heartbeat for {timeout:.0f}s")
+                elif w.state == "warming" and time.monotonic() - w.started_at > WARMUP_TIMEOUT_S:
+                    self.restart(w.name, "warm-up took too long")
+
+    # ------------------------------------------------------------------ events
+    def _pump_events(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ev: WorkerEvent = self.events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            except (EOFError, OSError):
+                break
+            self._handle(ev)
+
+    def _handle(self, ev: WorkerEvent) -> None:
+        w = self.workers.get(ev.worker)
+        with self._lock:
+            if ev.kind == "ready" and w is not None:
+                w.state = "ready"
+                w.ready_timings = ev.data
+            elif ev.kind == "metrics" and w is not None:
+                w.metrics = ev.data
+            elif ev.kind == "error" and w is not None:
+                w.last_error = ev.data.get("error")
+            elif ev.kind == "partial":
+                self._partials.setdefault(ev.data["answer_id"], []).extend(ev.data["words"])
+            elif ev.kind == "answer_done":
+                # Stored (or handed back): the buffered audio can go.
+                self._open.pop(ev.data["answer_id"], None)
+                self._partials.pop(ev.data["answer_id"], None)
+                self._done[ev.data["answer_id"]] = ev.data
+            elif ev.kind == "frame":
+                self._live_frames[ev.data["session_id"]] = ev.data
+            listeners = list(self._listeners)
+        for fn in listeners:
+            fn(ev)
+
+    def subscribe(self, fn: Callable[[WorkerEvent], None]) -> None:
+        with self._lock:
+            self._listeners.append(fn)
+
+    # ------------------------------------------------------------------ inputs
+    def start_answer(self, start: AnswerStart) -> None:
+        with self._lock:
+            self._open[start.answer_id] = OpenAnswer(start)
+            self._done.pop(start.answer_id, None)
+            self.workers["speech"].inbox.put(start)
+
+    def push_audio(self, answer_id: str, t_ms: int, samples: np.ndarray) -> None:
+        """Never drops: kept until the answer is stored, replayed after a worker restart."""
+        chunk = AudioChunk(answer_id, int(t_ms), np.asarray(samples, np.float32))
+        with self._lock:
+            answer = self._open.get(answer_id)
+            if answer is None or answer.end is not None:
+                return
+            answer.chunks.append(chunk)
+            self.audio_chunks_in += 1
+            self.workers["speech"].inbox.put(chunk)
+
+    def push_frame(self, image: np.ndarray, t_ms: int, session_id: str, answer_id: str, block: bool = False) -> bool:
+        return self.ring.put(image, t_ms, session_id, answer_id, block=block)
+
+    def end_answer(self, answer_id: str, ended_ms: int, status: str = "complete") -> None:
+        with self._lock:
+            answer = self._open.get(answer_id)
+            if answer is None or answer.end is not None:
+                return
+            answer.end = AnswerEnd(answer_id, int(ended_ms), status)
+            self.workers["speech"].inbox.put(answer.end)
+
+    # ------------------------------------------------------------------ outputs
+    def result(self, answer_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._done.get(answer_id)
+
+    def wait_result(self, answer_id: str, timeout: float = 60.0) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = self.result(answer_id)
+            if r is not None:
+                return r
+            time.sleep(0.02)
+        return None
+
+    def partial_words(self, answer_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._partials.get(answer_id, []))
+
+    def live_frame(self, session_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._live_frames.get(session_id)
+
+    def status(self) -> dict[str, Any]:
+        """What the pages show: each worker's state, restarts, warm-up and stage latencies, queue depths."""
+        with self._lock:
+            workers = {
+                name: {"state": w.state, "restarts": w.restarts, "last_error": w.last_error,
+                       "alive": bool(w.process and w.process.is_alive()),
+                       "heartbeat_age_s": round(time.time() - w.heartbeat.value, 2) if w.heartbeat else None,
+                       "warm_up": w.ready_timings, "metrics": w.metrics}
+                for name, w in self.workers.items()
+            }
+            open_audio_s = sum(len(c.samples) for a in self._open.values() for c in a.chunks) / 16000
+        with contextlib.suppress(NotImplementedError, OSError):
+            workers["speech"]["inbox_depth"] = self.workers["speech"].inbox.qsize()
+        return {"ready": self.ready, "workers": workers, "ring": self.ring.stats(),
+                "open_answers": len(self._open), "buffered_audio_s": round(open_audio_s, 2),
+                "audio_chunks_in": self.audio_chunks_in}

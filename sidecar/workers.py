@@ -1,0 +1,286 @@
+"""The two sidecar worker processes.
+
+- emotion: reads sampled frames from the shared-memory ring, runs face detection,
+  emotion and gaze, writes one ``frames`` sample per frame.
+- speech: reads answer commands and 16 kHz audio, transcribes while the candidate
+  speaks, and at the end of an answer computes speech metrics and the grade and
+  stores the answer.
+
+Each runs its own loop in a spawned process, beats a shared heartbeat every turn,
+and reports events (ready, live partials, results, stage latencies) on a queue.
+Results go to MongoDB through the process's own journaled writer (when storing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import time
+import traceback
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from sidecar.protocol import AnswerEnd, AnswerStart, AudioChunk, Shutdown, WorkerEvent
+
+log = logging.getLogger(__name__)
+
+METRICS_EVERY_S = 1.0
+
+
+class _Latency:
+    """Rolling per-stage latencies (ms) for the metrics the pages show."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, deque[float]] = {}
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.samples.setdefault(stage, deque(maxlen=200)).append(seconds * 1000.0)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for stage, xs in self.samples.items():
+            arr = np.fromiter(xs, float)
+            out[stage] = {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)), "n": len(arr)}
+        return out
+
+
+def _open_store(settings_data: dict[str, Any], name: str) -> Any:
+    from pipeline.settings import Settings
+    from pipeline.store import Store
+
+    return Store(Settings(**settings_data), writer_name=name)
+
+
+def _limit_threads(n: int) -> None:
+    # Two workers share two cores: keep each library from spawning a thread per core.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+
+
+# ---------------------------------------------------------------------- emotion
+def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[str, Any], store: bool) -> None:
+    _limit_threads(1)
+    from pipeline.settings import Settings
+    from sidecar.emotion import EmotionAnalyzer, EmotionOptions
+
+    settings = Settings(**settings_data)
+    try:
+        t0 = time.perf_counter()
+        analyzer = EmotionAnalyzer(EmotionOptions.from_settings(settings))
+        timings = analyzer.warm_up()
+        writer = _open_store(settings_data, "emotion").writer if store else None
+        events.put(WorkerEvent("ready", "emotion", {"timings": timings, "total_s": time.perf_counter() - t0}))
+    except Exception as exc:
+        events.put(WorkerEvent("error", "emotion", {"error": f"warm-up failed: {exc}", "trace": traceback.format_exc()}))
+        raise
+    latency = _Latency()
+    current_answer = None
+    processed = 0
+    last_metrics = time.monotonic()
+    while True:
+        heartbeat.value = time.time()
+        frame = ring.get(timeout=0.05)
+        if frame is not None:
+            if frame.answer_id == "__shutdown__":
+                break
+            if frame.answer_id != current_answer:
+                analyzer.reset()  # a new answer is a new track
+                current_answer = frame.answer_id
+            start = time.perf_counter()
+            sample = analyzer.analyze(frame.image, frame.t_ms / 1000.0)
+            latency.add("emotion", time.perf_counter() - start)
+            doc = _frame_doc(frame, sample)
+            if writer is not None:
+                writer.insert("frames", doc)
+            events.put(WorkerEvent("frame", "emotion", doc))
+            processed += 1
+        if time.monotonic() - last_metrics > METRICS_EVERY_S:
+            last_metrics = time.monotonic()
+            events.put(WorkerEvent("metrics", "emotion", {"latency": latency.summary(), "processed": processed}))
+    if writer is not None:
+        writer.close()
+
+
+def _frame_doc(frame: Any, sample: dict[str, Any]) -> dict[str, Any]:
+    keep = ("face", "box", "emotions", "dominant", "confidence", "uncertain", "gaze", "head", "tracked")
+    doc = {k: sample.get(k) for k in keep}
+    if doc["box"] is not None:
+        doc["box"] = [int(v) for v in doc["box"]]
+    doc.update(
+        {"_id": f"{frame.answer_id}-{frame.seq}-{frame.t_ms}", "session_id": frame.session_id,
+         "answer_id": frame.answer_id, "t": int(frame.t_ms)}
+    )
+    return doc
+
+
+# ---------------------------------------------------------------------- speech
+class SpeechSession:
+    """Everything the speech worker holds for one answer."""
+
+    def __init__(self, start: AnswerStart, transcriber: Any) -> None:
+        self.start = start
+        self.transcriber = transcriber
+        self.audio: list[np.ndarray] = []
+        self.first_ms: int | None = None
+
+
+def speech_worker(inbox: Any, events: Any, heartbeat: Any, settings_data: dict[str, Any], store: bool) -> None:
+    _limit_threads(int(settings_data.get("asr_threads", 2)))
+    from pipeline.encoder import SentenceEncoder
+    from pipeline.grading import GradeOptions
+    from pipeline.settings import Settings
+    from sidecar.asr import AsrOptions, SpeechRecognizer
+
+    settings = Settings(**settings_data)
+    try:
+        t0 = time.perf_counter()
+        recognizer = SpeechRecognizer(AsrOptions.from_settings(settings))
+        asr_timings = recognizer.warm_up()
+        encoder = SentenceEncoder()
+        enc_timings = encoder.warm_up()
+        writer = _open_store(settings_data, "speech").writer if store else None
+        grade_options = GradeOptions.from_settings(settings)
+        events.put(
+            WorkerEvent("ready", "speech", {"timings": {"asr": asr_timings, "encoder": enc_timings},
+                                            "total_s": time.perf_counter() - t0})
+        )
+    except Exception as exc:
+        events.put(WorkerEvent("error", "speech", {"error": f"warm-up failed: {exc}", "trace": traceback.format_exc()}))
+        raise
+    worker = _SpeechLoop(settings, recognizer, encoder, grade_options, writer, events)
+    last_metrics = time.monotonic()
+    while True:
+        heartbeat.value = time.time()
+        try:
+            msg = inbox.get(timeout=0.1)
+        except queue.Empty:
+            msg = None
+        if isinstance(msg, Shutdown):
+            break
+        if msg is not None:
+            try:
+                worker.handle(msg)
+            except Exception as exc:  # one bad answer must not take the worker down
+                answer_id = getattr(msg, "answer_id", None)
+                log.exception("speech worker failed on %s", type(msg).__name__)
+                events.put(WorkerEvent("error", "speech", {"answer_id": answer_id, "error": str(exc)}))
+        if time.monotonic() - last_metrics > METRICS_EVERY_S:
+            last_metrics = time.monotonic()
+            events.put(WorkerEvent("metrics", "speech", {"latency": worker.latency.summary(),
+                                                         "open_answers": len(worker.answers)}))
+    if writer is not None:
+        writer.close()
+
+
+class _SpeechLoop:
+    def __init__(self, settings: Any, recognizer: Any, encoder: Any, grade_options: Any, writer: Any, events: Any):
+        from pipeline.speech_metrics import SpeechMetricsOptions
+        from sidecar.asr import AsrOptions
+
+        self.settings = settings
+        self.recognizer = recognizer
+        self.encoder = encoder
+        self.grade_options = grade_options
+        self.metrics_options = SpeechMetricsOptions.from_settings(settings)
+        self.asr_options = AsrOptions.from_settings(settings)
+        self.writer = writer
+        self.events = events
+        self.answers: dict[str, SpeechSession] = {}
+        self.latency = _Latency()
+
+    def handle(self, msg: Any) -> None:
+        if isinstance(msg, AnswerStart):
+            self.start(msg)
+        elif isinstance(msg, AudioChunk):
+            self.audio(msg)
+        elif isinstance(msg, AnswerEnd):
+            self.end(msg)
+
+    def start(self, msg: AnswerStart) -> None:
+        from sidecar.asr import StreamingTranscriber
+
+        options = self.asr_options
+        if msg.hotwords:
+            from dataclasses import replace
+
+            options = replace(options, hotwords=tuple(msg.hotwords))
+        self.answers[msg.answer_id] = SpeechSession(msg, StreamingTranscriber(self.recognizer, options))
+        if self.writer is not None:
+            self.writer.insert("answers", {
+                "_id": msg.answer_id, "session_id": msg.session_id, "index": msg.index, "question": msg.question,
+                "reference": msg.reference, "key_points": list(msg.key_points), "status": "recording",
+                "started_ms": msg.started_ms or None,
+            })
+
+    def audio(self, msg: AudioChunk) -> None:
+        session = self.answers.get(msg.answer_id)
+        if session is None:
+            return  # audio of an answer that already ended (late packet)
+        if session.first_ms is None:
+            session.first_ms = msg.t_ms
+        session.audio.append(msg.samples)
+        start = time.perf_counter()
+        new_words = session.transcriber.feed(msg.samples, msg.t_ms)
+        if new_words:
+            self.latency.add("asr_chunk", time.perf_counter() - start)
+            self.events.put(WorkerEvent("partial", "speech", {"answer_id": msg.answer_id, "words": new_words}))
+
+    def end(self, msg: AnswerEnd) -> None:
+        from pipeline.grading import grade
+        from pipeline.speech_metrics import compute_speech_metrics
+
+        session = self.answers.pop(msg.answer_id, None)
+        if session is None:
+            return
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        transcript = session.transcriber.finish()
+        timings["asr_tail_s"] = time.perf_counter() - t
+        audio = np.concatenate(session.audio) if session.audio else np.zeros(0, np.float32)
+        words = [_clean_word(w) for w in transcript.words]
+        t = time.perf_counter()
+        metrics = compute_speech_metrics(words, audio, duration=len(audio) / 16000 or None,
+                                         options=self.metrics_options).as_dict()
+        timings["metrics_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        s = session.start
+        answer_grade, features = grade(self.encoder, s.question, s.reference, list(s.key_points),
+                                       transcript.text, words, self.grade_options)
+        timings["grade_s"] = time.perf_counter() - t
+        fields = {
+            "status": msg.status, "ended_ms": msg.ended_ms, "transcript": transcript.text, "words": words,
+            "metrics": metrics, "grade": answer_grade.to_dict(), "features": features.to_dict(),
+            "asr": {"engine": transcript.engine, "model": transcript.model, "language": transcript.language},
+            "audio_started_ms": session.first_ms,
+        }
+        t = time.perf_counter()
+        stored = False
+        if self.writer is not None:
+            self.writer.update("answers", msg.answer_id, fields)
+            stored = self.writer.flush(timeout=5.0)
+        timings["store_s"] = time.perf_counter() - t
+        for stage, secs in timings.items():
+            self.latency.add(stage.removesuffix("_s"), secs)
+        self.events.put(WorkerEvent("answer_done", "speech", {"answer_id": msg.answer_id, "session_id": s.session_id,
+                                                              "stored": stored, "timings": timings, **fields}))
+
+
+def _clean_word(w: dict[str, Any]) -> dict[str, Any]:
+    out = {"word": str(w["word"]).strip(), "start": round(max(0.0, float(w["start"])), 3),
+           "end": round(max(0.0, float(w["end"])), 3)}
+    p = w.get("probability")
+    out["probability"] = None if p is None else round(min(1.0, max(0.0, float(p))), 4)
+    for key in ("t_ms", "end_ms"):
+        if key in w:
+            out[key] = int(w[key])
+    return out
+
+
+def drain(q: Any) -> None:
+    with contextlib.suppress(Exception):
+        while True:
+            q.get_nowait()
