@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.grading import FEATURES_VERSION, Calibration, extract_features, texts_to_encode
+
 GRADING_FEATURES = (
     "cos_ref",
     "cos_ref_demoted",
@@ -33,7 +35,6 @@ GRADING_FEATURES = (
     "len_ratio",
     "len_ratio_short",
     "soft_recall_sq",
-    "cos_ref_sq",
 )
 DEFAULT_ALPHA = 10.0
 BAD_CELL = "#NAME?"  # spreadsheet formula errors in the edited Mohler CSV
@@ -65,10 +66,8 @@ def question_folds(questions: Sequence[str], k: int, seed: int) -> list[set[str]
     return [set(uniq[i::k]) for i in range(k)]
 
 
-def fit_ridge(x: np.ndarray, y: np.ndarray, names: Sequence[str], alpha: float):
+def fit_ridge(x: np.ndarray, y: np.ndarray, names: Sequence[str], alpha: float) -> Calibration:
     """Ridge on standardized features with an unpenalized intercept -> grading.Calibration."""
-    from pipeline.grading import Calibration
-
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale = np.where(scale > 1e-9, scale, 1.0)  # a constant feature gets weight 0, not NaN
@@ -80,10 +79,14 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, names: Sequence[str], alpha: float):
         scale=tuple(float(v) for v in scale),
         coef=tuple(float(v) for v in coef),
         intercept=float(y.mean()),
+        lo=tuple(float(v) for v in x.min(axis=0)),
+        hi=tuple(float(v) for v in x.max(axis=0)),
     )
 
 
-def _predict(cal, x: np.ndarray) -> np.ndarray:
+def _predict(cal: Calibration, x: np.ndarray) -> np.ndarray:
+    """Vectorized Calibration.predict (same clipping of inputs and output)."""
+    x = np.clip(x, np.asarray(cal.lo), np.asarray(cal.hi))
     z = (x - np.asarray(cal.mean)) / np.asarray(cal.scale)
     return np.clip(z @ np.asarray(cal.coef) + cal.intercept, 0.0, 1.0)
 
@@ -99,21 +102,24 @@ def _rmse(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def grading_features(
-    rows: list[dict[str, str]], model: str | None, cache_dir: Path | None, log
+    rows: list[dict[str, str]], model: str | None, cache_dir: Path | None, log, threads: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """All feature values (one row per answer, columns = every value the grader computes)."""
     from pipeline.encoder import SentenceEncoder
-    from pipeline.grading import extract_features, texts_to_encode
 
     t0 = time.perf_counter()
-    enc = SentenceEncoder(model)
+    enc = SentenceEncoder(model, threads=threads)
     cache = None
     if cache_dir is not None:
         cache = Path(cache_dir) / f"grading_{re.sub(r'[^A-Za-z0-9]+', '_', enc.model_id)[:60]}.npz"
         log(f"cache: {cache} ({enc.load_cache(cache)} vectors)")
     texts: dict[str, None] = {}
     for r in rows:
-        texts.update(dict.fromkeys(texts_to_encode(r["question"], r["desired_answer"], None, r["student_answer"], spans=False)))
+        texts.update(
+            dict.fromkeys(
+                texts_to_encode(r["question"], r["desired_answer"], None, r["student_answer"], spans=False)
+            )
+        )
     before = enc.model_calls
     todo = list(texts)
     for i in range(0, len(todo), 4096):
@@ -122,7 +128,9 @@ def grading_features(
         enc.save_cache(cache)
     log(f"encoded {len(todo)} texts in {time.perf_counter() - t0:.1f}s")
     feats = [
-        extract_features(enc, r["question"], r["desired_answer"], None, r["student_answer"], spans=False).values
+        extract_features(
+            enc, r["question"], r["desired_answer"], None, r["student_answer"], spans=False
+        ).values
         for r in rows
     ]
     names = sorted(set().union(*feats))
@@ -138,7 +146,9 @@ def run_grading(args: argparse.Namespace) -> int:
     if not rows:
         raise SystemExit(f"no usable rows in {args.data}")
     feature_names = tuple(args.features.split(",")) if args.features else GRADING_FEATURES
-    x_all, names, model_id = grading_features(rows, args.model, None if args.no_cache else Path(args.cache_dir), log)
+    x_all, names, model_id = grading_features(
+        rows, args.model, None if args.no_cache else Path(args.cache_dir), log, args.threads
+    )
     missing = [f for f in feature_names if f not in set(names)]
     if missing:
         raise SystemExit(f"unknown features: {missing}; available: {list(names)}")
@@ -164,13 +174,13 @@ def run_grading(args: argparse.Namespace) -> int:
         )
     r, rmse = _pearson(pred, y), _rmse(pred, y)
     print(f"raw_cosine pearson_r={_pearson(raw, y):.4f} linear_fit_rmse={_rmse(raw_pred, y):.4f}")
-    print(f"calibrated ({len(feature_names)} features, ridge alpha={args.alpha:g}, {len(rows)} answers, "
-          f"{len(set(questions))} questions, seed={args.seed})")
+    print(
+        f"calibrated ({len(feature_names)} features, ridge alpha={args.alpha:g}, {len(rows)} answers, "
+        f"{len(set(questions))} questions, seed={args.seed})"
+    )
     print(ANCHORS)
 
     if args.fit_out:
-        from pipeline.grading import FEATURES_VERSION
-
         cal = fit_ridge(x, y / 5.0, feature_names, args.alpha)
         meta = {
             "alpha": args.alpha,
@@ -198,12 +208,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--data", required=True, help="Mohler CSV (mohler_dataset_edited.csv)")
     g.add_argument("--folds", type=int, default=5)
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="ridge penalty on standardized features")
+    g.add_argument(
+        "--alpha", type=float, default=DEFAULT_ALPHA, help="ridge penalty on standardized features"
+    )
     g.add_argument("--features", default="", help="comma list of feature names (default: the shipped set)")
     g.add_argument("--model", default=None, help="sentence model folder or name (default: packaged MiniLM)")
     g.add_argument("--cache-dir", default="data/cache", help="embedding cache folder")
     g.add_argument("--no-cache", action="store_true")
-    g.add_argument("--fit-out", default="", help="also fit on all answers and write the calibration JSON here")
+    g.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core box)"
+    )
+    g.add_argument(
+        "--fit-out", default="", help="also fit on all answers and write the calibration JSON here"
+    )
     args = parser.parse_args(argv)
     if args.task == "grading":
         return run_grading(args)

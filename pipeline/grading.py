@@ -17,16 +17,19 @@ Two stages, so stored answers can be re-scored without any model:
    - lexical: stem overlap both ways, ``len_ratio`` = log((answer content words + 1) /
      (reference content words + 1)), ``log_words``;
    - per key point, the best-matching answer span (the answer's sentences plus sliding
-     windows of 6 and 12 words) with its similarity, text, and start/end seconds taken from
-     ``words``.
+     windows of 8 words, half overlapping) with its similarity, text, and start/end seconds
+     taken from ``words``.
 2. ``score(features, options)`` is pure and fast (no model): it applies the calibration and
    thresholds in ``GradeOptions`` and returns a ``Grade``.
 
 Score formula (0-1):
     calibrated = clip(intercept + sum_i coef_i * (x_i - mean_i) / scale_i, 0, 1)
-a ridge regression of the features above onto human grades / 5, fitted on the Mohler 2011
-data by ``python -m pipeline.evaluate grading --fit-out pipeline/grading_calibration.json``
-(question-disjoint CV: pearson r ~0.62 vs 0.49 for the raw cosine). Then
+a ridge regression onto human grades / 5 of the features named in the calibration JSON
+(shipped: cos_ref, cos_ref_demoted, soft_recall, soft_precision, len_ratio, min(len_ratio, 0),
+soft_recall^2), fitted on the Mohler 2011 data by ``python -m pipeline.evaluate grading --fit-out
+pipeline/grading_calibration.json`` (question-disjoint 5-fold CV: pearson r 0.62, RMSE 0.87 on
+0-5, vs r 0.51 for the raw cosine). Each x_i is first clipped to the range seen in that data,
+so a spoken answer far longer than a written one cannot extrapolate the linear model. Then
     score = calibrated                                        if key points were derived
     score = (w_sim * calibrated + w_cov * coverage) / (w_sim + w_cov)   if the author gave them
 where coverage = matched key points / key points, a key point is matched when its best
@@ -44,11 +47,13 @@ Flags: ``no_speech`` (no word in the transcript: score and band are None, never 
 number), ``too_short`` (fewer than ``min_answer_words`` words), ``off_topic`` (cosine to
 both the question and the reference below ``off_topic_similarity``; an answer that matches
 the reference is not off topic even if it shares no words with the question), ``truncated``
-(input was capped). Flags inform; they do not change the score.
+(input was capped). Only ``off_topic`` changes the score: the calibration data has no
+off-topic answers (its regression pulls them up towards the average grade), so the score
+becomes min(score, max(0, raw cosine)), i.e. at most ``off_topic_similarity``.
 
 Hostile input: every text is NFKC-normalized, HTML tags/entities and markdown markup are
-removed, control characters replaced, and lengths capped (characters, words, key points)
-before any regex or model work.
+removed, control characters replaced, and lengths capped (characters, words, key points;
+raw input is cut before the cleaning regexes run) before any model work.
 """
 
 from __future__ import annotations
@@ -82,22 +87,21 @@ MAX_DERIVED_KEY_POINTS = 10
 MAX_WORDS = 3_000
 MAX_WORD_CHARS = 64
 CHUNK_WORDS = 120  # MiniLM truncates at 256 word pieces; longer answers are embedded in chunks
-WINDOW_SIZES = (6, 12)
+WINDOW_SIZES = (8,)  # plus whole sentences; key points run ~5-12 words
 MAX_WINDOWS_PER_SIZE = 200
 ALIGN_THRESHOLD = 0.5
 
 BANDS = ("weak", "fair", "good", "strong")
 
-STOPWORDS = frozenset(
-    """a about above after again against all also am an and any are as at be because been before being
+_STOPWORDS_TEXT = """a about above after again against all also am an and any are as at be because been before being
     below between both but by can could did do does doing down during each either etc few for from
     further had has have having he her here hers herself him himself his how i if in into is it its
     itself just me more most my myself no nor not now of off on once only or other our ours ourselves
     out over own same she should so some such than that the their theirs them themselves then there
     these they this those through to too under until up us very was we were what when where which
     while who whom why will with would you your yours yourself yourselves may might must shall one
-    it's i'm don't doesn't isn't um uh erm er ah hmm yeah okay ok""".split()
-)
+    it's i'm don't doesn't isn't um uh erm er ah hmm yeah okay ok"""
+STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 
 _TOKEN = re.compile(r"\w+(?:['’\-]\w+)*")
 _HTML_TAG = re.compile(r"</?[A-Za-z!][^<>]{0,300}>")
@@ -140,7 +144,15 @@ def tokens(text: str) -> list[str]:
 
 def stem(word: str) -> str:
     """Light suffix stripping so 'simulates'/'simulating'/'simulate' meet; not a real lemmatizer."""
-    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ing", ""), ("ed", ""), ("ly", ""), ("es", ""), ("s", "")):
+    for suffix, repl in (
+        ("ies", "y"),
+        ("sses", "ss"),
+        ("ing", ""),
+        ("ed", ""),
+        ("ly", ""),
+        ("es", ""),
+        ("s", ""),
+    ):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             word = word[: -len(suffix)] + repl
             break
@@ -256,13 +268,22 @@ class Calibration:
     scale: tuple[float, ...]
     coef: tuple[float, ...]
     intercept: float
+    # Range seen in the calibration data; inputs are clipped to it so a spoken answer far
+    # outside the training data (e.g. 10x longer) cannot extrapolate the linear model.
+    lo: tuple[float, ...] = ()
+    hi: tuple[float, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def predict(self, values: Mapping[str, float]) -> float:
         z = self.intercept
-        for name, mu, sd, w in zip(self.features, self.mean, self.scale, self.coef, strict=True):
+        n = len(self.features)
+        lo = self.lo or (-math.inf,) * n
+        hi = self.hi or (math.inf,) * n
+        for name, mu, sd, w, a, b in zip(
+            self.features, self.mean, self.scale, self.coef, lo, hi, strict=True
+        ):
             x = values.get(name, mu)  # a feature missing from old records counts as average
-            z += w * (x - mu) / sd
+            z += w * (min(b, max(a, x)) - mu) / sd
         return min(1.0, max(0.0, z))
 
     def to_dict(self) -> dict[str, Any]:
@@ -274,23 +295,29 @@ class Calibration:
             "scale": list(self.scale),
             "coef": list(self.coef),
             "intercept": self.intercept,
+            "lo": list(self.lo),
+            "hi": list(self.hi),
             **dict(self.meta),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
-        keys = {"model", "target", "features", "mean", "scale", "coef", "intercept"}
+        keys = {"model", "target", "features", "mean", "scale", "coef", "intercept", "lo", "hi"}
         cal = cls(
             features=tuple(str(f) for f in data["features"]),
             mean=tuple(float(v) for v in data["mean"]),
             scale=tuple(float(v) for v in data["scale"]),
             coef=tuple(float(v) for v in data["coef"]),
             intercept=float(data["intercept"]),
+            lo=tuple(float(v) for v in data.get("lo") or ()),
+            hi=tuple(float(v) for v in data.get("hi") or ()),
             meta={k: v for k, v in data.items() if k not in keys},
         )
         n = len(cal.features)
         if not (len(cal.mean) == len(cal.scale) == len(cal.coef) == n) or any(s <= 0 for s in cal.scale):
             raise ValueError("grading calibration: features/mean/scale/coef lengths differ or scale <= 0")
+        if (cal.lo or cal.hi) and not (len(cal.lo) == len(cal.hi) == n):
+            raise ValueError("grading calibration: lo/hi must have one value per feature")
         return cal
 
     @classmethod
@@ -556,7 +583,10 @@ def extract_features(
         for kp in p.key_points:
             sims = win_mat @ vecs[kp]
             # Ties go to the shorter span: tighter evidence for the same match.
-            best = max(range(len(p.windows)), key=lambda i: (round(float(sims[i]), 4), -(p.windows[i][1] - p.windows[i][0])))
+            best = max(
+                range(len(p.windows)),
+                key=lambda i: (round(float(sims[i]), 4), -(p.windows[i][1] - p.windows[i][0])),
+            )
             a, b, text = p.windows[best]
             evidence.append(
                 KeyPointEvidence(
@@ -582,7 +612,9 @@ def extract_features(
     )
 
 
-def _alignment(ref_words: list[str], ans_words: list[str], vecs: Mapping[str, np.ndarray]) -> dict[str, float]:
+def _alignment(
+    ref_words: list[str], ans_words: list[str], vecs: Mapping[str, np.ndarray]
+) -> dict[str, float]:
     keys = ("soft_recall", "soft_precision", "align_recall", "align_precision", "lex_recall", "lex_precision")
     if not ref_words or not ans_words:
         return dict.fromkeys(keys, 0.0)
@@ -624,7 +656,13 @@ def score(features: GradeFeatures | Mapping[str, Any], options: GradeOptions | N
     for e in f.key_points:
         if e.best_similarity is not None and e.best_similarity >= thr:
             matched.append(
-                {"key_point": e.key_point, "span": e.span, "start": e.start, "end": e.end, "similarity": e.best_similarity}
+                {
+                    "key_point": e.key_point,
+                    "span": e.span,
+                    "start": e.start,
+                    "end": e.end,
+                    "similarity": e.best_similarity,
+                }
             )
         else:
             missed.append({"key_point": e.key_point, "best_similarity": e.best_similarity})
@@ -650,6 +688,10 @@ def score(features: GradeFeatures | Mapping[str, Any], options: GradeOptions | N
         total = opt.weight_similarity + opt.weight_coverage
         if total > 0:
             value = (opt.weight_similarity * calibrated + opt.weight_coverage * coverage) / total
+    if "off_topic" in flags:
+        # The calibration data has no off-topic answers and regresses them to its mean;
+        # fall back to the measured raw cosine, which is below off_topic_similarity here.
+        value = min(value, max(0.0, v.get("cos_ref", 0.0)))
     return Grade(
         score=value,
         band=band_for(value, opt.band_cutoffs),

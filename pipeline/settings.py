@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     asr_model: str = Field("tiny.en", description="tiny.en (packaged), base (packaged), or a path to your own weights")
     asr_threads: int = Field(2, ge=1, description="CPU threads for speech recognition")
     asr_chunk_seconds: float = Field(8.0, gt=0, description="Audio transcribed in chunks of about this length while speaking")
+    asr_language: str = Field("en", description="Spoken language code; empty lets a multilingual model detect it")
+    asr_initial_prompt: str = Field(
+        "Um, uh, so, I mean, like, you know, hmm.",
+        description="Short prompt with fillers so Whisper keeps um/uh (long prompts make it loop)",
+    )
+    asr_hotwords: tuple[str, ...] = Field((), description="Terms to bias recognition toward (product names, jargon)")
+    asr_beam_size: int = Field(5, ge=1, description="Beam width of the decoder; 1 is greedy and faster")
+    asr_cache_dir: Path | None = Field(None, description="Folder for joined/converted weights; unset uses ~/.cache/mockai/asr")
     filler_words: tuple[str, ...] = Field(DEFAULT_FILLERS, description="Words and phrases counted as fillers")
     pause_seconds: float = Field(1.0, gt=0, description="A silence longer than this between words is a pause")
     pace_window_seconds: float = Field(10.0, gt=0, description="Sliding window for speaking pace (s)")
@@ -80,9 +88,12 @@ class Settings(BaseSettings):
         (0.4, 0.6, 0.8), description="Grade cut-offs between weak/fair/good/strong bands"
     )
     min_answer_words: int = Field(8, ge=0, description="Answers shorter than this are flagged too short")
-    off_topic_similarity: float = Field(0.15, ge=0, le=1, description="Similarity to the question below this flags off-topic")
+    off_topic_similarity: float = Field(0.15, ge=0, le=1, description="Similarity to both the question and the reference below this flags off-topic")
     grading_model: str | None = Field(
         None, description="Sentence model for grading: a folder or name; unset uses the packaged all-MiniLM-L6-v2"
+    )
+    grading_threads: int = Field(
+        1, ge=1, description="torch CPU threads for the grading encoder (process-wide; 2 ran 10x slower on a busy 2-core box)"
     )
     grading_calibration_path: Path | None = Field(
         None, description="Grade calibration JSON (python -m pipeline.evaluate grading --fit-out); unset uses the shipped one"

