@@ -161,6 +161,8 @@ def _report(request: AnalyzeRequest, result: dict[str, Any], frames: list[dict[s
             sampled: int, has_audio: bool, timings: dict[str, Any]) -> dict[str, Any]:
     metrics = result.get("metrics") or {}
     grade = result.get("grade")
+    if grade is not None:
+        grade = {**grade, "evidence": {"matched": grade.get("matched", []), "missed": grade.get("missed", [])}}
     faces = sum(1 for f in frames if f["face"])
     return {
         "question": request.question,

@@ -140,7 +140,7 @@ def speech_worker(inbox: Any, events: Any, heartbeat: Any, settings_data: dict[s
         t0 = time.perf_counter()
         recognizer = SpeechRecognizer(AsrOptions.from_settings(settings))
         asr_timings = recognizer.warm_up()
-        encoder = SentenceEncoder()
+        encoder = SentenceEncoder.from_settings(settings)
         enc_timings = encoder.warm_up()
         writer = _open_store(settings_data, "speech").writer if store else None
         grade_options = GradeOptions.from_settings(settings)

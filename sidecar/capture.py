@@ -1,0 +1,130 @@
+"""What the WebRTC callbacks do: stamp, sample, copy into the sidecar, return.
+
+No model, no I/O, no long lock: the video callback converts and copies only every
+Nth frame (the others cost a counter), the audio callback resamples 20 ms to 16 kHz
+mono and appends it to the sidecar's buffer. Both record their own cost so the p99
+callback time can be reported.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from pipeline.clock import TrackClock
+from pipeline.media import AudioResampler16k
+
+
+class SidecarInput(Protocol):
+    def push_frame(self, image: np.ndarray, t_ms: int, session_id: str, answer_id: str, block: bool = False) -> bool: ...
+
+    def push_audio(self, answer_id: str, t_ms: int, samples: np.ndarray) -> None: ...
+
+
+@dataclass
+class CallbackTimer:
+    """Per-call cost in ms, kept in a bounded window (the callback must not grow memory)."""
+
+    window: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+
+    def add(self, seconds: float) -> None:
+        self.window.append(seconds * 1000.0)
+
+    def percentile(self, q: float) -> float | None:
+        if not self.window:
+            return None
+        return float(np.percentile(np.fromiter(self.window, float), q))
+
+
+@dataclass
+class CaptureTarget:
+    """Where captured media goes right now; None answer = preview only (nothing stored)."""
+
+    session_id: str = ""
+    answer_id: str | None = None
+
+
+class Capture:
+    """One browser session's capture state, shared by its video and audio callbacks."""
+
+    def __init__(self, sidecar: SidecarInput, sample_every: int = 4, max_width: int = 640, max_height: int = 480) -> None:
+        self.sidecar = sidecar
+        self.sample_every = max(1, sample_every)
+        self.max_width = max_width
+        self.max_height = max_height
+        self.target = CaptureTarget()
+        self._lock = threading.Lock()  # guards target swaps only
+        self.video_clock = TrackClock()
+        self.audio_clock = TrackClock()
+        self.resampler = AudioResampler16k()
+        self.video_timer = CallbackTimer()
+        self.audio_timer = CallbackTimer()
+        self.frames_seen = 0
+        self.frames_sampled = 0
+        self.frames_dropped = 0
+        self.audio_seconds = 0.0
+        self.last_frame_at: float | None = None
+        self.last_audio_at: float | None = None
+        self.audio_level = 0.0
+        self.preview: np.ndarray | None = None
+
+    def aim(self, session_id: str, answer_id: str | None) -> None:
+        with self._lock:
+            self.target = CaptureTarget(session_id, answer_id)
+
+    # ------------------------------------------------------------------ video
+    def on_video(self, frame: Any) -> Any:
+        start = time.perf_counter()
+        self.frames_seen += 1
+        self.last_frame_at = time.time()
+        t_ms = self.video_clock.stamp(frame.pts, frame.time_base)
+        if self.frames_seen % self.sample_every == 0:
+            target = self.target
+            image = frame.to_ndarray(format="bgr24")
+            if image.shape[1] > self.max_width or image.shape[0] > self.max_height:
+                image = _fit(image, self.max_width, self.max_height)
+            self.preview = image
+            if target.answer_id is not None and not self.sidecar.push_frame(
+                image, t_ms, target.session_id, target.answer_id
+            ):
+                self.frames_dropped += 1
+            self.frames_sampled += 1
+        self.video_timer.add(time.perf_counter() - start)
+        return frame
+
+    # ------------------------------------------------------------------ audio
+    def on_audio(self, frame: Any) -> Any:
+        start = time.perf_counter()
+        self.last_audio_at = time.time()
+        t_ms = self.audio_clock.stamp(frame.pts, frame.time_base)
+        samples = self.resampler(frame)
+        if samples.size:
+            self.audio_seconds += samples.size / 16000.0
+            # Cheap level for the device check: peak of this 20 ms.
+            self.audio_level = float(np.abs(samples).max())
+            target = self.target
+            if target.answer_id is not None:
+                self.sidecar.push_audio(target.answer_id, t_ms, samples)
+        self.audio_timer.add(time.perf_counter() - start)
+        return frame
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "frames_seen": self.frames_seen, "frames_sampled": self.frames_sampled,
+            "frames_dropped": self.frames_dropped, "audio_seconds": round(self.audio_seconds, 2),
+            "video_p99_ms": self.video_timer.percentile(99), "audio_p99_ms": self.audio_timer.percentile(99),
+            "video_reanchors": self.video_clock.reanchors, "audio_reanchors": self.audio_clock.reanchors,
+        }
+
+
+def _fit(image: np.ndarray, max_width: int, max_height: int) -> np.ndarray:
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = min(max_width / w, max_height / h)
+    return cv2.resize(image, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA)

@@ -1,0 +1,268 @@
+"""The sidecar: ring, real worker processes with real models, crash and hang recovery, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pymongo
+import pytest
+
+from pipeline.media import load_audio
+from pipeline.settings import Settings
+from sidecar.protocol import AnswerStart
+from sidecar.ring import FrameRing
+from sidecar.supervisor import Sidecar
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z ]+", "", text.lower().replace("-", " "))
+
+
+# ---------------------------------------------------------------------- ring
+def test_ring_drops_oldest_and_counts():
+    ring = FrameRing(4)
+    try:
+        for i in range(10):
+            assert ring.put(np.full((48, 64, 3), i, np.uint8), 1000 + i, "s", "a")
+        stats = ring.stats()
+        assert stats == {"depth": 4, "dropped": 6, "frames_in": 10, "slots": 4}
+        got = [ring.get() for _ in range(4)]
+        assert [f.t_ms for f in got] == [1006, 1007, 1008, 1009]
+        assert all(int(f.image[0, 0, 0]) == f.t_ms - 1000 for f in got)
+        assert ring.get() is None
+    finally:
+        ring.close()
+
+
+def test_ring_rejects_oversized_frame():
+    ring = FrameRing(2)
+    try:
+        with pytest.raises(ValueError, match="does not fit"):
+            ring.put(np.zeros((2160, 3840, 3), np.uint8), 0, "s", "a")
+    finally:
+        ring.close()
+
+
+def _reader(ring: FrameRing, out: mp.Queue) -> None:
+    got = []
+    while len(got) < 50:
+        f = ring.get(timeout=5)
+        if f is None:
+            break
+        got.append((f.t_ms, int(f.image.sum() % 251), f.session_id))
+    out.put(got)
+
+
+def test_ring_across_processes_blocking_loses_nothing():
+    ctx = mp.get_context("spawn")
+    ring = FrameRing(3, ctx=ctx)
+    out = ctx.Queue()
+    proc = ctx.Process(target=_reader, args=(ring, out))
+    proc.start()
+    try:
+        rng = np.random.default_rng(0)
+        sent = []
+        for i in range(50):
+            img = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+            assert ring.put(img, i, "sess", "ans", block=True)
+            sent.append((i, int(img.sum() % 251), "sess"))
+        assert out.get(timeout=30) == sent
+        assert ring.stats()["dropped"] == 0
+    finally:
+        proc.join(10)
+        ring.close()
+
+
+# ---------------------------------------------------------------------- live workers
+@pytest.fixture(scope="module")
+def sidecar_env(mongo_uri, tmp_path_factory):
+    data = tmp_path_factory.mktemp("sidecar")
+    settings = Settings(MONGODB_URI=mongo_uri, db_name=f"sidecar_{uuid.uuid4().hex[:8]}", data_dir=data,
+                        heartbeat_timeout_seconds=3.0, flush_seconds=0.5)
+    car = Sidecar(settings, store=True).start()
+    assert car.wait_ready(240), car.status()
+    client = pymongo.MongoClient(mongo_uri)
+    yield car, settings, client[settings.db_name]
+    car.stop()
+    client.drop_database(settings.db_name)
+
+
+def _answer(car: Sidecar, question: str = "Quote a famous speech.") -> AnswerStart:
+    start = AnswerStart(uuid.uuid4().hex, uuid.uuid4().hex, 0, question, "Ask what you can do for your country.",
+                        ("ask what you can do for your country",), int(time.time() * 1000))
+    car.start_answer(start)
+    return start
+
+
+def _push(car: Sidecar, answer_id: str, audio: np.ndarray, t0_ms: int, start: int, stop: int) -> None:
+    step = 8000
+    for i in range(start, stop, step):
+        car.push_audio(answer_id, t0_ms + i * 1000 // 16000, audio[i:min(i + step, stop)])
+
+
+@pytest.mark.slow
+def test_warm_up_is_reported(sidecar_env):
+    car, _, _ = sidecar_env
+    status = car.status()
+    assert status["ready"]
+    for name in ("emotion", "speech"):
+        w = status["workers"][name]
+        assert w["alive"] and w["state"] == "ready" and w["warm_up"]["total_s"] > 0
+        print(f"\n{name} worker load + warm-up: {w['warm_up']['total_s']:.2f}s")
+
+
+@pytest.mark.slow
+def test_answer_is_transcribed_graded_and_stored(sidecar_env, shared_data):
+    car, _, db = sidecar_env
+    audio = load_audio(shared_data / "speech" / "jfk.flac")
+    start = _answer(car)
+    _push(car, start.answer_id, audio, start.started_ms, 0, len(audio))
+    frame = np.zeros((480, 640, 3), np.uint8)  # a black frame: no face, so no emotion
+    car.push_frame(frame, start.started_ms + 100, start.session_id, start.answer_id)
+    t = time.perf_counter()
+    car.end_answer(start.answer_id, start.started_ms + len(audio) * 1000 // 16000)
+    result = car.wait_result(start.answer_id, 120)
+    print(f"\nend of answer to stored grade: {time.perf_counter() - t:.2f}s")
+    assert result and result["stored"]
+    assert "what you can do for your country" in _norm(result["transcript"])
+    stored = db.answers.find_one({"_id": start.answer_id})
+    assert stored["status"] == "complete" and stored["grade"]["score"] is not None
+    assert stored["words"] and all(w["end"] >= w["start"] for w in stored["words"])
+    deadline = time.time() + 10
+    while time.time() < deadline and db.frames.count_documents({"answer_id": start.answer_id}) == 0:
+        time.sleep(0.2)
+    sample = db.frames.find_one({"answer_id": start.answer_id})
+    assert sample["face"] is False and sample["emotions"] is None and sample["dominant"] is None
+
+
+@pytest.mark.slow
+def test_speech_worker_killed_mid_answer_keeps_full_transcript(sidecar_env, shared_data):
+    car, _, db = sidecar_env
+    audio = load_audio(shared_data / "speech" / "jfk.flac")
+    start = _answer(car)
+    half = len(audio) // 2
+    _push(car, start.answer_id, audio, start.started_ms, 0, half)
+    time.sleep(1.0)  # let the worker take some of it
+    restarts = car.workers["speech"].restarts
+    os.kill(car.workers["speech"].process.pid, signal.SIGKILL)
+    _push(car, start.answer_id, audio, start.started_ms, half, len(audio))
+    car.end_answer(start.answer_id, start.started_ms + len(audio) * 1000 // 16000)
+    t = time.monotonic()
+    while car.workers["speech"].restarts == restarts and time.monotonic() - t < 10:
+        time.sleep(0.05)
+    print(f"\nspeech worker restarted {time.monotonic() - t:.2f}s after SIGKILL")
+    assert car.workers["speech"].restarts == restarts + 1
+    result = car.wait_result(start.answer_id, 240)
+    assert result is not None, car.status()
+    text = _norm(result["transcript"])
+    print(f"transcript after the crash: {result['transcript']}")
+    assert "fellow americans" in text and "what you can do for your country" in text
+    assert db.answers.count_documents({"_id": start.answer_id}) == 1
+    assert car.wait_ready(120)
+
+
+@pytest.mark.slow
+def test_hung_emotion_worker_is_restarted(sidecar_env):
+    car, settings, _ = sidecar_env
+    w = car.workers["emotion"]
+    restarts = w.restarts
+    os.kill(w.process.pid, signal.SIGSTOP)  # alive but silent: only the heartbeat can tell
+    t = time.monotonic()
+    while w.restarts == restarts and time.monotonic() - t < 15:
+        time.sleep(0.05)
+    took = time.monotonic() - t
+    print(f"\nhung emotion worker restarted after {took:.2f}s (heartbeat timeout {settings.heartbeat_timeout_seconds}s)")
+    assert w.restarts == restarts + 1 and took < settings.heartbeat_timeout_seconds + 2
+    assert car.wait_ready(120)
+    session, answer = uuid.uuid4().hex, uuid.uuid4().hex
+    got = []
+    car.subscribe(lambda ev: got.append(ev) if ev.kind == "frame" and ev.data["answer_id"] == answer else None)
+    car.push_frame(np.zeros((240, 320, 3), np.uint8), int(time.time() * 1000), session, answer)
+    t = time.monotonic()
+    while not got and time.monotonic() - t < 20:
+        time.sleep(0.05)
+    assert got, "frames flow again after the restart"
+
+
+# ---------------------------------------------------------------------- CLI
+def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sidecar", "analyze", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "MOCKAI_DATA_DIR": str(ROOT / "data" / "test-cli")})
+
+
+@pytest.mark.slow
+def test_cli_acceptance_jfk_and_baseline(shared_data):
+    proc = _cli("--audio", str(shared_data / "speech" / "jfk.flac"), "--video", str(shared_data / "video" / "baseline.mp4"),
+                "--question", "What motivates you?", "--reference", "Serving my country and helping others.", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert "ask not what your country can do for you" in _norm(report["transcript"]), report["transcript"]
+    americans = [w for w in report["words"] if "americans" in _norm(w["word"])]
+    assert americans and abs(americans[0]["start"] - 1.8) <= 0.3, americans
+    import av
+
+    with av.open(str(shared_data / "video" / "baseline.mp4")) as c:
+        total = sum(1 for _ in c.decode(video=0))
+    expected = math.ceil(total / Settings().frame_sample_every)
+    summary = report["frames_summary"]
+    print(f"\nCLI: {summary}, Americans at {americans[0]['start']}s, timings {report['timings']}")
+    assert summary["sampled"] == summary["analysed"] == len(report["frames"]) == expected
+    assert summary["face_ratio"] >= 0.9
+    assert [f["t"] for f in report["frames"]] == sorted(f["t"] for f in report["frames"])
+    for f in report["frames"]:
+        assert set(f) >= {"t", "face", "emotions", "dominant", "confidence", "gaze"}
+    g = report["grade"]
+    assert 0 <= g["score"] <= 1 and g["band"] and set(g["evidence"]) == {"matched", "missed"}
+    assert set(report["metrics"]) >= {"wpm", "fillers", "pauses"} and report["metrics"]["wpm"] > 60
+    assert set(report["timings"]) >= {"total_s", "asr_tail_s", "grade_s"}
+
+
+@pytest.mark.slow
+def test_cli_bad_media_is_a_clear_error(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    proc = _cli("--video", str(bad), "--question", "Q?", timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_cli_silence_and_black_video_give_no_made_up_numbers(tmp_path):
+    import av
+
+    silent = tmp_path / "silent.wav"
+    with av.open(str(silent), "w") as c:
+        s = c.add_stream("pcm_s16le", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000 * 3), np.int16), format="s16", layout="mono")
+        frame.rate = 16000
+        for p in s.encode(frame):
+            c.mux(p)
+    black = tmp_path / "black.mp4"
+    with av.open(str(black), "w") as c:
+        s = c.add_stream("mpeg4", rate=30)
+        s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
+        for _ in range(30):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.zeros((240, 320, 3), np.uint8), format="bgr24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    proc = _cli("--audio", str(silent), "--video", str(black), "--question", "Tell me about yourself.", "--json",
+                timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["words"] == [] and report["metrics"]["wpm"] is None
+    assert report["grade"] is None or report["grade"]["score"] is None
+    assert all(not f["face"] and f["emotions"] is None for f in report["frames"])
+    assert any("no speech" in m for m in report["missing"]) and any("no face" in m for m in report["missing"])
