@@ -27,3 +27,30 @@ def show_storage_status(store: Store) -> None:
             st.warning(f"Database writes are being retried: {status.last_error}", icon=":material/sync_problem:")
         else:
             st.caption(f":material/database: Database connected · {status.pending_ops} writes pending")
+
+
+@st.cache_resource(show_spinner=False)
+def get_sidecar():  # -> sidecar.supervisor.Sidecar
+    """The sidecar, started once per server and shared by every session (models stay warm)."""
+    from sidecar.supervisor import Sidecar
+
+    settings = get_settings()
+    if not settings.sidecar_enabled:
+        return None
+    return Sidecar(settings, store=True).start()
+
+
+@st.fragment(run_every=2.0)
+def show_sidecar_status(sidecar) -> None:
+    if sidecar is None:
+        st.caption(":material/memory: Analysis engine off on this server")
+        return
+    status = sidecar.status()
+    if status["ready"]:
+        st.caption(":material/memory: Analysis engine ready")
+        return
+    states = ", ".join(f"{n}: {w['state']}" for n, w in status["workers"].items())
+    if any(w["state"] == "failed" for w in status["workers"].values()):
+        st.error(f"Analysis engine failed to start ({states}).", icon=":material/error:")
+    else:
+        st.info(f"Analysis engine warming up models… ({states})", icon=":material/hourglass_top:")

@@ -1,6 +1,17 @@
-"""Interview page (candidate): answer questions on camera and get feedback per answer."""
+"""Interview page (candidate): consent, questions, device check, live answers, feedback per answer."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
 
 import streamlit as st
+
+from pages.common import get_sidecar, get_store
+from pipeline import interview as iv
+from pipeline.questions import custom_question, load_builtin_sets
+from pipeline.settings import get_settings
 
 st.title("Interview")
 st.write(
@@ -8,5 +19,234 @@ st.write(
     "expression and eye contact, grades each answer against its reference and gives feedback "
     "with the evidence behind every score."
 )
-st.info("Live capture arrives with the interview page work; recorded sessions can be analysed with "
-        "`python -m sidecar analyze` meanwhile.", icon=":material/construction:")
+
+settings = get_settings()
+store = get_store()
+sidecar = get_sidecar()
+state = st.session_state.setdefault("interview", {"step": "consent"})
+
+if sidecar is None:
+    st.warning("The analysis engine is switched off on this server (MOCKAI_SIDECAR_ENABLED=false): "
+               "interviews cannot be recorded here. Coaches can still browse sessions.")
+    st.stop()
+
+
+def go(step: str) -> None:
+    state["step"] = step
+    st.rerun()
+
+
+# ---------------------------------------------------------------- 1. consent
+if state["step"] == "consent":
+    st.markdown(iv.CONSENT_TEXT)
+    keep_audio = st.checkbox("Also keep my raw audio with the session (optional)", key="keep_audio")
+    agreed = st.checkbox("I understand and agree to be recorded for this mock interview", key="consent_box")
+    if st.button("Continue", type="primary", disabled=not agreed, key="consent_continue"):
+        state["keep_audio"] = keep_audio
+        go("setup")
+    st.stop()
+
+# ---------------------------------------------------------------- 2. questions
+if state["step"] == "setup":
+    sets = {s.id: s for s in load_builtin_sets()}
+    name = st.text_input("Your name", key="candidate_name", max_chars=200)
+    choice = st.radio("Questions", ["A question set", "My own question"], horizontal=True, key="set_kind")
+    questions, role, set_id = [], "custom", None
+    if choice == "A question set":
+        set_id = st.selectbox("Question set", list(sets), format_func=lambda k: sets[k].title, key="set_id")
+        qset = sets[set_id]
+        st.caption(qset.description)
+        count = int(st.number_input("How many questions", 1, len(qset.questions), min(3, len(qset.questions)),
+                                    key="q_count"))
+        questions, role = list(qset.questions[:count]), qset.role
+    else:
+        q = st.text_area("Question", key="custom_q", max_chars=500)
+        ref = st.text_area("Reference answer (what a strong answer says)", key="custom_ref", max_chars=3000)
+        kps = st.text_area("Key points, one per line (optional)", key="custom_kps", max_chars=2000)
+        if q.strip():
+            try:
+                questions = [custom_question(q, ref, kps.splitlines())]
+            except ValueError as exc:
+                st.error(str(exc))
+    mode = st.radio("How will you answer?", ["Live, on camera", "Upload a recording"], horizontal=True, key="mode")
+    ready = bool(name.strip() and questions)
+    if st.button("Next", type="primary", disabled=not ready, key="setup_next"):
+        session = iv.new_session_doc(name, role, set_id, settings, source="live" if mode.startswith("Live") else "upload",
+                                     keep_audio=state.get("keep_audio", False))
+        store.writer.insert("sessions", session)
+        state.update(session_id=session["_id"], questions=[q.to_dict() for q in questions], index=0, results=[],
+                     candidate=session["candidate"])
+        go("device" if mode.startswith("Live") else "upload")
+    st.stop()
+
+from pipeline.questions import Question  # noqa: E402
+
+questions = [Question(**{**q, "key_points": tuple(q["key_points"])}) for q in state["questions"]]
+
+# ---------------------------------------------------------------- upload path
+if state["step"] == "upload":
+    from sidecar.analyze import AnalyzeRequest, analyze
+
+    q = questions[state["index"]]
+    st.subheader(f"Question {state['index'] + 1} of {len(questions)}")
+    st.markdown(f"**{q.question}**")
+    upload = st.file_uploader("Recorded answer (video with sound, or audio only)", key=f"upload_{state['index']}",
+                              type=["mp4", "webm", "mov", "mkv", "m4a", "mp3", "wav", "flac", "ogg"])
+    if upload is not None and st.button("Analyse", type="primary", key="analyse"):
+        suffix = Path(upload.name).suffix.lower()
+        with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
+            tmp.write(upload.getbuffer())
+            tmp.flush()
+            bar = st.progress(0.0, text="Analysing the recording…")
+            is_audio = suffix in {".m4a", ".mp3", ".wav", ".flac", ".ogg"}
+            request = AnalyzeRequest(q.question, q.reference, tuple(q.key_points),
+                                     video=None if is_audio else Path(tmp.name),
+                                     audio=Path(tmp.name) if is_audio else None,
+                                     candidate=state["candidate"], role="upload")
+            try:
+                report = analyze(request, settings, store=True, sidecar=sidecar, session_id=state["session_id"],
+                                 index=state["index"],
+                                 progress=lambda kind, n: bar.progress(min(1.0, n / 200), text=f"{kind}: {n}"))
+            except Exception as exc:  # corrupt file, unsupported codec: say it, keep the session
+                st.error(f"This file could not be analysed: {exc}")
+                st.stop()
+            bar.progress(1.0, text="Done")
+        state["results"].append({"status": "complete", "grade": report["grade"], "metrics": report["metrics"],
+                                 "transcript": report["transcript"], "question": q.question})
+        state["last_feedback"] = state["results"][-1]
+        state["index"] += 1
+        go("upload" if state["index"] < len(questions) else "summary")
+    st.stop()
+
+# ---------------------------------------------------------------- live media (device check + interview)
+from streamlit_webrtc import WebRtcMode, webrtc_streamer  # noqa: E402
+
+from sidecar.capture import Capture  # noqa: E402
+
+capture: Capture = st.session_state.setdefault(
+    "capture", Capture(sidecar, settings.frame_sample_every, settings.frame_max_width)
+)
+if state["step"] in ("device", "interview"):
+    media = webrtc_streamer(
+        key="mockai-media",
+        mode=WebRtcMode.SENDONLY,
+        rtc_configuration={"iceServers": settings.ice_servers},
+        media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": True},
+        queued_video_frames_callback=capture.on_video_queued,
+        queued_audio_frames_callback=capture.on_audio_queued,
+        async_processing=True,
+    )
+    state.setdefault("media_started_at", time.time())
+
+
+@st.fragment(run_every=1.0)
+def live_panel() -> None:
+    stats = capture.stats()
+    st.caption(f"frames received: {stats['frames_seen']} · sampled: {stats['frames_sampled']} · "
+               f"audio: {stats['audio_seconds']:.1f} s")
+    answer = state.get("answer")
+    frame = sidecar.live_frame(state["session_id"])
+    if state["step"] == "device":
+        if capture.preview is not None:  # SENDONLY has no local video: show the last sampled frame
+            st.image(capture.preview, channels="BGR", width=320, caption="Camera preview")
+        for level, msg in iv.device_advice(stats, frame, capture.audio_level, time.time() - state["media_started_at"]):
+            {"ok": st.success, "warn": st.warning, "error": st.error}[level](msg)
+        return
+    if answer is None:
+        return
+    words = sidecar.partial_words(answer["answer_id"])
+    spoken = max(0.0, time.time() - answer["started_ms"] / 1000)
+    cols = st.columns(3)
+    cols[0].metric("Face", "found" if frame and frame.get("face") else "not found")
+    cols[1].metric("Pace", f"{len(words) / spoken * 60:.0f} wpm" if spoken > 5 and words else "—")
+    cols[2].metric("Time", f"{spoken:.0f} s")
+    st.markdown("**Live transcript:** " + (" ".join(w["word"].strip() for w in words) or "_listening…_"))
+
+
+# ---------------------------------------------------------------- 3. device check
+if state["step"] == "device":
+    st.subheader("Device check")
+    st.write("Press **START** above and allow camera and microphone. Nothing is stored during this check.")
+    capture.aim(state["session_id"], "__preview__")
+    live_panel()
+    if st.button("Start the interview", type="primary", key="to_interview"):
+        if capture.frames_seen > 0 and capture.audio_seconds > 0:
+            capture.aim(state["session_id"], None)
+            go("interview")
+        st.error("Camera and microphone are not both working yet: press START and allow them.")
+    st.stop()
+
+# ---------------------------------------------------------------- 4. interview
+if state["step"] == "interview":
+    q = questions[state["index"]]
+    st.subheader(f"Question {state['index'] + 1} of {len(questions)}")
+    st.markdown(f"### {q.question}")
+    st.caption(f"Suggested length: about {q.seconds} s")
+    if not (media.state.playing):
+        st.warning("Camera and microphone are not connected: press START above.")
+    answer = state.get("answer")
+    if answer is None:
+        if st.button("Start answer", type="primary", disabled=not media.state.playing, key="start_answer"):
+            start = iv.answer_start(state["session_id"], state["index"], q)
+            sidecar.start_answer(start)
+            capture.aim(state["session_id"], start.answer_id)
+            state["answer"] = {"answer_id": start.answer_id, "started_ms": start.started_ms}
+            st.rerun()
+        feedback = state.get("last_feedback")
+        if feedback:
+            from pages.feedback import show_feedback
+
+            show_feedback(feedback, feedback.get("frames"))
+    else:
+        live_panel()
+        if st.button("Finish answer", type="primary", key="finish_answer"):
+            capture.aim(state["session_id"], None)
+            finished = time.perf_counter()
+            sidecar.end_answer(answer["answer_id"], iv.now_ms())
+            with st.spinner("Scoring your answer…"):
+                result = sidecar.wait_result(answer["answer_id"], timeout=60)
+            if result is None:
+                result = {"status": "incomplete", "grade": None, "metrics": None, "transcript": "",
+                          "error": "The analysis did not finish in time; the answer is kept and will be scored."}
+            result["question"] = q.question
+            result["frames"] = sidecar.take_answer_frames(answer["answer_id"])
+            result["feedback_s"] = round(time.perf_counter() - finished, 3)
+            state["results"].append(result)
+            state["last_feedback"] = result
+            state["answer"] = None
+            state["index"] += 1
+            go("interview" if state["index"] < len(questions) else "summary")
+        if st.button("Discard and retry this question", key="retry_answer"):
+            capture.aim(state["session_id"], None)
+            sidecar.end_answer(answer["answer_id"], iv.now_ms(), status="incomplete")
+            sidecar.take_answer_frames(answer["answer_id"])
+            state["answer"] = None
+            st.rerun()
+    st.stop()
+
+# ---------------------------------------------------------------- 5. summary
+if state["step"] == "summary":
+    summary = iv.summarise(state["results"], settings.band_cutoffs)
+    if state.get("last_feedback"):
+        from pages.feedback import show_feedback
+
+        show_feedback(state["last_feedback"], state["last_feedback"].get("frames"))
+    st.subheader("Session summary")
+    cols = st.columns(4)
+    cols[0].metric("Answers", summary.answered)
+    cols[1].metric("Overall grade", f"{summary.mean_score:.0%}" if summary.mean_score is not None else "not graded")
+    cols[2].metric("Band", summary.band or "—")
+    cols[3].metric("Pace", f"{summary.mean_wpm:.0f} wpm" if summary.mean_wpm else "—")
+    if summary.graded < summary.answered:
+        st.info(f"{summary.answered - summary.graded} answer(s) had no gradable speech and were not scored.")
+    if not state.get("closed"):
+        store.writer.update("sessions", state["session_id"], {
+            "status": "complete", "ended_at": iv.datetime.now(iv.UTC), "grade": summary.mean_score,
+            "band": summary.band, "flags": summary.flags,
+        })
+        state["closed"] = True
+    st.page_link("pages/report.py", label="Open the full report", icon=":material/timeline:",
+                 query_params={"session": state["session_id"]})
+    if st.button("Start a new interview", key="restart"):
+        st.session_state.pop("interview", None)
+        st.rerun()

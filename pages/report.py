@@ -1,26 +1,140 @@
-"""Session report page (coach): aligned timeline and per-answer feedback for one session."""
+"""Session report page (coach): aligned timeline and per-answer feedback for one session.
+
+Layout only: the figure, the card and every number on it come from pipeline.report.
+"""
+
+from dataclasses import replace
+from typing import Any
 
 import streamlit as st
+from pymongo.errors import PyMongoError
 
 from pages.common import get_store
-from pipeline.queries import get_session, list_answers
+from pipeline.queries import find_session, list_answer_frames, list_report_answers, list_sessions
+from pipeline.report import (
+    ReportOptions,
+    answer_card,
+    answer_timeline,
+    escape_md,
+    frame_summary,
+    session_header,
+    session_label,
+)
+from pipeline.settings import get_settings
+
+FINAL = ("complete", "incomplete", "failed")
+
+
+@st.cache_data(ttl=600, max_entries=32, show_spinner="Loading frames…")
+def final_frames(db_name: str, session_id: str, answer_id: str, version: str, _db: Any) -> list[dict[str, Any]]:
+    # A finished answer's frames never change: rereading ~27,000 of them on every toggle is waste.
+    return list_answer_frames(_db, session_id, answer_id)
+
+
+def show_card(card: dict[str, Any]) -> None:
+    m = card["metrics"]
+    grade = card["grade"]
+    cols = st.columns(5)
+    cols[0].metric(f"Grade · {grade['band']}" if grade and grade["band"] else "Grade",
+                   f"{grade['percent']}%" if grade else "no grade")
+    cols[1].metric(f"Pace · {m['pace_band']}" if m["pace_band"] else "Pace",
+                   f"{m['wpm']:.0f} wpm" if m["wpm"] is not None else "—")
+    cols[2].metric("Fillers", m["filler_count"] if m["filler_count"] is not None else "—")
+    cols[3].metric("Eye contact", f"{m['eye_contact_ratio']:.0%}" if m["eye_contact_ratio"] is not None else "—")
+    if m["dominant_emotion"]:
+        cols[4].metric("Expression", m["dominant_emotion"],
+                       help=f"mean probability {m['dominant_probability']:.2f}"
+                       + (f", model confidence {m['emotion_confidence']:.2f}" if m["emotion_confidence"] else ""))
+    else:
+        cols[4].metric("Expression", "—")
+    for line in card["missing"]:
+        st.info(line, icon=":material/visibility_off:")
+    for line in card["notes"]:
+        st.caption(line)
+    if card["advice"]:
+        st.markdown("**Advice**\n\n" + "\n".join(f"- {escape_md(a)}" for a in card["advice"]))
+    if card["evidence"]:
+        st.markdown("**Grade evidence**")
+        st.dataframe(
+            [{
+                "key point": r["key_point"],
+                "covered": "✓ covered" if r["covered"] else "✗ missed",
+                "span (closest for missed)": r["span"],
+                "at (s)": "" if r["start_s"] is None else f"{r['start_s']:.1f}–{r['end_s'] or r['start_s']:.1f}",
+                "similarity": None if r["similarity"] is None else round(r["similarity"], 2),
+            } for r in card["evidence"]],
+            hide_index=True, width="stretch",
+        )
+
 
 st.title("Session report")
 st.write("One session's answers on one time axis: emotion, eye contact, words, pace and grade evidence.")
 store = get_store()
-session_id = st.query_params.get("session")
-if store.db is None:
+db = store.db
+if db is None:
     st.warning("The report cannot be shown while the database is unreachable.")
     st.stop()
-if not session_id:
-    st.info("Pick a session on the Sessions page to see its report.")
+
+requested = st.query_params.get("session")
+try:
+    recent = list_sessions(db, limit=50)
+except PyMongoError as exc:
+    st.error(f"Could not read sessions from the database: {exc}")
     st.stop()
-session = get_session(store.db, session_id)
+labels = {r["id"]: session_label(r) for r in recent}
+choices = list(labels)
+if requested and requested not in labels:
+    choices.insert(0, requested)  # a link to an older (or unknown) session still opens it
+if not choices:
+    st.info("No sessions yet. Record one on the Interview page, or pick one on the Sessions page.")
+    st.stop()
+session_id = st.selectbox("Session", choices, index=choices.index(requested) if requested in choices else 0,
+                          format_func=lambda i: labels.get(i, f"{i} (not among the 50 most recent)"))
+if session_id != requested:
+    st.query_params["session"] = session_id  # the address bar is a shareable link to this report
+
+try:
+    session = find_session(db, session_id)
+    answers = list_report_answers(db, session_id) if session is not None else []
+except PyMongoError as exc:
+    st.error(f"Could not read the session from the database: {exc}")
+    st.stop()
 if session is None:
-    st.error("No session with that id.")
+    st.error(f"No session with id {session_id!r}.")
     st.stop()
-st.subheader(f"{session['candidate']} · {session.get('role', '')}")
-for answer in list_answers(store.db, session_id):
+
+header = session_header(session, answers)
+st.subheader(f"{header['candidate']} · {header['role']}", anchor=False)
+st.caption(" · ".join(x for x in (header["date"], header["status"], ", ".join(header["flags"])) if x))
+cols = st.columns(3)
+cols[0].metric(f"Overall grade · {header['band']}" if header["band"] else "Overall grade", header["grade_text"])
+cols[1].metric("Answers graded", f"{header['graded_answers']} of {header['answers']}")
+
+options = ReportOptions.from_settings(get_settings(), session.get("settings"))
+show_emotion = st.toggle(
+    "Show emotion", value=options.emotion_enabled, disabled=not options.emotion_enabled,
+    help="Emotion estimates, with their confidence." if options.emotion_enabled
+    else "Emotion was switched off for this session or in the settings.",
+)
+options = replace(options, emotion_enabled=show_emotion)
+
+if not answers:
+    st.info("No answers stored for this session yet.")
+for answer in answers:
+    answer_id = str(answer.get("_id"))
     with st.container(border=True):
-        st.markdown(f"**Q{answer['index'] + 1}. {answer['question']}**")
-        st.write(answer.get("transcript") or "_No transcript stored._")
+        st.markdown(f"**Q{int(answer.get('index') or 0) + 1}.** {escape_md(answer.get('question', ''))}")
+        try:
+            if answer.get("status") in FINAL:
+                version = f"{answer.get('status')}:{answer.get('ended_ms')}"
+                frames = final_frames(db.name, session_id, answer_id, version, db)
+            else:  # still recording: always fresh
+                frames = list_answer_frames(db, session_id, answer_id)
+        except PyMongoError as exc:
+            st.error(f"Could not read this answer's frames: {exc}")
+            frames = []
+        st.plotly_chart(answer_timeline(answer, frames, options), width="stretch", key=f"timeline-{answer_id}",
+                        config={"displaylogo": False})
+        show_card(answer_card(answer, frame_summary(frames), options))
+        with st.expander("Transcript"):
+            st.markdown(escape_md(answer.get("transcript")) if answer.get("transcript") else "_No transcript stored._")

@@ -79,6 +79,7 @@ class FrameDoc(_Doc):
     confidence: float | None = Field(default=None, ge=0, le=1)
     gaze: dict[str, Any] | None = None
     head: dict[str, Any] | None = None
+    luma: float | None = Field(default=None, ge=0, le=255)
 
     @field_validator("box")
     @classmethod

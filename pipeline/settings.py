@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     asr_chunk_seconds: float = Field(8.0, gt=0, description="Audio transcribed in chunks of about this length while speaking")
     asr_language: str = Field("en", description="Spoken language code; empty lets a multilingual model detect it")
     asr_initial_prompt: str = Field(
-        "Um, uh, so, I mean, like, you know, hmm.",
+        "Um, uh, hmm, so, I mean, um.",
         description="Short prompt with fillers so Whisper keeps um/uh (long prompts make it loop)",
     )
     asr_hotwords: tuple[str, ...] = Field((), description="Terms to bias recognition toward (product names, jargon)")
@@ -100,7 +100,11 @@ class Settings(BaseSettings):
     )
 
     # --- sidecar -------------------------------------------------------------------
+    sidecar_enabled: bool = Field(True, description="Run the analysis engine in this server (off for coach-only servers)")
     heartbeat_timeout_seconds: float = Field(5.0, gt=0, description="A worker silent this long is restarted")
+    stale_answer_seconds: float = Field(
+        20.0, gt=0, description="An answer with no audio this long (tab closed, connection lost) is ended as incomplete"
+    )
 
 
 @lru_cache(maxsize=1)

@@ -49,8 +49,13 @@ class _Collected:
 
 
 def analyze(request: AnalyzeRequest, settings: Settings, store: bool = False,
-            sidecar: Sidecar | None = None, progress: Any = None) -> dict[str, Any]:
-    """Analyse one recorded answer; returns the JSON-able report. Raises MediaError for bad media."""
+            sidecar: Sidecar | None = None, progress: Any = None,
+            session_id: str | None = None, index: int = 0) -> dict[str, Any]:
+    """Analyse one recorded answer; returns the JSON-able report. Raises MediaError for bad media.
+
+    With ``session_id`` the answer joins that (already stored) session as answer ``index``;
+    otherwise, when storing, a session of its own is created.
+    """
     timings: dict[str, Any] = {}
     t_all = time.perf_counter()
     if request.video is None and request.audio is None:
@@ -74,18 +79,20 @@ def analyze(request: AnalyzeRequest, settings: Settings, store: bool = False,
         timings["sidecar_start_s"] = round(time.perf_counter() - t, 3)
         timings["warm_up"] = {n: w["warm_up"] for n, w in sidecar.status()["workers"].items()}
     try:
-        return _run(request, settings, store, sidecar, audio, timings, t_all, progress)
+        return _run(request, settings, store, sidecar, audio, timings, t_all, progress, session_id, index)
     finally:
         if own:
             sidecar.stop()
 
 
 def _run(request: AnalyzeRequest, settings: Settings, store: bool, sidecar: Sidecar,
-         audio: np.ndarray | None, timings: dict[str, Any], t_all: float, progress: Any) -> dict[str, Any]:
-    session_id, answer_id = uuid.uuid4().hex, uuid.uuid4().hex
+         audio: np.ndarray | None, timings: dict[str, Any], t_all: float, progress: Any,
+         session_id: str | None, index: int) -> dict[str, Any]:
+    own_session = session_id is None
+    session_id, answer_id = session_id or uuid.uuid4().hex, uuid.uuid4().hex
     t0_ms = int(time.time() * 1000)
     session_store = None
-    if store:
+    if store and own_session:
         from pipeline.store import Store
 
         session_store = Store(settings, writer_name="cli")
@@ -103,7 +110,7 @@ def _run(request: AnalyzeRequest, settings: Settings, store: bool, sidecar: Side
                 collected.done.notify_all()
 
     sidecar.subscribe(on_event)
-    sidecar.start_answer(AnswerStart(session_id, answer_id, 0, request.question, request.reference,
+    sidecar.start_answer(AnswerStart(session_id, answer_id, index, request.question, request.reference,
                                      tuple(request.key_points), t0_ms, tuple(request.hotwords)))
     sampled = 0
     t = time.perf_counter()

@@ -113,6 +113,14 @@ class Capture:
         self.audio_timer.add(time.perf_counter() - start)
         return frame
 
+    # streamlit-webrtc's async processing hands over every frame queued since the last call
+    # only through these; the single-frame callbacks would silently skip all but the last.
+    async def on_video_queued(self, frames: list[Any]) -> list[Any]:
+        return [self.on_video(f) for f in frames]
+
+    async def on_audio_queued(self, frames: list[Any]) -> list[Any]:
+        return [self.on_audio(f) for f in frames]
+
     def stats(self) -> dict[str, Any]:
         return {
             "frames_seen": self.frames_seen, "frames_sampled": self.frames_sampled,

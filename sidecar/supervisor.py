@@ -14,8 +14,10 @@ import contextlib
 import logging
 import multiprocessing as mp
 import queue
+import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +32,18 @@ from sidecar.workers import drain, emotion_worker, speech_worker
 log = logging.getLogger(__name__)
 
 WARMUP_TIMEOUT_S = 180.0
+
+
+@contextlib.contextmanager
+def _plain_main() -> Any:
+    """Spawn re-imports the parent's ``__main__`` in the child. Under ``streamlit run`` that is the
+    app script itself (which would start another sidecar), so hide it while the child starts."""
+    real = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = real
 
 
 @dataclass
@@ -52,6 +66,7 @@ class OpenAnswer:
     start: AnswerStart
     chunks: list[AudioChunk] = field(default_factory=list)
     end: AnswerEnd | None = None
+    last_input: float = field(default_factory=time.monotonic)
 
 
 class Sidecar:
@@ -71,6 +86,8 @@ class Sidecar:
         self._done: dict[str, dict[str, Any]] = {}
         self._partials: dict[str, list[dict[str, Any]]] = {}
         self._live_frames: dict[str, dict[str, Any]] = {}
+        # Frame samples per answer, for feedback the moment an answer ends (the DB lags a flush).
+        self._answer_frames: dict[str, list[dict[str, Any]]] = {}
         self._listeners: list[Callable[[WorkerEvent], None]] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -127,7 +144,8 @@ class Sidecar:
         w.process = self._ctx.Process(target=w.target, args=args, name=f"mockai-{w.name}", daemon=True)
         w.state = "warming"
         w.started_at = time.monotonic()
-        w.process.start()
+        with _plain_main():
+            w.process.start()
         if w.name == "speech":
             self._replay_open_answers(w)
 
@@ -157,6 +175,7 @@ class Sidecar:
     def _watch(self) -> None:
         timeout = self.settings.heartbeat_timeout_seconds
         while not self._stop.wait(0.25):
+            self._end_stale_answers()
             for w in self.workers.values():
                 if w.state in ("stopped", "failed"):
                     continue
@@ -169,6 +188,18 @@ class Sidecar:
                     self.restart(w.name, f"no heartbeat for {timeout:.0f}s")
                 elif w.state == "warming" and time.monotonic() - w.started_at > WARMUP_TIMEOUT_S:
                     self.restart(w.name, "warm-up took too long")
+
+    def _end_stale_answers(self) -> None:
+        """No audio for a while (tab closed, connection lost): keep what came, mark it incomplete."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [a for a in self._open.values()
+                     if a.end is None and now - a.last_input > self.settings.stale_answer_seconds]
+        for a in stale:
+            last_ms = a.chunks[-1].t_ms + len(a.chunks[-1].samples) * 1000 // 16000 if a.chunks else a.start.started_ms
+            log.warning("answer %s got no audio for %.0fs: ending it as incomplete", a.start.answer_id,
+                        self.settings.stale_answer_seconds)
+            self.end_answer(a.start.answer_id, last_ms, status="incomplete")
 
     # ------------------------------------------------------------------ events
     def _pump_events(self) -> None:
@@ -200,6 +231,10 @@ class Sidecar:
                 self._done[ev.data["answer_id"]] = ev.data
             elif ev.kind == "frame":
                 self._live_frames[ev.data["session_id"]] = ev.data
+                if ev.data["answer_id"] in self._open or ev.data["answer_id"] in self._answer_frames:
+                    self._answer_frames.setdefault(ev.data["answer_id"], []).append(ev.data)
+                    while len(self._answer_frames) > 50:  # answers nobody collected (batch runs)
+                        self._answer_frames.pop(next(iter(self._answer_frames)))
             listeners = list(self._listeners)
         for fn in listeners:
             fn(ev)
@@ -223,6 +258,7 @@ class Sidecar:
             if answer is None or answer.end is not None:
                 return
             answer.chunks.append(chunk)
+            answer.last_input = time.monotonic()
             self.audio_chunks_in += 1
             self.workers["speech"].inbox.put(chunk)
 
@@ -250,6 +286,11 @@ class Sidecar:
                 return r
             time.sleep(0.02)
         return None
+
+    def take_answer_frames(self, answer_id: str) -> list[dict[str, Any]]:
+        """The answer's frame samples seen so far (handed over once, then forgotten)."""
+        with self._lock:
+            return self._answer_frames.pop(answer_id, [])
 
     def partial_words(self, answer_id: str) -> list[dict[str, Any]]:
         with self._lock:

@@ -94,7 +94,7 @@ def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[s
             sample = analyzer.analyze(frame.image, frame.t_ms / 1000.0)
             latency.add("emotion", time.perf_counter() - start)
             doc = _frame_doc(frame, sample)
-            if writer is not None:
+            if writer is not None and not frame.answer_id.startswith("__"):  # "__preview__" is never stored
                 writer.insert("frames", doc)
             events.put(WorkerEvent("frame", "emotion", doc))
             processed += 1
@@ -112,7 +112,9 @@ def _frame_doc(frame: Any, sample: dict[str, Any]) -> dict[str, Any]:
         doc["box"] = [int(v) for v in doc["box"]]
     doc.update(
         {"_id": f"{frame.answer_id}-{frame.seq}-{frame.t_ms}", "session_id": frame.session_id,
-         "answer_id": frame.answer_id, "t": int(frame.t_ms)}
+         "answer_id": frame.answer_id, "t": int(frame.t_ms),
+         # Mean brightness: "too dark" advice, and the flash in the alignment test.
+         "luma": round(float(frame.image[::8, ::8].mean()), 1)}
     )
     return doc
 
