@@ -105,8 +105,8 @@ class Capture:
         samples = self.resampler(frame)
         if samples.size:
             self.audio_seconds += samples.size / 16000.0
-            # Cheap level for the device check: peak of this 20 ms.
-            self.audio_level = float(np.abs(samples).max())
+            # Device-check level: a peak meter that halves in about a second, so short sounds register.
+            self.audio_level = max(float(np.abs(samples).max()), self.audio_level * 0.986)
             target = self.target
             if target.answer_id is not None:
                 self.sidecar.push_audio(target.answer_id, t_ms, samples)

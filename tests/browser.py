@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -11,11 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.storage import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
+WEBRTC_IFRAME = 'iframe[title*="streamlit_webrtc"]'
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -79,3 +82,60 @@ def launch_chromium(playwright, extra_args: list[str] | None = None, user_data_d
             str(user_data_dir), executable_path=CHROMIUM, args=args, headless=True
         )
     return playwright.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+
+
+def fake_media_args(video: Path, audio: Path) -> list[str]:
+    return ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={video}", f"--use-file-for-fake-audio-capture={audio}",
+            "--autoplay-policy=no-user-gesture-required"]
+
+
+def shot(page: Any, artifacts: Path, name: str) -> None:
+    page.screenshot(path=str(artifacts / f"e2e_{name}.png"), full_page=True)
+
+
+def wait_text(page: Any, pattern: str, timeout_s: float = 60) -> re.Match:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        m = re.search(pattern, page.inner_text("body"))
+        if m:
+            return m
+        page.wait_for_timeout(250)
+    raise AssertionError(f"{pattern!r} did not appear; page says:\n{page.inner_text('body')[-2000:]}")
+
+
+def start_media(page: Any) -> None:
+    """Press START in the webrtc component; wait on frames arriving, retry once (MODELS.md race)."""
+    for attempt in range(2):
+        frame = page.frame_locator(WEBRTC_IFRAME)
+        frame.get_by_role("button", name=re.compile("START", re.I)).click(timeout=60_000)
+        try:
+            wait_text(page, r"frames received: [1-9]\d*", 30)
+            return
+        except AssertionError:
+            if attempt:
+                raise
+            page.reload()
+            page.wait_for_timeout(3000)
+
+
+def go_to_interview(page: Any, artifacts: Path, name: str, questions: int) -> None:
+    """Consent, pick the first question set with ``questions`` questions, pass the device check."""
+    wait_text(page, "Analysis engine ready", 240)  # models warm before the first answer
+    page.get_by_text("I understand and agree").click()
+    page.get_by_role("button", name="Continue").click()
+    shot(page, artifacts, f"{name}_1_consent_done")
+    page.get_by_label("Your name").fill(name)
+    page.get_by_label("Your name").press("Enter")
+    page.get_by_label("How many questions").fill(str(questions))
+    page.get_by_label("How many questions").press("Enter")
+    page.wait_for_timeout(1000)
+    shot(page, artifacts, f"{name}_2_setup")
+    page.get_by_role("button", name="Next").click()
+    wait_text(page, "Device check")
+    start_media(page)
+    wait_text(page, "Face found|No face found", 60)
+    wait_text(page, "Microphone is picking up sound", 60)
+    shot(page, artifacts, f"{name}_3_device_check")
+    page.get_by_role("button", name="Start the interview").click()
+    wait_text(page, f"Question 1 of {questions}")

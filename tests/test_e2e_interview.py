@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 import uuid
@@ -11,11 +10,9 @@ from pathlib import Path
 
 import pymongo
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import sync_playwright
 
-from tests.browser import launch_chromium, running_app
-
-WEBRTC_IFRAME = 'iframe[title*="streamlit_webrtc"]'
+from tests.browser import fake_media_args, go_to_interview, launch_chromium, running_app, shot, wait_text
 
 
 def make_fake_media(shared_data: Path, out: Path) -> tuple[Path, Path]:
@@ -30,41 +27,6 @@ def make_fake_media(shared_data: Path, out: Path) -> tuple[Path, Path]:
     return video, audio
 
 
-def fake_media_args(video: Path, audio: Path) -> list[str]:
-    return ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={video}", f"--use-file-for-fake-audio-capture={audio}",
-            "--autoplay-policy=no-user-gesture-required"]
-
-
-def shot(page: Page, artifacts: Path, name: str) -> None:
-    page.screenshot(path=str(artifacts / f"e2e_{name}.png"), full_page=True)
-
-
-def wait_text(page: Page, pattern: str, timeout_s: float = 60) -> re.Match:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        m = re.search(pattern, page.inner_text("body"))
-        if m:
-            return m
-        page.wait_for_timeout(250)
-    raise AssertionError(f"{pattern!r} did not appear; page says:\n{page.inner_text('body')[-2000:]}")
-
-
-def start_media(page: Page) -> None:
-    """Press START in the webrtc component; wait on frames arriving, retry once (MODELS.md race)."""
-    for attempt in range(2):
-        frame = page.frame_locator(WEBRTC_IFRAME)
-        frame.get_by_role("button", name=re.compile("START", re.I)).click(timeout=60_000)
-        try:
-            wait_text(page, r"frames received: [1-9]\d*", 30)
-            return
-        except AssertionError:
-            if attempt:
-                raise
-            page.reload()
-            page.wait_for_timeout(3000)
-
-
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_candidate_answers_two_questions(tmp_path, shared_data, mongo_uri, artifacts):
@@ -77,42 +39,24 @@ def test_candidate_answers_two_questions(tmp_path, shared_data, mongo_uri, artif
         browser = launch_chromium(p, fake_media_args(video, audio))
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto(app.url)
-        wait_text(page, "Analysis engine ready", 240)  # models warm before the first answer
-        page.get_by_text("I understand and agree").click()
-        page.get_by_role("button", name="Continue").click()
-        shot(page, artifacts, "1_consent_done")
-
-        page.get_by_label("Your name").fill("Ada Lovelace")
-        page.get_by_label("Your name").press("Enter")
-        page.get_by_label("How many questions").fill("2")
-        page.get_by_label("How many questions").press("Enter")
-        page.wait_for_timeout(1000)
-        shot(page, artifacts, "2_setup")
-        page.get_by_role("button", name="Next").click()
-
-        wait_text(page, "Device check")
-        start_media(page)
-        wait_text(page, "Face found", 60)
-        wait_text(page, "Microphone is picking up sound", 60)
-        shot(page, artifacts, "3_device_check")
-        page.get_by_role("button", name="Start the interview").click()
+        go_to_interview(page, artifacts, "Ada Lovelace", 2)
 
         for n in (1, 2):
             wait_text(page, f"Question {n} of 2")
             page.get_by_role("button", name="Start answer").click()
             wait_text(page, r"Live transcript:.*\b(country|Americans|fellow)\b", 60)
             page.wait_for_timeout(12_000)  # the candidate keeps talking
-            shot(page, artifacts, f"4_answer{n}_live")
+            shot(page, artifacts, f"Ada Lovelace_4_answer{n}_live")
             frames_text = wait_text(page, r"frames received: (\d+)").group(1)
             finish = time.monotonic()
             page.get_by_role("button", name="Finish answer").click()
             wait_text(page, "Feedback:", 90)
             feedback_s = time.monotonic() - finish
-            shot(page, artifacts, f"5_answer{n}_feedback")
+            shot(page, artifacts, f"Ada Lovelace_5_answer{n}_feedback")
             report_lines.append((n, int(frames_text), feedback_s))
 
         wait_text(page, "Session summary")
-        shot(page, artifacts, "6_summary")
+        shot(page, artifacts, "Ada Lovelace_6_summary")
         browser.close()
 
         # Everything is in MongoDB, aligned on one clock.
