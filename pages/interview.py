@@ -68,11 +68,23 @@ if state["step"] == "setup":
                 questions = [custom_question(q, ref, kps.splitlines())]
             except ValueError as exc:
                 st.error(str(exc))
+    unfinished = iv.unfinished_session(store.db, name) if store.db is not None and name.strip() else None
+    if unfinished is not None:
+        index, done = iv.resume_point(store.db, unfinished)
+        total = len(unfinished["questions"])
+        st.info(f"You have an unfinished session from {unfinished['started_at']:%Y-%m-%d %H:%M} "
+                f"({len(done)} of {total} answers complete). What was captured is kept; an interrupted "
+                "answer is marked incomplete and you can answer that question again.")
+        if st.button("Resume that session", key="resume"):
+            state.update(session_id=unfinished["_id"], questions=unfinished["questions"], index=min(index, total - 1),
+                         results=done, candidate=unfinished["candidate"])
+            go("device" if index < total else "summary")
     mode = st.radio("How will you answer?", ["Live, on camera", "Upload a recording"], horizontal=True, key="mode")
     ready = bool(name.strip() and questions)
     if st.button("Next", type="primary", disabled=not ready, key="setup_next"):
         session = iv.new_session_doc(name, role, set_id, settings, source="live" if mode.startswith("Live") else "upload",
                                      keep_audio=state.get("keep_audio", False))
+        session["questions"] = [q.to_dict() for q in questions]  # lets a reloaded page resume
         store.writer.insert("sessions", session)
         state.update(session_id=session["_id"], questions=[q.to_dict() for q in questions], index=0, results=[],
                      candidate=session["candidate"])
@@ -142,8 +154,9 @@ if state["step"] in ("device", "interview"):
 @st.fragment(run_every=1.0)
 def live_panel() -> None:
     stats = capture.stats()
+    p99 = stats["video_p99_ms"]
     st.caption(f"frames received: {stats['frames_seen']} · sampled: {stats['frames_sampled']} · "
-               f"audio: {stats['audio_seconds']:.1f} s")
+               f"audio: {stats['audio_seconds']:.1f} s" + (f" · callback p99: {p99:.2f} ms" if p99 else ""))
     answer = state.get("answer")
     frame = sidecar.live_frame(state["session_id"])
     if state["step"] == "device":
@@ -202,7 +215,7 @@ if state["step"] == "interview":
         if st.button("Finish answer", type="primary", key="finish_answer"):
             capture.aim(state["session_id"], None)
             finished = time.perf_counter()
-            sidecar.end_answer(answer["answer_id"], iv.now_ms())
+            sidecar.end_answer(answer["answer_id"], iv.now_ms(), capture=capture.stats())
             with st.spinner("Scoring your answer…"):
                 result = sidecar.wait_result(answer["answer_id"], timeout=60)
             if result is None:

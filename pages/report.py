@@ -37,8 +37,8 @@ def show_card(card: dict[str, Any]) -> None:
     cols = st.columns(5)
     cols[0].metric(f"Grade · {grade['band']}" if grade and grade["band"] else "Grade",
                    f"{grade['percent']}%" if grade else "no grade")
-    cols[1].metric(f"Pace · {m['pace_band']}" if m["pace_band"] else "Pace",
-                   f"{m['wpm']:.0f} wpm" if m["wpm"] is not None else "—")
+    cols[1].metric(f"Pace, wpm · {m['pace_band']}" if m["pace_band"] else "Pace, wpm",
+                   f"{m['wpm']:.0f}" if m["wpm"] is not None else "—")
     cols[2].metric("Fillers", m["filler_count"] if m["filler_count"] is not None else "—")
     cols[3].metric("Eye contact", f"{m['eye_contact_ratio']:.0%}" if m["eye_contact_ratio"] is not None else "—")
     if m["dominant_emotion"]:

@@ -106,3 +106,21 @@ def device_advice(stats: dict[str, Any], live_frame: dict[str, Any] | None, audi
     else:
         out.append(("ok", "Microphone is picking up sound."))
     return out
+
+
+def unfinished_session(db: Any, candidate: str) -> dict[str, Any] | None:
+    """The candidate's latest live session that was never finished (reload, closed tab, lost connection)."""
+    name = str(candidate).strip()[:200]
+    if not name:
+        return None
+    return db.sessions.find_one({"candidate": name, "status": "recording", "source": "live",
+                                 "questions": {"$exists": True}}, sort=[("started_at", -1)])
+
+
+def resume_point(db: Any, session: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    """Index of the first question without a complete answer, and the answers already done."""
+    done = list(db.answers.find({"session_id": str(session["_id"]), "status": "complete"}).sort("index", 1))
+    done_indexes = {a["index"] for a in done}
+    n = len(session.get("questions") or [])
+    index = next((i for i in range(n) if i not in done_indexes), n)
+    return index, done

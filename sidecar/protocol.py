@@ -36,6 +36,7 @@ class AnswerEnd:
     answer_id: str
     ended_ms: int
     status: str = "complete"  # or "incomplete" (connection dropped, tab closed)
+    capture: dict[str, Any] | None = None  # callback counters and timings, stored with the answer
 
 
 @dataclass(frozen=True)

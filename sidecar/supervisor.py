@@ -265,12 +265,13 @@ class Sidecar:
     def push_frame(self, image: np.ndarray, t_ms: int, session_id: str, answer_id: str, block: bool = False) -> bool:
         return self.ring.put(image, t_ms, session_id, answer_id, block=block)
 
-    def end_answer(self, answer_id: str, ended_ms: int, status: str = "complete") -> None:
+    def end_answer(self, answer_id: str, ended_ms: int, status: str = "complete",
+                   capture: dict[str, Any] | None = None) -> None:
         with self._lock:
             answer = self._open.get(answer_id)
             if answer is None or answer.end is not None:
                 return
-            answer.end = AnswerEnd(answer_id, int(ended_ms), status)
+            answer.end = AnswerEnd(answer_id, int(ended_ms), status, capture)
             self.workers["speech"].inbox.put(answer.end)
 
     # ------------------------------------------------------------------ outputs

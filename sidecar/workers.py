@@ -258,7 +258,10 @@ class _SpeechLoop:
             "metrics": metrics, "grade": answer_grade.to_dict(), "features": features.to_dict(),
             "asr": {"engine": transcript.engine, "model": transcript.model, "language": transcript.language},
             "audio_started_ms": session.first_ms,
+            "audio_seconds": round(len(audio) / 16000, 3),
         }
+        if msg.capture:
+            fields["capture"] = msg.capture
         t = time.perf_counter()
         stored = False
         if self.writer is not None:

@@ -81,3 +81,88 @@ def test_candidate_answers_two_questions(tmp_path, shared_data, mongo_uri, artif
             print(f"answer {n}: frames received {frames_received}, sampled frames analysed {len(frames)}, "
                   f"words {len(a['words'])}, finish->feedback {feedback_s:.2f}s, transcript: {a['transcript']!r}")
     pymongo.MongoClient(mongo_uri).drop_database(db_name)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_reload_mid_answer_keeps_it_and_resumes(tmp_path, shared_data, mongo_uri, artifacts):
+    video, audio = make_fake_media(shared_data, tmp_path / "media")
+    db_name = f"e2e_{uuid.uuid4().hex[:8]}"
+    env = {"MONGODB_URI": mongo_uri, "MOCKAI_DB_NAME": db_name, "MOCKAI_FLUSH_SECONDS": "1",
+           "MOCKAI_STALE_ANSWER_SECONDS": "4"}
+    db = pymongo.MongoClient(mongo_uri)[db_name]
+    with running_app(tmp_path / "app", env=env) as app, sync_playwright() as p:
+        browser = launch_chromium(p, fake_media_args(video, audio))
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(app.url)
+        go_to_interview(page, artifacts, "Grace Reload", 1)
+        page.get_by_role("button", name="Start answer").click()
+        wait_text(page, r"Live transcript:.*\b(country|Americans|fellow)\b", 60)
+        page.reload()  # the tab reloads mid-answer: the WebRTC connection drops
+        deadline = time.time() + 60
+        while time.time() < deadline and not db.answers.find_one({"status": "incomplete"}):
+            time.sleep(0.5)
+        cut = db.answers.find_one({"status": "incomplete"})
+        assert cut is not None, "the interrupted answer is stored and marked incomplete"
+        assert cut["words"], "what was said before the drop is kept"
+        print(f"\ninterrupted answer kept as incomplete with {len(cut['words'])} words: {cut['transcript']!r}")
+
+        page.get_by_text("I understand and agree").click()
+        page.get_by_role("button", name="Continue").click()
+        page.get_by_label("Your name").fill("Grace Reload")
+        page.get_by_label("Your name").press("Enter")
+        wait_text(page, "unfinished session")
+        shot(page, artifacts, "Grace Reload_5_resume_offer")
+        page.get_by_role("button", name="Resume that session").click()
+        wait_text(page, "Device check")
+        from tests.browser import start_media
+
+        start_media(page)
+        page.get_by_role("button", name="Start the interview").click()
+        wait_text(page, "Question 1 of 1")
+        page.get_by_role("button", name="Start answer").click()
+        wait_text(page, r"Live transcript:.*\b(country|Americans|fellow)\b", 60)
+        page.get_by_role("button", name="Finish answer").click()
+        wait_text(page, "Session summary", 90)
+        shot(page, artifacts, "Grace Reload_6_summary")
+        browser.close()
+    answers = list(db.answers.find({}).sort("started_ms", 1))
+    assert [a["status"] for a in answers] == ["incomplete", "complete"]
+    assert len({a["session_id"] for a in answers}) == 1, "the retry joined the same session"
+    pymongo.MongoClient(mongo_uri).drop_database(db_name)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_upload_a_recording(tmp_path, shared_data, mongo_uri, artifacts):
+    clip = tmp_path / "answer.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(shared_data / "video" / "baseline.mp4"),
+                    "-i", str(shared_data / "speech" / "jfk.flac"), "-map", "0:v", "-map", "1:a",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-vf", "scale=640:-2", "-c:a", "aac",
+                    str(clip)], check=True)
+    db_name = f"e2e_{uuid.uuid4().hex[:8]}"
+    env = {"MONGODB_URI": mongo_uri, "MOCKAI_DB_NAME": db_name, "MOCKAI_FLUSH_SECONDS": "1"}
+    db = pymongo.MongoClient(mongo_uri)[db_name]
+    with running_app(tmp_path / "app", env=env) as app, sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(app.url)
+        wait_text(page, "Analysis engine ready", 240)
+        page.get_by_text("I understand and agree").click()
+        page.get_by_role("button", name="Continue").click()
+        page.get_by_label("Your name").fill("Upload Person")
+        page.get_by_label("Your name").press("Enter")
+        page.get_by_label("How many questions").fill("1")
+        page.get_by_label("How many questions").press("Enter")
+        page.get_by_text("Upload a recording").click()
+        page.get_by_role("button", name="Next").click()
+        wait_text(page, "Question 1 of 1")
+        page.locator('input[type="file"]').set_input_files(str(clip))
+        page.get_by_role("button", name="Analyse").click(timeout=60_000)
+        wait_text(page, "Session summary", 180)
+        shot(page, artifacts, "upload_summary")
+        browser.close()
+    answer = db.answers.find_one({})
+    assert answer and answer["status"] == "complete" and "country" in answer["transcript"].lower()
+    assert db.frames.count_documents({"answer_id": answer["_id"]}) >= 20
+    pymongo.MongoClient(mongo_uri).drop_database(db_name)

@@ -20,6 +20,8 @@ def app_env(mongo_uri, tmp_path, monkeypatch):
     monkeypatch.setenv("MONGODB_URI", mongo_uri)
     monkeypatch.setenv("MOCKAI_DB_NAME", "test_pages")
     monkeypatch.setenv("MOCKAI_DATA_DIR", str(tmp_path))
+    # Page layout only: the analysis engine has its own tests (test_sidecar, the e2e tests).
+    monkeypatch.setenv("MOCKAI_SIDECAR_ENABLED", "false")
     get_settings.cache_clear()
     st.cache_resource.clear()
     yield
@@ -66,6 +68,7 @@ def test_database_down_is_said_on_the_page(tmp_path, monkeypatch):
 
     monkeypatch.setenv("MONGODB_URI", f"mongodb://127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=200")
     monkeypatch.setenv("MOCKAI_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MOCKAI_SIDECAR_ENABLED", "false")
     get_settings.cache_clear()
     st.cache_resource.clear()
     try:
