@@ -28,17 +28,24 @@ class SidecarInput(Protocol):
 
 @dataclass
 class CallbackTimer:
-    """Per-call cost in ms, kept in a bounded window (the callback must not grow memory)."""
+    """Per-call cost in ms, kept in a bounded window (the callback must not grow memory).
 
-    window: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+    Wall time includes waiting for the GIL and the CPU (other threads, other processes);
+    thread CPU time is the callback's own work. Both are reported.
+    """
 
-    def add(self, seconds: float) -> None:
-        self.window.append(seconds * 1000.0)
+    wall: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+    cpu: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
 
-    def percentile(self, q: float) -> float | None:
-        if not self.window:
+    def add(self, wall_s: float, cpu_s: float) -> None:
+        self.wall.append(wall_s * 1000.0)
+        self.cpu.append(cpu_s * 1000.0)
+
+    def percentile(self, q: float, cpu: bool = False) -> float | None:
+        window = self.cpu if cpu else self.wall
+        if not window:
             return None
-        return float(np.percentile(np.fromiter(self.window, float), q))
+        return float(np.percentile(np.fromiter(window, float), q))
 
 
 @dataclass
@@ -84,7 +91,7 @@ class Capture:
 
     # ------------------------------------------------------------------ video
     def on_video(self, frame: Any) -> Any:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         self.frames_seen += 1
         self.last_frame_at = time.time()
         t_ms = self.video_clock.stamp(frame.pts, frame.time_base)
@@ -99,12 +106,12 @@ class Capture:
             ):
                 self.frames_dropped += 1
             self.frames_sampled += 1
-        self.video_timer.add(time.perf_counter() - start)
+        self.video_timer.add(time.perf_counter() - start, time.thread_time() - cpu)
         return frame
 
     # ------------------------------------------------------------------ audio
     def on_audio(self, frame: Any) -> Any:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         self.last_audio_at = time.time()
         t_ms = self.audio_clock.stamp(frame.pts, frame.time_base)
         samples = self.resampler(frame)
@@ -115,7 +122,7 @@ class Capture:
             target = self.target
             if target.answer_id is not None:
                 self.sidecar.push_audio(target.answer_id, t_ms, samples)
-        self.audio_timer.add(time.perf_counter() - start)
+        self.audio_timer.add(time.perf_counter() - start, time.thread_time() - cpu)
         return frame
 
     # streamlit-webrtc's async processing hands over every frame queued since the last call
@@ -131,6 +138,8 @@ class Capture:
             "frames_seen": self.frames_seen, "frames_sampled": self.frames_sampled,
             "frames_dropped": self.frames_dropped, "audio_seconds": round(self.audio_seconds, 2),
             "video_p99_ms": self.video_timer.percentile(99), "audio_p99_ms": self.audio_timer.percentile(99),
+            "video_cpu_p99_ms": self.video_timer.percentile(99, cpu=True),
+            "audio_cpu_p99_ms": self.audio_timer.percentile(99, cpu=True),
             "video_reanchors": self.video_clock.reanchors, "audio_reanchors": self.audio_clock.reanchors,
         }
 
