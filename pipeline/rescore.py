@@ -1,0 +1,413 @@
+"""Re-score stored sessions under new thresholds without running any model.
+
+Each stored answer carries the grader's features (``GradeFeatures.to_dict()``) and its
+timed words, so a new threshold set only needs the pure stages:
+
+- grade: ``grading.score(GradeFeatures.from_dict(features), GradeOptions.from_settings(new))``;
+- speech metrics: recomputed from the stored words with the pure ``speech_metrics`` functions,
+  and only the parts a changed threshold affects (filler list -> fillers; pause length ->
+  pauses; pace band -> ``pace_band`` from the stored wpm). The thresholds the stored metrics
+  were computed with come from the session (``scored_thresholds`` written by a previous
+  re-score, else its ``settings`` snapshot); when unknown, fillers and pauses are recomputed.
+  Audio is never needed: the stored prosody, wpm and pace track are kept as they are;
+- session: grade = mean of its graded answers, band from the new cut-offs, flags = union of
+  its answers' grade flags (as ``pipeline.interview.summarise``).
+
+``rescore(..., write=False)`` only reports the effect (before/after grades, band changes and
+the band transition matrix); ``write=True`` stores the new grades with
+``profile: {name, version}`` on answers and sessions: one ``bulk_write(ordered=False)`` per
+collection, inside one transaction where the server supports it (all or nothing, and one
+disk sync instead of one per document), plain otherwise.
+
+``mohler_effect(settings, data_path)``: Pearson r and RMSE (0-5 scale) of the grader on the
+Mohler 2011 data under the given grading thresholds. Features are computed once with the
+sentence model (``pipeline.evaluate.grading_features`` and its embedding cache), then cached
+as JSON keyed by the data file's hash, so every later call only applies ``score()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymongo import DESCENDING, UpdateOne
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+
+from pipeline.grading import BANDS, GradeFeatures, GradeOptions, band_for, score
+from pipeline.profiles import SPEECH_FIELDS, thresholds_of
+from pipeline.settings import Settings
+from pipeline.speech_metrics import SpeechMetricsOptions, compute_speech_metrics, pace_band
+
+log = logging.getLogger(__name__)
+
+NO_BAND = "none"  # row/column of the transition matrix for answers without a grade
+BAND_LABELS = (*BANDS, NO_BAND)
+IN_CHUNK = 500  # session ids per $in query
+FULL_SCAN_SHARE = 0.2  # selecting more than this share of sessions: one scan beats $in look-ups
+SPEECH_FILLER_FIELDS = ("fillers", "filler_counts", "filler_count", "fillers_per_minute")
+SPEECH_PAUSE_FIELDS = ("pauses", "longest_pause_s")
+
+
+@dataclass
+class RescoreResult:
+    profile: dict[str, Any] | None
+    sessions: int = 0
+    answers: int = 0
+    rescored: int = 0  # answers with stored features, graded again
+    skipped: int = 0  # answers without features: left exactly as stored
+    before: list[float | None] = field(default_factory=list)  # answer scores, aligned with ``after``
+    after: list[float | None] = field(default_factory=list)
+    session_before: list[float | None] = field(default_factory=list)
+    session_after: list[float | None] = field(default_factory=list)
+    band_changes: int = 0  # answers whose band changed
+    session_band_changes: int = 0
+    transitions: dict[str, dict[str, int]] = field(default_factory=dict)  # before band -> after band -> n
+    speech: dict[str, int] = field(default_factory=dict)  # answers whose fillers/pauses/pace band were recomputed
+    timings: dict[str, float] = field(default_factory=dict)
+    written: bool = False
+
+    def transition_rows(self) -> list[dict[str, Any]]:
+        """The transition matrix as table rows: one per band before, one column per band after."""
+        return [{"before \\ after": b, **self.transitions.get(b, {})} for b in BAND_LABELS]
+
+    def summary(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("before", "after", "session_before", "session_after"):
+            out.pop(key)
+        return out
+
+
+def _empty_transitions() -> dict[str, dict[str, int]]:
+    return {b: dict.fromkeys(BAND_LABELS, 0) for b in BAND_LABELS}
+
+
+def _num(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _filler_key(words: Iterable[Any]) -> frozenset[str]:
+    return frozenset(" ".join(str(w).lower().split()) for w in words or ())
+
+
+@dataclass(frozen=True)
+class _SpeechPlan:
+    fillers: bool
+    pauses: bool
+    pace: bool
+
+    @property
+    def words(self) -> bool:
+        return self.fillers or self.pauses
+
+
+def _speech_plan(old: Mapping[str, Any] | None, new: Settings) -> _SpeechPlan:
+    """What a change from the stored metrics' thresholds (``old``) to ``new`` requires."""
+    old = old or {}
+
+    def differs(name: str) -> bool:
+        value = old.get(name)
+        if value is None:
+            return True
+        if name == "filler_words":
+            return _filler_key(value) != _filler_key(new.filler_words)
+        return _num(value) != float(getattr(new, name))
+
+    return _SpeechPlan(
+        fillers=differs("filler_words"),
+        pauses=differs("pause_seconds"),
+        pace=differs("pace_low_wpm") or differs("pace_high_wpm"),
+    )
+
+
+def _json_thresholds(settings: Settings) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in thresholds_of(settings).items()}
+
+
+def _select_sessions(
+    db: Database, session_filter: Mapping[str, Any] | None, limit: int | None
+) -> list[dict[str, Any]]:
+    proj = {"grade": 1, "band": 1, "scored_thresholds": 1, **{f"settings.{n}": 1 for n in SPEECH_FIELDS}}
+    cursor = db.sessions.find(dict(session_filter or {}), proj).sort("started_at", DESCENDING)
+    if limit is not None:
+        cursor = cursor.limit(max(0, int(limit)))
+    return list(cursor.batch_size(5000))
+
+
+def _answers(db: Database, ids: list[str], everything: bool, projection: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    if everything:
+        wanted = set(ids)
+        for doc in db.answers.find({}, projection).batch_size(2000):
+            if doc.get("session_id") in wanted:
+                yield doc
+        return
+    for i in range(0, len(ids), IN_CHUNK):
+        yield from db.answers.find({"session_id": {"$in": ids[i : i + IN_CHUNK]}}, projection).batch_size(2000)
+
+
+def rescore(
+    db: Database,
+    settings: Settings,
+    session_filter: Mapping[str, Any] | None = None,
+    limit: int | None = None,
+    write: bool = False,
+    profile: tuple[str, int] | None = None,
+) -> RescoreResult:
+    """Grade stored answers again under ``settings`` (see module docstring).
+
+    ``session_filter`` is a query on ``sessions`` (default: all), ``limit`` keeps the most
+    recent sessions. ``profile`` = (name, version) is stored with the grades when writing.
+    """
+    t_start = time.perf_counter()
+    prof = {"name": str(profile[0]), "version": int(profile[1])} if profile else None
+    result = RescoreResult(profile=prof, transitions=_empty_transitions(),
+                           speech={"fillers": 0, "pauses": 0, "pace_band": 0, "errors": 0})
+    options = GradeOptions.from_settings(settings)
+    speech_options = SpeechMetricsOptions.from_settings(settings)
+
+    sessions = _select_sessions(db, session_filter, limit)
+    result.sessions = len(sessions)
+    plans = {
+        str(s["_id"]): _speech_plan(s.get("scored_thresholds") or s.get("settings"), settings) for s in sessions
+    }
+    projection: dict[str, Any] = {
+        "session_id": 1, "index": 1, "features": 1, "grade.score": 1, "grade.band": 1,
+        "metrics.wpm": 1, "metrics.has_speech": 1,
+    }
+    if any(p.words for p in plans.values()):
+        projection.update({"words.word": 1, "words.start": 1, "words.end": 1})
+    ids = list(plans)
+    total = db.sessions.estimated_document_count() if session_filter or limit is not None else len(ids)
+    everything = len(ids) >= FULL_SCAN_SHARE * max(1, total)
+
+    per_session: dict[str, list[tuple[float | None, list[str]]]] = {}
+    answer_ops: list[UpdateOne] = []
+    now = datetime.now(UTC)
+    t_read = t_score = t_speech = 0.0
+    t = time.perf_counter()
+    for doc in _answers(db, ids, everything, projection):
+        t_read += time.perf_counter() - t
+        result.answers += 1
+        sid = str(doc.get("session_id"))
+        stored = doc.get("grade") or {}
+        features = doc.get("features")
+        if not features:
+            result.skipped += 1
+            per_session.setdefault(sid, []).append((_num(stored.get("score")), []))
+            t = time.perf_counter()
+            continue
+        t0 = time.perf_counter()
+        new = score(GradeFeatures.from_dict(features), options)
+        t_score += time.perf_counter() - t0
+        result.rescored += 1
+        before_score, before_band = _num(stored.get("score")), stored.get("band")
+        result.before.append(before_score)
+        result.after.append(new.score)
+        b0 = before_band if before_band in BANDS else NO_BAND
+        b1 = new.band if new.band in BANDS else NO_BAND
+        result.transitions[b0][b1] += 1
+        result.band_changes += b0 != b1
+        per_session.setdefault(sid, []).append((new.score, new.flags))
+
+        t0 = time.perf_counter()
+        fields = _speech_fields(doc, plans[sid], speech_options, result.speech)
+        t_speech += time.perf_counter() - t0
+        if write:
+            fields.update({"grade": new.to_dict(), "profile": prof, "rescored_at": now})
+            answer_ops.append(UpdateOne({"_id": doc["_id"]}, {"$set": fields}))
+        t = time.perf_counter()
+
+    session_ops: list[UpdateOne] = []
+    scored_thresholds = _json_thresholds(settings)
+    for s in sessions:
+        sid = str(s["_id"])
+        rows = per_session.get(sid)
+        if not rows:
+            continue
+        scores = [v for v, _ in rows if v is not None]
+        mean = sum(scores) / len(scores) if scores else None
+        band = band_for(mean, settings.band_cutoffs) if mean is not None else None
+        result.session_before.append(_num(s.get("grade")))
+        result.session_after.append(mean)
+        result.session_band_changes += (s.get("band") or None) != band
+        if write:
+            flags = sorted({f for _, fl in rows for f in fl})
+            session_ops.append(UpdateOne({"_id": s["_id"]}, {"$set": {
+                "grade": mean, "band": band, "flags": flags, "profile": prof,
+                "scored_thresholds": scored_thresholds, "rescored_at": now,
+            }}))
+
+    t0 = time.perf_counter()
+    if write:
+        _write_all(db, {"answers": answer_ops, "sessions": session_ops})
+        result.written = True
+    result.timings = {
+        "read_s": round(t_read, 3),
+        "score_s": round(t_score, 3),
+        "speech_s": round(t_speech, 3),
+        "write_s": round(time.perf_counter() - t0, 3),
+        "total_s": round(time.perf_counter() - t_start, 3),
+    }
+    return result
+
+
+def _speech_fields(
+    doc: Mapping[str, Any], plan: _SpeechPlan, options: SpeechMetricsOptions, counts: dict[str, int]
+) -> dict[str, Any]:
+    """``metrics.*`` fields that the changed thresholds alter (empty when none)."""
+    metrics = doc.get("metrics") or {}
+    if not metrics or not metrics.get("has_speech", True):
+        return {}
+    out: dict[str, Any] = {}
+    if plan.pace:
+        wpm = _num(metrics.get("wpm"))
+        out["metrics.pace_band"] = pace_band(wpm, options.pace_low_wpm, options.pace_high_wpm)
+        counts["pace_band"] += 1
+    words = doc.get("words")
+    if plan.words and words:
+        try:
+            m = compute_speech_metrics(words, options=options)
+        except (KeyError, TypeError, ValueError) as exc:  # a malformed stored word: keep what is stored
+            log.warning("speech metrics of answer %s not recomputed: %s", doc.get("_id"), exc)
+            counts["errors"] += 1
+            return out
+        if plan.fillers:
+            out.update({f"metrics.{k}": getattr(m, k) for k in SPEECH_FILLER_FIELDS})
+            counts["fillers"] += 1
+        if plan.pauses:
+            out.update({f"metrics.{k}": getattr(m, k) for k in SPEECH_PAUSE_FIELDS})
+            counts["pauses"] += 1
+    return out
+
+
+def _write_all(db: Database, ops: Mapping[str, Sequence[UpdateOne]]) -> None:
+    """One unordered bulk write per collection; in one transaction when the server has them."""
+    ops = {name: list(o) for name, o in ops.items() if o}
+    if not ops:
+        return
+    try:
+        with db.client.start_session() as session, session.start_transaction():
+            for name, o in ops.items():
+                db[name].bulk_write(o, ordered=False, session=session)
+        return
+    except PyMongoError as exc:  # standalone MongoDB has no transactions; a conflict aborts it whole
+        log.info("re-score transaction not used (%s); writing without one", exc)
+    for name, o in ops.items():
+        db[name].bulk_write(o, ordered=False)
+
+
+# --------------------------------------------------------------------------- Mohler effect
+
+
+@dataclass(frozen=True)
+class MohlerEffect:
+    pearson_r: float
+    rmse: float  # on the 0-5 scale of the human grades
+    n: int
+    off_topic: int  # answers the off-topic rule capped
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def mohler_cache_path(settings: Settings, data_path: Path | str, cache_dir: Path | str | None = None) -> Path:
+    model = re.sub(r"[^A-Za-z0-9]+", "_", str(settings.grading_model or "packaged"))[-40:]
+    folder = Path(cache_dir) if cache_dir is not None else settings.data_dir / "cache"
+    return folder / f"mohler_features_{file_sha256(Path(data_path))[:16]}_{model}.json"
+
+
+def write_mohler_cache(path: Path, names: Sequence[str], x: np.ndarray, y: np.ndarray, data_sha256: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({
+        "data_sha256": data_sha256, "names": list(names),
+        "x": np.round(np.asarray(x, dtype=np.float64), 6).tolist(), "y": [float(v) for v in y],
+    }), encoding="utf-8")
+    tmp.replace(path)
+
+
+@lru_cache(maxsize=4)
+def _read_mohler_cache(path: str, mtime_ns: int) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return tuple(data["names"]), np.asarray(data["x"], dtype=np.float64), np.asarray(data["y"], dtype=np.float64)
+
+
+def mohler_features(
+    settings: Settings, data_path: Path | str, cache_dir: Path | str | None = None, build: bool = True
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray] | None:
+    """(feature names, values per answer, human grades 0-5); None when not cached and not ``build``."""
+    path = mohler_cache_path(settings, data_path, cache_dir)
+    if not path.exists():
+        if not build:
+            return None
+        from pipeline.evaluate import grading_features, load_mohler
+
+        rows = load_mohler(Path(data_path))
+        x, names, _ = grading_features(
+            rows, settings.grading_model, path.parent, log.info, threads=settings.grading_threads
+        )
+        y = np.array([float(r["score_avg"]) for r in rows])
+        write_mohler_cache(path, [str(n) for n in names], x, y, file_sha256(Path(data_path)))
+    return _read_mohler_cache(str(path), path.stat().st_mtime_ns)
+
+
+def mohler_effect(
+    settings: Settings, data_path: Path | str, cache_dir: Path | str | None = None, build: bool = True
+) -> MohlerEffect | None:
+    """Pearson r / RMSE of ``score()`` under ``settings`` against the human grades (no key points,
+    as in the data; note the shipped calibration was fitted on these answers, so this is an
+    in-sample figure: use it to compare threshold sets, not as the grader's accuracy)."""
+    from pipeline.evaluate import _pearson, _rmse
+
+    loaded = mohler_features(settings, data_path, cache_dir, build)
+    if loaded is None:
+        return None
+    names, x, y = loaded
+    options = GradeOptions.from_settings(settings)
+    log_words = names.index("log_words") if "log_words" in names else None
+    pred = np.empty(len(y))
+    off = 0
+    for i, row in enumerate(x):
+        values = dict(zip(names, row.tolist(), strict=True))
+        n_words = round(math.expm1(row[log_words])) if log_words is not None else 0
+        g = score(GradeFeatures(False, n_words, values, [], "none"), options)
+        pred[i] = 5.0 * (g.score or 0.0)
+        off += "off_topic" in g.flags
+    return MohlerEffect(pearson_r=_pearson(pred, y), rmse=_rmse(pred, y), n=len(y), off_topic=off)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def effect_figure(result: RescoreResult, bin_size: float = 0.05) -> Any:
+    """Answer grade distributions before/after as an overlaid Plotly histogram (0-1)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    bins = {"start": 0.0, "end": 1.0 + 1e-9, "size": bin_size}
+    for name, values, colour in (("before", result.before, "#8c99a6"), ("after", result.after, "#1f77b4")):
+        fig.add_trace(go.Histogram(x=[v for v in values if v is not None], name=name, xbins=bins,
+                                   marker_color=colour, opacity=0.6))
+    fig.update_layout(barmode="overlay", height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      xaxis_title="answer grade (0-1)", yaxis_title="answers", legend={"orientation": "h"})
+    return fig

@@ -1,0 +1,119 @@
+"""Research page (AppTest, real database): preview a re-score, save and load profiles, apply one."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pymongo
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from pipeline.profiles import list_profiles
+from pipeline.settings import get_settings
+from tests.test_rescore import store_session
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture
+def page_db(mongo_uri, tmp_path, monkeypatch):
+    name = f"test_research_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("MONGODB_URI", mongo_uri)
+    monkeypatch.setenv("MOCKAI_DB_NAME", name)
+    monkeypatch.setenv("MOCKAI_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MOCKAI_SIDECAR_ENABLED", "false")
+    get_settings.cache_clear()
+    st.cache_resource.clear()
+    client: pymongo.MongoClient = pymongo.MongoClient(mongo_uri, tz_aware=True)
+    yield client[name]
+    client.drop_database(name)
+    client.close()
+    st.cache_resource.clear()
+    get_settings.cache_clear()
+
+
+def _open() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("pages/research.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_preview_shows_the_effect_of_new_cutoffs(page_db):
+    store_session(page_db, "s1", [0.2, 0.5, 0.8])
+    store_session(page_db, "s2", [0.35, 0.65, 0.95], minutes=1)
+    at = _open()
+    assert at.number_input(key="thr_band_cutoffs_0").value == pytest.approx(0.4)
+    assert any("Words and phrases counted as fillers" in (t.help or "") for t in at.text_area)
+    for i, v in enumerate((0.7, 0.85, 0.95)):
+        at.number_input(key=f"thr_band_cutoffs_{i}").set_value(v)
+    _ok(at.button(key="preview").click().run())
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Answers re-scored"] == "6"
+    assert int(metrics["Answers changing band"]) > 0
+    assert at.get("plotly_chart"), "grade distributions before/after"
+    table = at.dataframe[0].value
+    assert list(table.columns)[:3] == ["before \\ after", "weak", "fair"] and int(table.iloc[:, 1:].to_numpy().sum()) == 6
+    # Nothing was written by a preview.
+    assert page_db.answers.count_documents({"profile": {"$exists": True}}) == 0
+
+
+def test_invalid_value_is_refused_with_the_field_named(page_db):
+    at = _open()
+    at.number_input(key="thr_pace_low_wpm").set_value(200.0)  # above pace_high_wpm (170)
+    at.text_input(key="profile_name").input("bad")
+    _ok(at.button(key="save").click().run())
+    assert any("pace_low_wpm" in e.value for e in at.error)
+    assert list_profiles(page_db) == []
+
+
+def test_save_load_and_apply_profile(page_db):
+    store_session(page_db, "s1", [0.3, 0.6, 0.9])
+    at = _open()
+    at.number_input(key="thr_min_answer_words").set_value(12)
+    at.text_area(key="thr_filler_words").input("um, uh, so")
+    at.text_input(key="profile_name").input("tighter")
+    at.text_input(key="profile_author").input("ada")
+    _ok(at.button(key="save").click().run())
+    assert any("version 1" in s.value for s in at.success)
+    _ok(at.button(key="save").click().run())
+    assert any("version 2" in s.value for s in at.success)
+    saved = list_profiles(page_db)
+    assert [(p["name"], p["version"]) for p in saved] == [("tighter", 2), ("tighter", 1)]
+    assert saved[0]["thresholds"]["filler_words"] == ["um", "uh", "so"] and saved[0]["author"] == "ada"
+
+    # Reset, then load the saved profile back into the form.
+    _ok(at.button(key="profile_reset").click().run())
+    assert at.number_input(key="thr_min_answer_words").value == 8
+    at.selectbox(key="profile_pick").select("tighter v1")
+    _ok(at.button(key="profile_load").click().run())
+    assert at.number_input(key="thr_min_answer_words").value == 12
+    assert at.text_area(key="thr_filler_words").value == "um, uh, so"
+
+    # Apply it to the stored sessions.
+    at.selectbox(key="apply_pick").select("tighter v1")
+    at.checkbox(key="apply_confirm").check()
+    _ok(at.run())
+    _ok(at.button(key="apply").click().run())
+    assert any("Applied tighter v1" in s.value for s in at.success)
+    assert page_db.sessions.find_one({"_id": "s1"})["profile"] == {"name": "tighter", "version": 1}
+    assert page_db.answers.count_documents({"profile.name": "tighter"}) == 3
+    assert page_db.answers.find_one({"_id": "s1-a0"})["metrics"]["filler_counts"].get("so") == 2
+
+
+def test_calibration_tab(page_db):
+    store_session(page_db, "s1", [0.3, 0.6, 0.9])
+    store_session(page_db, "s2", [0.2, 0.4], minutes=1)
+    at = _open()
+    _ok(at.button(key="cal_compute").click().run())
+    table = at.dataframe[-1].value
+    assert "Pace (words per minute)" in set(table["metric"])
