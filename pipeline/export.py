@@ -1,0 +1,311 @@
+"""Export, share and delete one session. No Streamlit here.
+
+- ``session_html``: one self-contained HTML document (header, then per answer its
+  aligned timeline and feedback card); plotly.js is inlined once, before the first
+  figure, so the file opens offline. Stored text is HTML-escaped.
+- ``samples_csv`` / ``samples_json``: the underlying samples (answers with words,
+  metrics and grades; frames), for any session.
+- ``create_share_link`` / ``resolve_share``: a random token for read-only access to one
+  session until it expires. Only the token's SHA-256 is stored (``shares._id``), so the
+  collection itself opens nothing; a TTL index removes expired ones and ``resolve_share``
+  checks the time itself (TTL pruning is lazy).
+- ``delete_session``: the session and everything stored for it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import html
+import io
+import json
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.database import Database
+
+from pipeline.queries import and_filters, list_report_answers
+from pipeline.report import ReportOptions, answer_card, answer_timeline, frame_summary, session_header
+
+SHARE_MAX_DAYS = 90
+TOKEN_MAX_CHARS = 200
+# Collections that are not per-session data: delete_session never touches them.
+NOT_SESSION_DATA = frozenset({"sessions", "users", "logins", "profiles", "questions"})
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class SessionData:
+    session: dict[str, Any]
+    answers: list[dict[str, Any]]
+    frames: dict[str, list[dict[str, Any]]]  # answer id -> its frames in time order
+
+
+def session_frames(db: Database, session_id: Any) -> list[dict[str, Any]]:
+    """Every frame of a session, by answer then time (index by_answer_time), without _id."""
+    cursor = db.frames.find({"session_id": str(session_id)}, {"_id": 0})
+    return list(cursor.sort([("answer_id", ASCENDING), ("t", ASCENDING)]).batch_size(5000))
+
+
+def load_session(db: Database, session_id: Any, access: Mapping[str, Any] | None = None) -> SessionData | None:
+    """The session, its answers and frames; None when it does not exist or ``access`` hides it."""
+    sid = str(session_id)
+    session = db.sessions.find_one(and_filters({"_id": sid}, access))
+    if session is None:
+        return None
+    frames: dict[str, list[dict[str, Any]]] = {}
+    for f in session_frames(db, sid):
+        frames.setdefault(str(f.get("answer_id")), []).append(f)
+    return SessionData(session, list_report_answers(db, sid), frames)
+
+
+# --------------------------------------------------------------------------- HTML
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
+padding:0 1rem}
+h1{margin-bottom:.2rem} .meta{color:#666;margin-bottom:1.5rem}
+.answer{border:1px solid #ddd;border-radius:8px;padding:1rem 1.2rem;margin:1.2rem 0}
+.metrics{display:flex;flex-wrap:wrap;gap:1.5rem;margin:.6rem 0}
+.metric .label{font-size:.8rem;color:#666} .metric .value{font-size:1.3rem;font-weight:600}
+.missing{background:#eef4ff;padding:.4rem .6rem;border-radius:4px;margin:.3rem 0}
+.note{color:#666;font-size:.9rem} table{border-collapse:collapse;width:100%;font-size:.9rem}
+th,td{border-bottom:1px solid #eee;padding:.3rem .4rem;text-align:left;vertical-align:top}
+details{margin-top:.6rem}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _metric(label: str, value: str) -> str:
+    return f'<div class="metric"><div class="label">{_e(label)}</div><div class="value">{_e(value)}</div></div>'
+
+
+def card_html(card: Mapping[str, Any]) -> str:
+    """The report's feedback card as HTML (the same numbers and advice as the page)."""
+    m = card["metrics"]
+    grade = card["grade"]
+    parts = ['<div class="metrics">',
+             _metric(f"Grade · {grade['band']}" if grade and grade.get("band") else "Grade",
+                     f"{grade['percent']}%" if grade else "no grade"),
+             _metric(f"Pace, wpm · {m['pace_band']}" if m["pace_band"] else "Pace, wpm",
+                     f"{m['wpm']:.0f}" if m["wpm"] is not None else "—"),
+             _metric("Fillers", str(m["filler_count"]) if m["filler_count"] is not None else "—"),
+             _metric("Eye contact", f"{m['eye_contact_ratio']:.0%}" if m["eye_contact_ratio"] is not None else "—"),
+             _metric("Expression", str(m["dominant_emotion"] or "—")),
+             "</div>"]
+    parts += [f'<div class="missing">{_e(line)}</div>' for line in card["missing"]]
+    parts += [f'<div class="note">{_e(line)}</div>' for line in card["notes"]]
+    if card["advice"]:
+        parts.append("<p><strong>Advice</strong></p><ul>" + "".join(f"<li>{_e(a)}</li>" for a in card["advice"])
+                     + "</ul>")
+    if card["evidence"]:
+        parts.append("<p><strong>Grade evidence</strong></p><table><tr><th>key point</th><th>covered</th>"
+                     "<th>span (closest for missed)</th><th>at (s)</th><th>similarity</th></tr>")
+        for r in card["evidence"]:
+            at = "" if r["start_s"] is None else f"{r['start_s']:.1f}–{r['end_s'] or r['start_s']:.1f}"
+            sim = "" if r["similarity"] is None else f"{r['similarity']:.2f}"
+            parts.append(f"<tr><td>{_e(r['key_point'])}</td><td>{'✓ covered' if r['covered'] else '✗ missed'}</td>"
+                         f"<td>{_e(r['span'])}</td><td>{_e(at)}</td><td>{_e(sim)}</td></tr>")
+        parts.append("</table>")
+    return "\n".join(parts)
+
+
+def session_html(data: SessionData, options: ReportOptions | None = None) -> str:
+    """One HTML document with the header, and per answer its timeline figure, card and transcript.
+
+    plotly.js is inlined with the first figure only (the others reuse it): the file is
+    self-contained and opens offline.
+    """
+    opts = options or ReportOptions()
+    header = session_header(data.session, data.answers)
+    title = f"{header['candidate']} · {header['role']}" if header["role"] else str(header["candidate"])
+    meta = " · ".join(x for x in (header["date"], header["status"], ", ".join(header["flags"])) if x)
+    grade = f"Overall grade {header['grade_text']}" + (f" ({header['band']})" if header["band"] else "")
+    body = [f"<h1>{_e(title)}</h1>", f'<div class="meta">{_e(meta)}</div>',
+            f"<p><strong>{_e(grade)}</strong> · answers graded: {header['graded_answers']} of {header['answers']}</p>"]
+    if not data.answers:
+        body.append("<p>No answers stored for this session.</p>")
+    plotly_included = False
+    for answer in data.answers:
+        aid = str(answer.get("_id"))
+        frames = data.frames.get(aid, [])
+        fig = answer_timeline(answer, frames, opts)
+        fig_html = fig.to_html(full_html=False, include_plotlyjs=not plotly_included, div_id=f"timeline-{_e(aid)}",
+                               config={"displaylogo": False})
+        plotly_included = True
+        index = int(answer.get("index") or 0) + 1
+        transcript = answer.get("transcript")
+        text = _e(transcript) if transcript else "<em>No transcript stored.</em>"
+        body.append(
+            f'<section class="answer" id="answer-{_e(aid)}"><h2>Q{index}. {_e(answer.get("question", ""))}</h2>'
+            f"{fig_html}\n{card_html(answer_card(answer, frame_summary(frames), opts))}"
+            f"<details><summary>Transcript</summary><p>{text}</p></details></section>"
+        )
+    exported = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    body.append(f'<p class="note">Exported from MockAI on {exported}. Session id {_e(data.session.get("_id"))}.</p>')
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(title)} — MockAI "
+            f"report</title><style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+# --------------------------------------------------------------------------- samples
+
+CSV_COLUMNS = (
+    "kind", "session_id", "answer_id", "answer_index", "question", "t_ms", "start_s", "end_s", "word",
+    "probability", "face", "dominant", "confidence", "eye_contact", "gaze_score", "head_movement",
+    *(f"emotion_{e}" for e in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")),
+    "status", "grade", "band", "flags", "wpm", "word_count", "filler_count", "fillers_per_minute", "pause_count",
+    "longest_pause_s", "transcript",
+)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float | int | str | bool) or value is None:
+        return value
+    return str(value)  # ObjectId, Decimal128, bytes…
+
+
+def samples_json(data: SessionData) -> str:
+    """The session, its answers (whole: words, metrics, grade with evidence) and its frames."""
+    frames = [f for aid in sorted(data.frames) for f in data.frames[aid]]
+    doc = {"session": data.session, "answers": data.answers, "frames": frames}
+    return json.dumps(_jsonable(doc), ensure_ascii=False, indent=1)
+
+
+def sample_rows(data: SessionData) -> Iterable[dict[str, Any]]:
+    """Tidy rows: one ``answer`` row per answer (metrics and grade), then one ``word`` row per
+    word and one ``frame`` row per frame. Empty cells are missing values, never 0."""
+    sid = str(data.session.get("_id"))
+    for a in data.answers:
+        aid = str(a.get("_id"))
+        base = {"session_id": sid, "answer_id": aid, "answer_index": a.get("index")}
+        m = a.get("metrics") or {}
+        g = a.get("grade") or {}
+        pauses = m.get("pauses")
+        yield {**base, "kind": "answer", "question": a.get("question"), "status": a.get("status"),
+               "grade": g.get("score"), "band": g.get("band"), "flags": ";".join(map(str, g.get("flags") or [])),
+               "wpm": m.get("wpm"), "word_count": m.get("word_count"), "filler_count": m.get("filler_count"),
+               "fillers_per_minute": m.get("fillers_per_minute"),
+               "pause_count": len(pauses) if isinstance(pauses, list) else None,
+               "longest_pause_s": m.get("longest_pause_s"), "transcript": a.get("transcript")}
+        for w in a.get("words") or []:
+            yield {**base, "kind": "word", "t_ms": w.get("t_ms"), "start_s": w.get("start"), "end_s": w.get("end"),
+                   "word": w.get("word"), "probability": w.get("probability")}
+        for f in data.frames.get(aid, []):
+            gaze = f.get("gaze") or {}
+            emotions = f.get("emotions") or {}
+            yield {**base, "kind": "frame", "t_ms": f.get("t"), "face": f.get("face"), "dominant": f.get("dominant"),
+                   "confidence": f.get("confidence"), "eye_contact": gaze.get("eye_contact"),
+                   "gaze_score": gaze.get("score"), "head_movement": (f.get("head") or {}).get("movement"),
+                   **{f"emotion_{k}": v for k, v in emotions.items() if f"emotion_{k}" in CSV_COLUMNS}}
+
+
+def _csv_cell(value: Any) -> Any:
+    # A cell starting with = + - @ is a formula in a spreadsheet: prefix it so it stays text.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return "" if value is None else value
+
+
+def samples_csv(data: SessionData) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in sample_rows(data):
+        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+    return out.getvalue()
+
+
+def export_filename(session: Mapping[str, Any], extension: str) -> str:
+    keep = "".join(c if c.isalnum() else "-" for c in str(session.get("candidate") or "session"))[:40].strip("-")
+    return f"mockai-{keep or 'session'}-{str(session.get('_id'))[:12]}.{extension}"
+
+
+# --------------------------------------------------------------------------- share links
+
+
+def _token_id(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_share_link(db: Database, session_id: Any, ttl_days: float, now: datetime | None = None,
+                      created_by: str | None = None) -> str:
+    """A new read-only link token for one session, valid ``ttl_days`` (at most SHARE_MAX_DAYS)."""
+    sid = str(session_id)
+    if db.sessions.find_one({"_id": sid}, {"_id": 1}) is None:
+        raise ValueError(f"no session with id {sid!r}")
+    days = float(ttl_days)
+    if not 0 < days <= SHARE_MAX_DAYS:
+        raise ValueError(f"a share link lasts more than 0 and at most {SHARE_MAX_DAYS} days")
+    now = now or datetime.now(UTC)
+    token = secrets.token_urlsafe(24)
+    db.shares.insert_one({"_id": _token_id(token), "session_id": sid, "created_at": now, "created_by": created_by,
+                          "expires_at": now + timedelta(days=days)})
+    return token
+
+
+def _aware(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def resolve_share(db: Database, token: Any, now: datetime | None = None) -> str | None:
+    """The session id a token opens, or None (unknown, malformed or expired token)."""
+    if not isinstance(token, str) or not token or len(token) > TOKEN_MAX_CHARS:
+        return None
+    share = db.shares.find_one({"_id": _token_id(token)})
+    expires = _aware((share or {}).get("expires_at"))
+    if share is None or expires is None or expires <= (now or datetime.now(UTC)):
+        return None
+    return str(share["session_id"])
+
+
+def list_shares(db: Database, session_id: Any, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The session's live share links (their hashes, never the tokens), newest first."""
+    query = {"session_id": str(session_id), "expires_at": {"$gt": now or datetime.now(UTC)}}
+    return list(db.shares.find(query, {"created_at": 1, "expires_at": 1, "created_by": 1}).sort("created_at", -1))
+
+
+def revoke_shares(db: Database, session_id: Any) -> int:
+    return db.shares.delete_many({"session_id": str(session_id)}).deleted_count
+
+
+# --------------------------------------------------------------------------- delete
+
+
+def delete_session(db: Database, session_id: Any) -> dict[str, int]:
+    """Delete a session and everything stored for it: answers, frames, share links, and any
+    other per-session collection (report caches, audio) holding its ``session_id``.
+
+    The session document goes last, so an interrupted delete leaves it listed and can be
+    repeated. Returns the number of documents deleted per collection.
+    """
+    sid = str(session_id)
+    linked: Sequence[str] = ["shares", "frames", "answers"]
+    others = sorted(n for n in db.list_collection_names()
+                    if n not in NOT_SESSION_DATA and n not in linked and not n.startswith("system."))
+    deleted: dict[str, int] = {}
+    for name in [*linked, *others]:
+        n = db[name].delete_many({"session_id": sid}).deleted_count
+        if n or name in linked:
+            deleted[name] = n
+    deleted["sessions"] = db.sessions.delete_one({"_id": sid}).deleted_count
+    return deleted

@@ -1,0 +1,218 @@
+"""Export (HTML, CSV, JSON), share links and delete; and the report page's share/export/delete section."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pymongo
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from pipeline import auth
+from pipeline.export import (
+    create_share_link,
+    delete_session,
+    list_shares,
+    load_session,
+    resolve_share,
+    revoke_shares,
+    samples_csv,
+    samples_json,
+    session_html,
+)
+from pipeline.settings import Settings, get_settings
+from pipeline.storage import ensure_indexes
+from tests.test_report import make_answer, make_frames
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+SESSION = {"_id": "s-1", "candidate": "Grace <b>Hopper</b>", "role": "backend", "status": "complete",
+           "started_at": datetime(2026, 11, 25, 12, 43, tzinfo=UTC), "grade": 0.64, "band": "good",
+           "settings": {"emotion_enabled": True},
+           "questions": [{"type": "technical"}, {"type": "behavioural"}]}
+
+
+def _seed(db, session_id: str = "s-1") -> None:
+    db.sessions.insert_one({**SESSION, "_id": session_id})
+    second = make_answer(f"{session_id}-a2", session_id, index=1, question="What would you <script>change</script>?")
+    db.answers.insert_many([make_answer(f"{session_id}-a1", session_id), second])
+    db.frames.insert_many(make_frames(answer_id=f"{session_id}-a1", session_id=session_id)
+                          + make_frames(30, answer_id=f"{session_id}-a2", session_id=session_id))
+
+
+@pytest.fixture
+def seeded(db):
+    ensure_indexes(db)
+    _seed(db)
+    _seed(db, "s-other")  # must survive every operation on s-1
+    return db
+
+
+def test_html_is_one_self_contained_document_with_every_answer(seeded):
+    data = load_session(seeded, "s-1")
+    assert data is not None and len(data.answers) == 2 and len(data.frames["s-1-a1"]) == 60
+    doc = session_html(data)
+    assert doc.startswith("<!DOCTYPE html>") and doc.count("<html") == 1 and doc.rstrip().endswith("</html>")
+    # plotly.js inlined exactly once, no external script or stylesheet: it opens offline.
+    assert len(re.findall(r"\* plotly\.js v\d", doc)) == 1
+    assert doc.index("* plotly.js v") < doc.index("Plotly.newPlot(")  # the library comes before the first figure
+    assert not re.search(r"<script[^>]+src=", doc) and not re.search(r"<link[^>]+href=", doc)
+    assert len(doc) > 3_000_000  # the library itself is inside
+    assert doc.count("Plotly.newPlot(") == 2  # one figure per answer
+    assert doc.count('class="answer"') == 2
+    assert "Tell me about a system you built." in doc and "What would you &lt;script&gt;change&lt;/script&gt;?" in doc
+    assert "Grace &lt;b&gt;Hopper&lt;/b&gt;" in doc and "<b>Hopper</b>" not in doc  # stored text is escaped
+    assert "You covered 2 of 3 key points" in doc and "built a cache" in doc
+    assert "Overall grade 64%" in doc
+
+
+def test_html_of_a_session_without_answers_needs_no_plotly(db):
+    db.sessions.insert_one({**SESSION, "_id": "empty"})
+    doc = session_html(load_session(db, "empty"))
+    assert "No answers stored for this session." in doc and "Plotly.newPlot" not in doc
+
+
+def test_csv_and_json_contain_the_samples(seeded):
+    data = load_session(seeded, "s-1")
+    rows = list(csv.DictReader(io.StringIO(samples_csv(data))))
+    kinds = [r["kind"] for r in rows]
+    n_words = len(data.answers[0]["words"])
+    assert kinds.count("answer") == 2 and kinds.count("word") == 2 * n_words and kinds.count("frame") == 90
+    first = next(r for r in rows if r["kind"] == "answer")
+    assert first["grade"] == "0.64" and first["band"] == "good" and first["wpm"] == "185.0" and first["pause_count"] == "1"
+    word = next(r for r in rows if r["kind"] == "word")
+    assert word["word"] == "um" and float(word["start_s"]) == pytest.approx(0.2) and word["t_ms"]
+    no_face = [r for r in rows if r["kind"] == "frame" and r["face"] == "False"]
+    assert no_face and all(r["emotion_happy"] == "" and r["eye_contact"] == "" for r in no_face)  # missing, not 0
+    face = next(r for r in rows if r["kind"] == "frame" and r["face"] == "True")
+    assert float(face["emotion_happy"]) == pytest.approx(0.8) and face["gaze_score"]
+    assert {r["session_id"] for r in rows} == {"s-1"}
+    parsed = json.loads(samples_json(data))
+    assert parsed["session"]["_id"] == "s-1" and parsed["session"]["started_at"].startswith("2026-11-25T12:43")
+    assert [a["_id"] for a in parsed["answers"]] == ["s-1-a1", "s-1-a2"]
+    assert parsed["answers"][0]["words"][0]["word"] == "um" and parsed["answers"][0]["grade"]["score"] == 0.64
+    assert len(parsed["frames"]) == 90 and {f["session_id"] for f in parsed["frames"]} == {"s-1"}
+
+
+def test_csv_cells_cannot_be_spreadsheet_formulas(db):
+    db.sessions.insert_one({**SESSION, "_id": "s-f"})
+    db.answers.insert_one(make_answer("a-f", "s-f", question="=HYPERLINK(\"http://x\")", transcript="+cmd"))
+    rows = list(csv.DictReader(io.StringIO(samples_csv(load_session(db, "s-f")))))
+    assert rows[0]["question"].startswith("'=") and rows[0]["transcript"] == "'+cmd"
+
+
+def test_access_hides_sessions_from_export(seeded):
+    assert load_session(seeded, "s-1", {"candidate_user": "someone-else"}) is None
+    assert load_session(seeded, {"$ne": None}) is None  # an operator is just an unknown id
+
+
+def test_share_links_open_one_session_until_they_expire(seeded):
+    now = datetime.now(UTC)
+    token = create_share_link(seeded, "s-1", 7, now=now)
+    assert len(token) >= 32 and seeded.shares.find_one({"_id": token}) is None  # only the hash is stored
+    assert resolve_share(seeded, token) == "s-1"
+    assert resolve_share(seeded, token, now=now + timedelta(days=7, seconds=1)) is None  # expired
+    assert resolve_share(seeded, token + "x") is None and resolve_share(seeded, "") is None
+    assert resolve_share(seeded, {"$ne": None}) is None and resolve_share(seeded, "x" * 10_000) is None
+    assert len(list_shares(seeded, "s-1")) == 1
+    info = seeded.shares.index_information()
+    assert info["expires"]["expireAfterSeconds"] == 0  # the server removes expired links too
+    with pytest.raises(ValueError):
+        create_share_link(seeded, "s-1", 0)
+    with pytest.raises(ValueError):
+        create_share_link(seeded, "nope", 7)
+    assert revoke_shares(seeded, "s-1") == 1 and resolve_share(seeded, token) is None
+
+
+def test_delete_removes_everything_of_the_session_and_nothing_else(seeded):
+    create_share_link(seeded, "s-1", 7)
+    keep = create_share_link(seeded, "s-other", 7)
+    seeded.report_cache.insert_one({"session_id": "s-1", "html": "…"})  # a cache keyed by session: goes too
+    before = {c: seeded[c].count_documents({"session_id": "s-other"}) for c in ("answers", "frames", "shares")}
+    gone = delete_session(seeded, "s-1")
+    assert gone == {"shares": 1, "frames": 90, "answers": 2, "report_cache": 1, "sessions": 1}
+    for name in seeded.list_collection_names():
+        assert seeded[name].count_documents({"session_id": "s-1"}) == 0, name
+    assert seeded.sessions.count_documents({"_id": "s-1"}) == 0
+    assert {c: seeded[c].count_documents({"session_id": "s-other"}) for c in before} == before
+    assert seeded.sessions.find_one({"_id": "s-other"}) and resolve_share(seeded, keep) == "s-other"
+    assert delete_session(seeded, "s-1")["sessions"] == 0  # repeatable
+
+
+# --------------------------------------------------------------------------- the report page
+
+
+@pytest.fixture
+def report_db(mongo_uri, tmp_path, monkeypatch):
+    name = f"test_export_page_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("MONGODB_URI", mongo_uri)
+    monkeypatch.setenv("MOCKAI_DB_NAME", name)
+    monkeypatch.setenv("MOCKAI_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MOCKAI_SIDECAR_ENABLED", "false")
+    monkeypatch.delenv("MOCKAI_ADMIN_PASSWORD", raising=False)
+    get_settings.cache_clear()
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    client: pymongo.MongoClient = pymongo.MongoClient(mongo_uri, tz_aware=True)
+    db = client[name]
+    ensure_indexes(db)
+    _seed(db)
+    yield db
+    client.drop_database(name)
+    client.close()
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    get_settings.cache_clear()
+
+
+def _page(token: str | None = None, **query: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    if token:
+        at.session_state["auth_token"] = token
+    at.run()
+    at.switch_page("pages/report.py")
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_share_link_opens_the_report_read_only_without_sign_in(report_db):
+    token = create_share_link(report_db, "s-1", 1)
+    at = _page(share=token)
+    assert any("Grace <b>Hopper</b>" in s.value for s in at.subheader)
+    assert len(at.get("plotly_chart")) == 2
+    assert not at.selectbox and not [b for b in at.button if b.key in ("report_delete", "share_create")]
+    assert not at.get("download_button")  # read-only: no export, share or delete
+    for bad in ("nope", '{"$ne": null}'):
+        at = _page(share=bad)
+        assert any("unknown or has expired" in e.value for e in at.error) and not at.get("plotly_chart")
+    report_db.shares.update_many({}, {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}})
+    at = _page(share=token)
+    assert any("unknown or has expired" in e.value for e in at.error)
+
+
+def test_report_page_exports_shares_and_deletes(report_db):
+    user = auth.create_user(report_db, "admin", "a-long-password-1", "admin")
+    at = _page(auth.start_login(report_db, user, Settings()), session="s-1")
+    assert len(at.get("download_button")) == 3
+    at.button(key="share_create").click().run()
+    link = next(c.value for c in at.code)
+    token = link.split("share=", 1)[1]
+    assert link.startswith("report?share=") and resolve_share(report_db, token) == "s-1"
+    assert at.button(key="report_delete").disabled
+    at.checkbox(key="report_delete_sure").check().run()
+    at.button(key="report_delete").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Deleted" in s.value for s in at.success)
+    for name in ("sessions", "answers", "frames", "shares"):
+        key = "_id" if name == "sessions" else "session_id"
+        assert report_db[name].count_documents({key: "s-1"}) == 0, name
+    assert resolve_share(report_db, token) is None
