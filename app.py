@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.common import get_sidecar, get_store, show_sidecar_status, show_storage_status
+from pages.common import get_sidecar, get_store, show_account, show_sidecar_status, show_storage_status
 
 st.set_page_config(page_title="MockAI", page_icon=":material/record_voice_over:", layout="wide")
 
@@ -15,12 +15,14 @@ PAGES = {
         st.Page("pages/report.py", title="Session report", icon=":material/timeline:"),
     ],
     "Research": [st.Page("pages/research.py", title="Research", icon=":material/tune:")],
+    "Admin": [st.Page("pages/accounts.py", title="Accounts", icon=":material/manage_accounts:")],
 }
 
 page = st.navigation(PAGES)
 store = get_store()
 sidecar = get_sidecar()  # started with the server so models are warm before the first answer
 with st.sidebar:
+    show_account()
     show_storage_status(store)
     show_sidecar_status(sidecar)
 page.run()

@@ -1,17 +1,143 @@
-"""Streamlit glue shared by the pages: cached resources and status banners."""
+"""Streamlit glue shared by the pages: cached resources, status banners and sign-in."""
 
 from __future__ import annotations
 
-import streamlit as st
+import logging
+from collections.abc import Sequence
+from typing import Any
 
+import streamlit as st
+from pymongo.errors import PyMongoError
+
+from pipeline import auth
 from pipeline.settings import get_settings
 from pipeline.store import Store
+
+log = logging.getLogger(__name__)
+TOKEN_KEY = "auth_token"  # st.session_state key holding this browser session's sign-in token
 
 
 @st.cache_resource(show_spinner="Connecting to the database…")
 def get_store() -> Store:
     # One per server process: the writer and its journal are shared by all browser sessions.
-    return Store(get_settings())
+    store = Store(get_settings())
+    if store.db is not None:
+        try:  # MOCKAI_ADMIN_PASSWORD with no admin yet: create user "admin" at start
+            auth.ensure_admin(store.db, store.settings)
+        except PyMongoError as exc:
+            log.warning("could not check for an admin account: %s", exc)
+    return store
+
+
+# --------------------------------------------------------------------------- sign-in
+
+
+def current_user() -> dict[str, Any] | None:
+    """The signed-in user, re-checked against the database on every run (so expiry applies)."""
+    token = st.session_state.get(TOKEN_KEY)
+    if not token:
+        return None
+    db = get_store().db
+    if db is None:
+        return None
+    try:
+        user = auth.user_for_token(db, token)
+    except PyMongoError:
+        return None
+    if user is None:
+        st.session_state.pop(TOKEN_KEY, None)  # expired or signed out elsewhere
+    return user
+
+
+def require_user(roles: Sequence[str] = auth.ROLES) -> dict[str, Any]:
+    """The signed-in user when their role is in ``roles``; otherwise a sign-in form (or a refusal) and st.stop()."""
+    store = get_store()
+    db = store.db
+    if db is None:
+        st.warning("Signing in needs the database, which is unreachable right now.", icon=":material/cloud_off:")
+        st.stop()
+    user = current_user()
+    if user is not None:
+        if user.get("role") not in roles:
+            st.error(f"This page is for {' or '.join(roles)} accounts; you are signed in as "
+                     f"{user.get('username')} ({user.get('role')}).", icon=":material/lock:")
+            st.stop()
+        return user
+    try:
+        has_admin = auth.ensure_admin(db, store.settings)
+    except PyMongoError as exc:
+        st.error(f"Could not read accounts from the database: {exc}")
+        st.stop()
+    if has_admin:
+        _sign_in_form(db)
+    else:
+        _first_run_form(db)
+    st.stop()
+    raise AssertionError("unreachable")  # st.stop() raises
+
+
+def _signed_in(db: Any, user: dict[str, Any]) -> None:
+    st.session_state[TOKEN_KEY] = auth.start_login(db, user, get_settings())
+    st.rerun()
+
+
+def _sign_in_form(db: Any) -> None:
+    st.info("Sign in to see this page.", icon=":material/lock:")
+    with st.form("sign_in", clear_on_submit=True):
+        username = st.text_input("Username", key="sign_in_username", max_chars=64)
+        password = st.text_input("Password", type="password", key="sign_in_password", max_chars=auth.MAX_PASSWORD)
+        submitted = st.form_submit_button("Sign in", type="primary", key="sign_in_submit")
+    if submitted:
+        try:
+            user = auth.verify_password(db, username, password, get_settings())
+        except auth.AuthError as exc:
+            st.error(str(exc), icon=":material/error:")
+            return
+        except PyMongoError as exc:
+            st.error(f"Could not sign in: the database failed ({exc}).")
+            return
+        _signed_in(db, user)
+
+
+def _first_run_form(db: Any) -> None:
+    st.info("First run: no admin account exists yet. Create it now (or start the server with "
+            "MOCKAI_ADMIN_PASSWORD set). The admin then creates coach and candidate accounts.",
+            icon=":material/admin_panel_settings:")
+    with st.form("first_admin"):
+        username = st.text_input("Admin username", value="admin", key="first_admin_username", max_chars=64)
+        password = st.text_input("Password", type="password", key="first_admin_password", max_chars=auth.MAX_PASSWORD)
+        again = st.text_input("Password again", type="password", key="first_admin_again", max_chars=auth.MAX_PASSWORD)
+        submitted = st.form_submit_button("Create admin account", type="primary", key="first_admin_submit")
+    if submitted:
+        if password != again:
+            st.error("The two passwords differ.")
+            return
+        if auth.has_admin(db):  # someone else was quicker: sign in instead
+            st.rerun()
+        try:
+            user = auth.create_user(db, username, password, "admin", display_name="Administrator")
+        except (auth.AuthError, PyMongoError) as exc:
+            st.error(str(exc))
+            return
+        _signed_in(db, user)
+
+
+def show_account() -> None:
+    """Sidebar: who is signed in, and a sign-out button."""
+    user = current_user()
+    if user is None:
+        return
+    name = str(user["username"]).replace("_", r"\_")  # usernames are [a-z0-9._-]: nothing else to escape
+    st.caption(f":material/person: Signed in as **{name}** ({user['role']})")
+    if st.button("Sign out", key="sign_out", icon=":material/logout:"):
+        db = get_store().db
+        if db is not None:
+            try:
+                auth.sign_out(db, st.session_state.get(TOKEN_KEY))
+            except PyMongoError as exc:
+                log.warning("sign-out could not delete the token: %s", exc)
+        st.session_state.pop(TOKEN_KEY, None)
+        st.rerun()
 
 
 def show_storage_status(store: Store) -> None:

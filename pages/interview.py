@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.common import get_sidecar, get_store
+from pages.common import current_user, get_sidecar, get_store
 from pipeline import interview as iv
 from pipeline.questions import custom_question, load_builtin_sets
 from pipeline.settings import get_settings
@@ -49,6 +49,9 @@ if state["step"] == "consent":
 # ---------------------------------------------------------------- 2. questions
 if state["step"] == "setup":
     sets = {s.id: s for s in load_builtin_sets()}
+    user = current_user()  # optional: anonymous practice works; a signed-in candidate's sessions are theirs
+    if user is not None and user.get("role") == "candidate":
+        st.session_state.setdefault("candidate_name", user.get("display_name") or user["username"])
     name = st.text_input("Your name", key="candidate_name", max_chars=200)
     choice = st.radio("Questions", ["A question set", "My own question"], horizontal=True, key="set_kind")
     questions, role, set_id = [], "custom", None
@@ -85,6 +88,8 @@ if state["step"] == "setup":
         session = iv.new_session_doc(name, role, set_id, settings, source="live" if mode.startswith("Live") else "upload",
                                      keep_audio=state.get("keep_audio", False))
         session["questions"] = [q.to_dict() for q in questions]  # lets a reloaded page resume
+        if user is not None and user.get("role") == "candidate":
+            session["candidate_user"], session["coach"] = user["username"], user.get("coach")
         store.writer.insert("sessions", session)
         state.update(session_id=session["_id"], questions=[q.to_dict() for q in questions], index=0, results=[],
                      candidate=session["candidate"])

@@ -9,7 +9,21 @@ from typing import Any
 import streamlit as st
 from pymongo.errors import PyMongoError
 
-from pages.common import get_store
+from pages.common import get_store, require_user
+from pipeline.auth import can_view_session, session_access_filter
+from pipeline.export import (
+    SHARE_MAX_DAYS,
+    create_share_link,
+    delete_session,
+    export_filename,
+    list_shares,
+    load_session,
+    resolve_share,
+    revoke_shares,
+    samples_csv,
+    samples_json,
+    session_html,
+)
 from pipeline.queries import find_session, list_answer_frames, list_report_answers, list_sessions
 from pipeline.report import (
     ReportOptions,
@@ -75,26 +89,48 @@ if db is None:
     st.warning("The report cannot be shown while the database is unreachable.")
     st.stop()
 
-requested = st.query_params.get("session")
-try:
-    recent = list_sessions(db, limit=50)
-except PyMongoError as exc:
-    st.error(f"Could not read sessions from the database: {exc}")
-    st.stop()
-labels = {r["id"]: session_label(r) for r in recent}
-choices = list(labels)
-if requested and requested not in labels:
-    choices.insert(0, requested)  # a link to an older (or unknown) session still opens it
-if not choices:
-    st.info("No sessions yet. Record one on the Interview page, or pick one on the Sessions page.")
-    st.stop()
-session_id = st.selectbox("Session", choices, index=choices.index(requested) if requested in choices else 0,
-                          format_func=lambda i: labels.get(i, f"{i} (not among the 50 most recent)"))
-if session_id != requested:
-    st.query_params["session"] = session_id  # the address bar is a shareable link to this report
+# A read-only share link (?share=<token>) opens its one session without signing in.
+share_token = st.query_params.get("share")
+shared_id: str | None = None
+if share_token:
+    try:
+        shared_id = resolve_share(db, share_token)
+    except PyMongoError as exc:
+        st.error(f"Could not check the share link: {exc}")
+        st.stop()
+    if shared_id is None:
+        st.error("This share link is unknown or has expired. Ask whoever shared it for a new one.",
+                 icon=":material/link_off:")
+        st.stop()
+    st.caption(":material/link: Shared read-only view of one session.")
+    user = None
+    session_id = shared_id
+else:
+    user = require_user(("admin", "coach", "candidate"))
+
+    requested = st.query_params.get("session")
+    try:
+        recent = list_sessions(db, limit=50, access=session_access_filter(user, db))
+    except PyMongoError as exc:
+        st.error(f"Could not read sessions from the database: {exc}")
+        st.stop()
+    labels = {r["id"]: session_label(r) for r in recent}
+    choices = list(labels)
+    if requested and requested not in labels:
+        choices.insert(0, requested)  # a link to an older (or unknown) session still opens it
+    if not choices:
+        st.info("No sessions yet. Record one on the Interview page, or pick one on the Sessions page.")
+        st.stop()
+    session_id = st.selectbox("Session", choices, index=choices.index(requested) if requested in choices else 0,
+                              format_func=lambda i: labels.get(i, f"{i} (not among the 50 most recent)"))
+    if session_id != requested:
+        st.query_params["session"] = session_id  # the address bar is a shareable link to this report
 
 try:
     session = find_session(db, session_id)
+    if session is not None and shared_id is None and not can_view_session(user, session, db):
+        st.error(f"You are not allowed to see session {session_id!r}.", icon=":material/lock:")
+        st.stop()  # nothing of it is read or shown
     answers = list_report_answers(db, session_id) if session is not None else []
 except PyMongoError as exc:
     st.error(f"Could not read the session from the database: {exc}")
@@ -106,6 +142,8 @@ if session is None:
 header = session_header(session, answers)
 st.subheader(f"{header['candidate']} · {header['role']}", anchor=False)
 st.caption(" · ".join(x for x in (header["date"], header["status"], ", ".join(header["flags"])) if x))
+if isinstance(session.get("profile"), dict):  # re-scored on the Research page
+    st.caption(f"Scored with profile {escape_md(session['profile'].get('name'))} v{session['profile'].get('version')}")
 cols = st.columns(3)
 cols[0].metric(f"Overall grade · {header['band']}" if header["band"] else "Overall grade", header["grade_text"])
 cols[1].metric("Answers graded", f"{header['graded_answers']} of {header['answers']}")
@@ -138,3 +176,63 @@ for answer in answers:
         show_card(answer_card(answer, frame_summary(frames), options))
         with st.expander("Transcript"):
             st.markdown(escape_md(answer.get("transcript")) if answer.get("transcript") else "_No transcript stored._")
+
+
+# --------------------------------------------------------------------------- export, share, delete
+if shared_id is None:
+    st.divider()
+    st.subheader("Export, share, delete", anchor=False)
+
+    def _export(render: Any) -> Any:  # read when a download is clicked, not on every rerun
+        def build() -> str:
+            data = load_session(db, session_id)
+            return render(data) if data is not None else "This session no longer exists.\n"
+        return build
+
+    _html = _export(lambda data: session_html(data, options))
+    _csv = _export(samples_csv)
+    _json = _export(samples_json)
+
+    cols = st.columns(3)
+    cols[0].download_button("Report (HTML, opens offline)", _html, file_name=export_filename(session, "html"),
+                            mime="text/html", key="export_html", on_click="ignore", icon=":material/download:")
+    cols[1].download_button("Samples (CSV)", _csv, file_name=export_filename(session, "csv"), mime="text/csv",
+                            key="export_csv", on_click="ignore", icon=":material/table:")
+    cols[2].download_button("Samples (JSON)", _json, file_name=export_filename(session, "json"),
+                            mime="application/json", key="export_json", on_click="ignore", icon=":material/data_object:")
+
+    with st.expander("Share a read-only link", icon=":material/link:"):
+        days = st.number_input("Valid for (days)", 1, SHARE_MAX_DAYS, 7, key="share_days")
+        if st.button("Create link", key="share_create"):
+            try:
+                token = create_share_link(db, session_id, days, created_by=(user or {}).get("username"))
+                st.session_state["share_link"] = (session_id, f"report?share={token}")
+            except (PyMongoError, ValueError) as exc:
+                st.error(f"Could not create the link: {exc}")
+        made = st.session_state.get("share_link")
+        if made and made[0] == session_id:
+            st.caption("Anyone with this link sees this session's report, read-only, until it expires "
+                       "(append it to this app's address):")
+            st.code(made[1], language=None)
+        live = list_shares(db, session_id)
+        if live:
+            st.caption(f"{len(live)} live link(s); the last expires {max(s['expires_at'] for s in live):%Y-%m-%d}.")
+            if st.button("Revoke every link to this session", key="share_revoke"):
+                revoke_shares(db, session_id)
+                st.session_state.pop("share_link", None)
+                st.rerun()
+
+    with st.expander("Delete this session", icon=":material/delete:"):
+        st.write("Deletes the session with every answer, transcript, frame sample and share link of it. "
+                 "This cannot be undone.")
+        sure = st.checkbox("Yes, delete it and everything recorded in it", key="report_delete_sure")
+        if st.button("Delete session", type="primary", key="report_delete", disabled=not sure):
+            try:
+                gone = delete_session(db, session_id)
+            except PyMongoError as exc:
+                st.error(f"Could not delete the session: {exc}")
+            else:
+                st.cache_data.clear()
+                st.query_params.clear()
+                st.success("Deleted: " + ", ".join(f"{n} {k}" for k, n in gone.items()) + ".")
+                st.stop()

@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 from pymongo.errors import PyMongoError
 
-from pages.common import get_store
+from pages.common import get_store, require_user
 from pipeline.calibration import calibration_figure, calibration_view
 from pipeline.profiles import (
     ProfileError,
@@ -38,6 +38,7 @@ if db is None:
     st.warning("Profiles and re-scoring need the database, which is unreachable. Current settings:")
     st.dataframe(settings_table(settings), hide_index=True, width="stretch")
     st.stop()
+require_user(("admin", "coach"))
 
 state = st.session_state
 

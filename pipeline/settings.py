@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_FILLERS = ("um", "uh", "erm", "er", "ah", "hmm", "like", "you know", "sort of", "kind of")
@@ -104,6 +104,14 @@ class Settings(BaseSettings):
     heartbeat_timeout_seconds: float = Field(5.0, gt=0, description="A worker silent this long is restarted")
     stale_answer_seconds: float = Field(
         20.0, gt=0, description="An answer with no audio this long (tab closed, connection lost) is ended as incomplete"
+    )
+
+    # --- access --------------------------------------------------------------------
+    login_hours: float = Field(12.0, gt=0, description="A sign-in stays valid this many hours, then the user signs in again")
+    login_max_failures: int = Field(5, ge=1, description="Wrong passwords in a row that lock an account")
+    login_lockout_minutes: float = Field(15.0, ge=0, description="How long a locked account refuses every sign-in")
+    admin_password: SecretStr | None = Field(
+        None, description="With no admin account yet, creates user 'admin' with this password at start"
     )
 
 

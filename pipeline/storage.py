@@ -41,6 +41,12 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("role", ASCENDING), ("started_at", DESCENDING)], name="by_role"),
         IndexModel([("coach", ASCENDING), ("started_at", DESCENDING)], name="by_coach"),
         IndexModel([("band", ASCENDING), ("started_at", DESCENDING)], name="by_band"),
+        IndexModel([("candidate_user", ASCENDING), ("started_at", DESCENDING)], name="by_candidate_user"),
+        # The Sessions page's sorts, each ending on _id so pages never overlap (pipeline.queries.session_sort).
+        IndexModel([("started_at", DESCENDING), ("_id", ASCENDING)], name="list_by_date"),
+        IndexModel([("grade", DESCENDING), ("started_at", DESCENDING), ("_id", ASCENDING)], name="list_by_grade"),
+        IndexModel([("candidate", ASCENDING), ("started_at", DESCENDING), ("_id", ASCENDING)],
+                   name="list_by_candidate"),
     ],
     "answers": [
         IndexModel([("session_id", ASCENDING), ("index", ASCENDING)], name="by_session"),
@@ -53,7 +59,22 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("name", ASCENDING), ("version", DESCENDING)], name="by_name_version", unique=True),
     ],
     "questions": [IndexModel([("set_id", ASCENDING), ("order", ASCENDING)], name="by_set")],
-    "users": [IndexModel([("username", ASCENDING)], name="by_username", unique=True)],
+    "users": [
+        IndexModel([("username", ASCENDING)], name="by_username", unique=True),
+        IndexModel([("role", ASCENDING)], name="by_role"),
+        IndexModel([("coach", ASCENDING), ("role", ASCENDING)], name="by_coach"),
+    ],
+    # Read-only share links of one session (pipeline.export): token hash as _id; the server
+    # removes expired ones (resolve_share also checks the time: TTL pruning is lazy).
+    "shares": [
+        IndexModel([("expires_at", ASCENDING)], name="expires", expireAfterSeconds=0),
+        IndexModel([("session_id", ASCENDING)], name="by_session"),
+    ],
+    # Sign-in tokens (by their SHA-256 as _id); expired ones are removed by the server.
+    "logins": [
+        IndexModel([("expires_at", ASCENDING)], name="expires", expireAfterSeconds=0),
+        IndexModel([("username", ASCENDING)], name="by_username"),
+    ],
 }
 
 

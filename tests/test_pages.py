@@ -5,14 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pymongo
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from pipeline import auth
 from pipeline.settings import get_settings
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-PAGES = ["pages/interview.py", "pages/sessions.py", "pages/report.py", "pages/research.py"]
+PAGES = ["pages/interview.py", "pages/sessions.py", "pages/report.py", "pages/research.py", "pages/accounts.py"]
 
 
 @pytest.fixture
@@ -29,8 +31,18 @@ def app_env(mongo_uri, tmp_path, monkeypatch):
     get_settings.cache_clear()
 
 
+def _admin_token() -> str:
+    """A sign-in token for an admin of the test database (the coach pages need a signed-in user)."""
+    settings = get_settings()
+    with pymongo.MongoClient(settings.mongodb_uri, tz_aware=True) as client:
+        db = client[settings.db_name]
+        user = auth.get_user(db, "admin") or auth.create_user(db, "admin", "test-admin-pass", "admin")
+        return auth.start_login(db, user, settings)
+
+
 def _run(page: str, **query) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state["auth_token"] = _admin_token()
     at.run()
     at.switch_page(page)
     for k, v in query.items():

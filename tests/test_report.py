@@ -16,6 +16,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from bench.bench_report import synthetic_answer
+from pipeline import auth
 from pipeline.queries import find_session, list_answer_frames, list_report_answers
 from pipeline.report import (
     ReportOptions,
@@ -381,8 +382,18 @@ def report_db(mongo_uri, tmp_path, monkeypatch):
     get_settings.cache_clear()
 
 
+def _admin_token() -> str:
+    """A sign-in token for an admin of the test database (the report page needs a signed-in user)."""
+    settings = get_settings()
+    with pymongo.MongoClient(settings.mongodb_uri, tz_aware=True) as client:
+        db = client[settings.db_name]
+        user = auth.get_user(db, "admin") or auth.create_user(db, "admin", "test-admin-pass", "admin")
+        return auth.start_login(db, user, settings)
+
+
 def _page(**query: str) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["auth_token"] = _admin_token()
     at.run()
     at.switch_page("pages/report.py")
     for k, v in query.items():
