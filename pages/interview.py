@@ -71,7 +71,8 @@ if state["step"] == "setup":
                 questions = [custom_question(q, ref, kps.splitlines())]
             except ValueError as exc:
                 st.error(str(exc))
-    unfinished = iv.unfinished_session(store.db, name) if store.db is not None and name.strip() else None
+    owner = user["username"] if user is not None and user.get("role") == "candidate" else None
+    unfinished = iv.unfinished_session(store.db, name, owner) if store.db is not None and name.strip() else None
     if unfinished is not None:
         index, done = iv.resume_point(store.db, unfinished)
         total = len(unfinished["questions"])

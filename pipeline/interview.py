@@ -108,13 +108,18 @@ def device_advice(stats: dict[str, Any], live_frame: dict[str, Any] | None, audi
     return out
 
 
-def unfinished_session(db: Any, candidate: str) -> dict[str, Any] | None:
-    """The candidate's latest live session that was never finished (reload, closed tab, lost connection)."""
+def unfinished_session(db: Any, candidate: str, candidate_user: str | None = None) -> dict[str, Any] | None:
+    """The candidate's latest live session that was never finished (reload, closed tab, lost connection).
+
+    A signed-in candidate resumes only their own sessions; an anonymous one only anonymous sessions
+    (``candidate_user`` None also matches a missing field), so typing someone's name reveals nothing.
+    """
     name = str(candidate).strip()[:200]
     if not name:
         return None
-    return db.sessions.find_one({"candidate": name, "status": "recording", "source": "live",
-                                 "questions": {"$exists": True}}, sort=[("started_at", -1)])
+    owner = str(candidate_user) if candidate_user else None
+    return db.sessions.find_one({"candidate": name, "candidate_user": owner, "status": "recording",
+                                 "source": "live", "questions": {"$exists": True}}, sort=[("started_at", -1)])
 
 
 def resume_point(db: Any, session: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
