@@ -10,6 +10,7 @@ import streamlit as st
 from pymongo.errors import PyMongoError
 
 from pipeline import auth
+from pipeline.questions import sync_to_db
 from pipeline.settings import get_settings
 from pipeline.store import Store
 
@@ -24,8 +25,9 @@ def get_store() -> Store:
     if store.db is not None:
         try:  # MOCKAI_ADMIN_PASSWORD with no admin yet: create user "admin" at start
             auth.ensure_admin(store.db, store.settings)
+            sync_to_db(store.db)  # the shipped question sets, so coaches can query them
         except PyMongoError as exc:
-            log.warning("could not check for an admin account: %s", exc)
+            log.warning("could not prepare the database: %s", exc)
     return store
 
 
