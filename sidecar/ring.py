@@ -87,9 +87,14 @@ class FrameRing:
     # ------------------------------------------------------------------ producer
     def put(
         self, image: np.ndarray, t_ms: int, session_id: str, answer_id: str,
-        block: bool = False, lock_timeout: float = 0.05,
+        block: bool = False, lock_timeout: float = 0.05, block_timeout: float = 60.0,
     ) -> bool:
-        """Copy one BGR frame into the ring. Returns False if it had to be dropped."""
+        """Copy one BGR frame into the ring. Returns False if it had to be dropped.
+
+        ``block`` waits for room (at most ``block_timeout``: a reader gone for that long is
+        not coming back, and the caller must not hang).
+        """
+        deadline = time.monotonic() + block_timeout
         h, w = image.shape[:2]
         if h > self.max_height or w > self.max_width or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"frame {image.shape} does not fit a {self.max_width}x{self.max_height}x3 slot")
@@ -115,6 +120,9 @@ class FrameRing:
             finally:
                 self.lock.release()
             # Blocking producer (offline file): let the reader catch up.
+            if time.monotonic() > deadline:
+                self._header[_DROPPED] += 1
+                return False
             time.sleep(0.002)
 
     # ------------------------------------------------------------------ consumer

@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 WARMUP_TIMEOUT_S = 180.0
 
 
+def start_process(process: Any) -> None:
+    """Start a spawn-context process safely from inside Streamlit (or AppTest)."""
+    with _plain_main():
+        process.start()
+
+
 @contextlib.contextmanager
 def _plain_main() -> Any:
     """Spawn re-imports the parent's ``__main__`` in the child. Under ``streamlit run`` that is the
@@ -144,8 +150,7 @@ class Sidecar:
         w.process = self._ctx.Process(target=w.target, args=args, name=f"mockai-{w.name}", daemon=True)
         w.state = "warming"
         w.started_at = time.monotonic()
-        with _plain_main():
-            w.process.start()
+        start_process(w.process)
         if w.name == "speech":
             self._replay_open_answers(w)
 

@@ -22,7 +22,7 @@ from pipeline.media import load_audio
 from pipeline.settings import Settings
 from sidecar.protocol import AnswerStart
 from sidecar.ring import FrameRing
-from sidecar.supervisor import Sidecar
+from sidecar.supervisor import Sidecar, start_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,13 +71,13 @@ def test_ring_across_processes_blocking_loses_nothing():
     ring = FrameRing(3, ctx=ctx)
     out = ctx.Queue()
     proc = ctx.Process(target=_reader, args=(ring, out))
-    proc.start()
+    start_process(proc)  # earlier AppTests may leave an app script as __main__
     try:
         rng = np.random.default_rng(0)
         sent = []
         for i in range(50):
             img = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
-            assert ring.put(img, i, "sess", "ans", block=True)
+            assert ring.put(img, i, "sess", "ans", block=True, block_timeout=30), "the reader process died"
             sent.append((i, int(img.sum() % 251), "sess"))
         assert out.get(timeout=30) == sent
         assert ring.stats()["dropped"] == 0
