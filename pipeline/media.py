@@ -99,6 +99,38 @@ def _stream_duration(stream: av.stream.Stream, container: av.container.InputCont
     return duration
 
 
+def _wav_declared_seconds(source: Source) -> float | None:
+    """Length the RIFF header of a WAV promises.
+
+    FFmpeg sizes a WAV by the file, so a cut-off upload looks complete to it; the
+    header's data-chunk size still tells the truth. None when not a WAV or unknown.
+    """
+    try:
+        if isinstance(source, str | os.PathLike):
+            with open(source, "rb") as fh:
+                head = fh.read(4096)
+        elif isinstance(source, bytes | bytearray):
+            head = bytes(source[:4096])
+        else:
+            return None
+    except OSError:
+        return None
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, byte_rate = 12, 0
+    while pos + 8 <= len(head):
+        chunk, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if chunk == b"fmt " and pos + 16 <= len(head):
+            byte_rate = int.from_bytes(head[pos + 16 : pos + 20], "little")
+        if chunk == b"data":
+            # 0 and 0xFFFFFFFF mean "unknown" (written while streaming).
+            if not byte_rate or size in (0, 0xFFFFFFFF):
+                return None
+            return size / byte_rate
+        pos += 8 + size + (size & 1)
+    return None
+
+
 def probe(path: Source) -> MediaInfo:
     """Durations, fps and stream presence from the header; MediaError if unusable."""
     container = _open(path)
@@ -171,6 +203,8 @@ def load_audio(
             raise MediaError(f"{name}: audio stream decodes to no samples (empty or corrupt)")
         planar = np.concatenate(parts, axis=1)
         declared = _stream_duration(stream, container)
+        if container.format.name == "wav":
+            declared = _wav_declared_seconds(path_or_file) or declared
     finally:
         container.close()
 
@@ -189,13 +223,15 @@ def load_audio(
 
 
 def iter_video_frames(
-    path: Source, every_n: int = 4, max_width: int = 640
+    path: Source, every_n: int = 4, max_width: int = 640, *, allow_truncated: bool = False
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(t_seconds, bgr uint8 array)`` for every ``every_n``-th decoded frame.
 
     ``t`` is the frame's presentation time relative to the stream start; frames wider
     than ``max_width`` are downscaled (aspect kept) inside swscale, which is far cheaper
-    than resizing the full-size BGR array afterwards.
+    than resizing the full-size BGR array afterwards. A file that stops well before
+    its declared duration raises MediaError after its last frame (unless
+    ``allow_truncated``): the frames already yielded are real, the rest is missing.
     """
     if every_n < 1:
         raise ValueError("every_n must be >= 1")
@@ -209,19 +245,22 @@ def iter_video_frames(
         time_base = stream.time_base or Fraction(1, 90000)
         start = stream.start_time
         rate = stream.average_rate or stream.guessed_rate
+        declared = _stream_duration(stream, container)
         index = -1
         yielded = 0
+        last_t = 0.0
         try:
             for frame in container.decode(stream):
                 index += 1
-                if index % every_n:
-                    continue
                 if frame.pts is not None:
                     if start is None:
                         start = frame.pts
                     t = float((frame.pts - start) * time_base)
                 else:  # no timestamps: fall back to the nominal frame rate
                     t = index / float(rate) if rate else float(index)
+                last_t = max(last_t, t)
+                if index % every_n:
+                    continue
                 width, height = frame.width, frame.height
                 if width > max_width:
                     height = max(2, round(height * max_width / width / 2) * 2)
@@ -233,6 +272,10 @@ def iter_video_frames(
             raise MediaError(f"{name}: corrupt or truncated video ({exc})") from exc
         if yielded == 0:
             raise MediaError(f"{name}: video stream decodes to no frames (empty or corrupt)")
+        frame_s = 1.0 / float(rate) if rate else 0.0
+        missing = (declared or 0.0) - (last_t + frame_s)
+        if not allow_truncated and missing > _TRUNCATION_TOLERANCE_S and missing > _TRUNCATION_TOLERANCE_FRACTION * declared:
+            raise MediaError(f"{name}: truncated: video stops at {last_t + frame_s:.2f} s of a declared {declared:.2f} s")
     finally:
         container.close()
 
@@ -242,7 +285,7 @@ class AudioResampler16k:
 
     Runs in the WebRTC audio callback, so it stays cheap: one FFmpeg swr call per
     frame (anti-aliased, stateful across frames so there are no clicks at frame
-    edges) and a zero-copy view of the result. A change of input format (e.g. the
+    edges) and one numpy mean over the channels. A change of input format (e.g. the
     browser renegotiates to 44.1 kHz mono) rebuilds the resampler instead of failing.
     """
 
@@ -256,7 +299,9 @@ class AudioResampler16k:
     def _ensure(self, frame: av.AudioFrame) -> av.AudioResampler:
         key = (frame.format.name, frame.layout.name, frame.sample_rate)
         if self._resampler is None or key != self._input_key:
-            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+            # Keep the channels and average them here, like load_audio: swr's own stereo
+            # downmix is -3 dB per channel, which would make live audio 3 dB louder than files.
+            self._resampler = av.AudioResampler(format="fltp", rate=self.rate)
             self._input_key = key
         return self._resampler
 
@@ -282,7 +327,8 @@ class AudioResampler16k:
     def _collect(self, outs: list[av.AudioFrame]) -> np.ndarray:
         if not outs:
             return np.zeros(0, dtype=np.float32)
-        arrays = [o.to_ndarray().reshape(-1) for o in outs]
-        data = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        arrays = [o.to_ndarray() for o in outs]
+        planar = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1)
+        data = planar[0] if planar.shape[0] == 1 else planar.mean(axis=0)
         self.samples_out += data.shape[0]
         return data.astype(np.float32, copy=False)

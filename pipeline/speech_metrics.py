@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.settings import DEFAULT_FILLERS
+
 if TYPE_CHECKING:
     from pipeline.settings import Settings
 
@@ -26,7 +28,7 @@ ENERGY_FLOOR_DB = -100.0
 
 @dataclass(frozen=True)
 class SpeechMetricsOptions:
-    filler_words: tuple[str, ...] = ("um", "uh", "erm", "er", "ah", "hmm", "like", "you know", "sort of", "kind of")
+    filler_words: tuple[str, ...] = DEFAULT_FILLERS
     pause_seconds: float = 1.0
     pace_window_seconds: float = 10.0
     pace_low_wpm: float = 110.0

@@ -827,6 +827,10 @@ class StreamingTranscriber:
     frame_seconds = 0.02
     min_silence_seconds = 0.25
     hard_cut_guard_seconds = 0.4
+    # Whisper decodes the end of a part worse without what follows ("ask not" heard as "asked not"
+    # when the part stops at the pause after it): decode up to this much beyond a soft cut, commit
+    # only the words before it, and hear the rest again with the next part.
+    lookahead_seconds = 2.0
 
     def __init__(
         self,
@@ -842,6 +846,7 @@ class StreamingTranscriber:
         # Whisper sees 30 s windows; stay below so one chunk is one decoding window.
         max_s = max_chunk_seconds or min(2.0 * self.options.chunk_seconds, 25.0)
         self.max_chunk_samples = max(self.chunk_samples, int(max_s * self.rate))
+        self.max_window_samples = max(self.max_chunk_samples, 28 * self.rate)  # part + right context
         self.audio = AudioBacklog(self.rate)
         self._cursor = 0  # everything before this is transcribed and committed
         self.words: list[dict[str, Any]] = []
@@ -928,25 +933,32 @@ class StreamingTranscriber:
         return None
 
     def _transcribe_part(self, cut: int, hard: bool, final: bool = False) -> list[dict[str, Any]]:
-        """Transcribe ``[cursor, cut)``, commit its words and move the cursor.
+        """Transcribe from the cursor on, commit the words before ``cut`` and move the cursor.
 
-        The cursor stops short of ``cut`` when the end of the part must be heard again:
-        after a hard cut (a word may be split) and when Whisper stopped early, leaving
-        speech after its last word (tiny models sometimes end a window after one sentence).
+        Whisper also hears the audio already buffered after the cut (right context: alone,
+        "ask not" at the end of a part came out "asked not..."); those words are dropped
+        here and heard again, whole, with the next part. The cursor stops short of ``cut``
+        when the end of the part must be heard again: after a hard cut (a word may be
+        split) and when Whisper stopped early, leaving speech after its last word.
         """
         start = self._cursor
-        audio = self.audio.slice(start, cut)
+        stop = cut if final else min(self.audio.end, start + self.max_window_samples)
         t0 = time.perf_counter()
-        result = self.recognizer.transcribe(audio, 0.0)
+        result = self.recognizer.transcribe(self.audio.slice(start, stop), 0.0)
         elapsed = time.perf_counter() - t0
         self.language = self.language or result.language
+        audio = self.audio.slice(start, cut)
         part_s = (cut - start) / self.rate
         words = result.words
         next_cursor = cut
         if hard and not final and words:
-            keep, resume_s = _hard_cut_resume(result, part_s - self.hard_cut_guard_seconds)
+            # Commit only up to the cut: words near the end of what Whisper heard get the worst
+            # timestamps and spellings, the ones before the cut had right context.
+            keep, resume_s = _hard_cut_resume(result, part_s - self.hard_cut_guard_seconds, (stop - start) / self.rate)
             words = words[:keep]
             next_cursor = start + int(resume_s * self.rate)
+        elif not final:
+            words = [w for w in words if (w["start"] + w["end"]) / 2 < part_s]  # the cut lies in a silence
         if words and start > 0:
             words = self._recover_head(audio, words)
         if words and next_cursor == cut:
@@ -960,6 +972,7 @@ class StreamingTranscriber:
             {
                 "start_s": round(start / self.rate, 3),
                 "end_s": round(cut / self.rate, 3),
+                "heard_s": round(stop / self.rate, 3),
                 "next_s": round(next_cursor / self.rate, 3),
                 "elapsed_s": round(elapsed, 3),
                 "words": float(len(committed)),
@@ -1067,25 +1080,32 @@ def _skipped_speech_start(audio: np.ndarray, last_end: float, rate: int = SAMPLE
     return last_end + max(0.0, regions[0]["start"] / rate - 0.2)
 
 
-def _hard_cut_resume(result: Transcript, safe_end: float) -> tuple[int, float]:
+def _hard_cut_resume(result: Transcript, safe_end: float, heard_s: float) -> tuple[int, float]:
     """After a cut inside speech: how many words to keep and where to start the next part.
 
     Whisper garbles a word cut in half and, given audio that starts mid-sentence,
-    often skips the whole fragment. So the next part preferably starts at a segment
-    (sentence) boundary that ends before ``safe_end``; without one, after the last
-    word that ends before it.
+    often skips the whole fragment. So the next part preferably starts after the last
+    sentence end (a segment end or ., ?, !) before ``safe_end``; else in the longest
+    pause between words there; else after the last word that ends before it.
     """
     words = result.words
-    count = 0
-    best: tuple[int, float] | None = None
-    for seg, nxt in zip(result.segments, [*result.segments[1:], None], strict=True):
+    eligible = [i for i in range(len(words)) if words[i]["end"] <= safe_end]
+    if not eligible:
+        return 0, max(0.0, words[0]["start"] - 0.1)
+    seg_ends, count = set(), 0
+    for seg in result.segments:
         count += seg["n_words"]
-        if nxt is not None and seg["end"] <= safe_end and 0 < count < len(words):
-            gap_start, gap_end = words[count - 1]["end"], words[count]["start"]
-            best = (count, (gap_start + gap_end) / 2 if gap_end > gap_start else gap_start)
-    if best is not None:
-        return best
-    keep = sum(1 for w in words if w["end"] <= safe_end)
-    if keep:
-        return keep, words[keep - 1]["end"]
-    return 0, max(0.0, words[0]["start"] - 0.1)
+        seg_ends.add(count - 1)
+    sentence = [i for i in eligible if i in seg_ends or words[i]["word"].rstrip("\"')").endswith((".", "?", "!"))]
+
+    def gap(i: int) -> float:  # silence after word i (the last one: up to the end of the audio)
+        return (words[i + 1]["start"] if i + 1 < len(words) else heard_s) - words[i]["end"]
+
+    if sentence:
+        i = sentence[-1]
+    else:
+        i = max(eligible, key=lambda k: (round(gap(k), 2), k))  # the longest pause; the later of equals
+        if gap(i) < 0.1:
+            i = eligible[-1]
+    resume = words[i]["end"] + max(0.0, gap(i)) / 2  # the middle of the pause after it
+    return i + 1, resume
