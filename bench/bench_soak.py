@@ -70,7 +70,14 @@ def main() -> None:
                 page.get_by_role("button", name="Finish answer").click()
                 wait_text(page, "Session summary", 600)
                 browser.close()
-            answer = pymongo.MongoClient(server.uri)[db_name].answers.find_one({})
+            # A long answer may still be finishing (tail, metrics, grade) after the page moved on.
+            answers = pymongo.MongoClient(server.uri)[db_name].answers
+            deadline = time.monotonic() + 900
+            while time.monotonic() < deadline:
+                answer = answers.find_one({})
+                if answer and "capture" in answer:
+                    break
+                time.sleep(2)
         finally:
             server.stop()
     cap = answer["capture"]
