@@ -742,7 +742,10 @@ class AudioBacklog:
 
     def append(self, chunk: np.ndarray, t0_ms: int) -> None:
         """Add samples whose first one was captured at epoch ``t0_ms``."""
-        chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        chunk = np.asarray(chunk, dtype=np.float32)
+        if chunk.ndim > 1 and sorted(chunk.shape)[-2] > 1:
+            raise AsrError(f"mono 16 kHz audio expected, got an array of shape {chunk.shape}")
+        chunk = chunk.reshape(-1)
         if chunk.size == 0:
             return
         if self.answer_t0_ms is None:

@@ -10,6 +10,7 @@ replayed into a restarted worker, so a crash mid-answer loses no speech.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import multiprocessing as mp
@@ -103,6 +104,7 @@ class Sidecar:
     def start(self) -> Sidecar:
         for w in self.workers.values():
             self._spawn(w)
+        atexit.register(self.stop)  # the app server exits: stop the workers, do not wait on their queues
         for target in (self._pump_events, self._watch):
             t = threading.Thread(target=target, name=f"sidecar-{target.__name__}", daemon=True)
             t.start()
@@ -124,6 +126,8 @@ class Sidecar:
         return all(w.state == "ready" for w in self.workers.values())
 
     def stop(self, timeout: float = 15.0) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         with contextlib.suppress(Exception):
             self.workers["speech"].inbox.put(Shutdown())
@@ -138,6 +142,10 @@ class Sidecar:
             w.state = "stopped"
         for t in self._threads:
             t.join(2)
+        # The workers are gone: unsent queue items must not block this process's exit.
+        for q in [self.events] + [w.inbox for w in self.workers.values() if w.inbox is not None]:
+            q.cancel_join_thread()
+            q.close()
         self.ring.close()
 
     def _spawn(self, w: WorkerState) -> None:
@@ -175,6 +183,8 @@ class Sidecar:
             self.ring.replace_lock(self._ctx)  # it may have died holding the old one
         else:
             drain(w.inbox)
+            # Nobody reads the old inbox any more: never wait at exit to flush it into a full pipe.
+            w.inbox.cancel_join_thread()
         self._spawn(w)
 
     def _watch(self) -> None:

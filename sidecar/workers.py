@@ -103,6 +103,7 @@ def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[s
             events.put(WorkerEvent("metrics", "emotion", {"latency": latency.summary(), "processed": processed}))
     if writer is not None:
         writer.close()
+    events.cancel_join_thread()  # the supervisor may have stopped reading: exit anyway
 
 
 def _frame_doc(frame: Any, sample: dict[str, Any]) -> dict[str, Any]:
@@ -176,6 +177,7 @@ def speech_worker(inbox: Any, events: Any, heartbeat: Any, settings_data: dict[s
                                                          "open_answers": len(worker.answers)}))
     if writer is not None:
         writer.close()
+    events.cancel_join_thread()  # the supervisor may have stopped reading: exit anyway
 
 
 class _SpeechLoop:

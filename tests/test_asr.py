@@ -329,6 +329,9 @@ def test_ack_default_and_empty_transcriber() -> None:
     assert final.words == [] and final.duration == 0.0
     with pytest.raises(AsrError, match="after finish"):
         st.feed(np.zeros(320, np.float32), T0_MS)
+    with pytest.raises(AsrError, match="mono"):
+        StreamingTranscriber(FakeRecognizer()).feed(np.zeros((320, 2), np.float32), T0_MS)  # type: ignore[arg-type]
+    StreamingTranscriber(FakeRecognizer()).feed(np.zeros((1, 320), np.float32), T0_MS)  # type: ignore[arg-type]
     audio, truth = burst_audio(12, 3)
     st = StreamingTranscriber(FakeRecognizer())  # type: ignore[arg-type]
     stream(st, audio)
