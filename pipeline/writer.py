@@ -123,13 +123,16 @@ class BatchedWriter:
             target = self._seq
         self._wake.set()
         with self._flush_done:
-            while self._oldest_seq() is not None and self._oldest_seq() < target:
+            while True:
+                # Read once: the flusher deletes segment files without holding this lock.
+                oldest = self._oldest_seq()
+                if oldest is None or oldest >= target:
+                    return True
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
                 self._wake.set()
                 self._flush_done.wait(min(0.2, remaining) if remaining is not None else 0.2)
-        return True
 
     def status(self) -> WriterStatus:
         with self._lock:

@@ -80,7 +80,9 @@ def test_database_down_at_start_then_up(tmp_path):
     w = BatchedWriter(lambda: client.t, WriterOptions(journal_dir=tmp_path / "j", flush_seconds=0.2, retry_max_seconds=0.5))
     for i in range(500):
         w.insert("frames", _frame(i))  # acknowledged into the journal though nothing listens
-    time.sleep(1.0)
+    deadline = time.monotonic() + 20
+    while w.status().connected is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # the first flush attempt has to time out first
     st = w.status()
     assert st.connected is False and st.last_error and st.pending_ops == 500
     server = EmbeddedServer(tmp_path / "db", port=port).start()
