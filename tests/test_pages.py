@@ -10,8 +10,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from pipeline import auth
 from pipeline.settings import get_settings
+from tests.pages_support import admin_token
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = ["pages/interview.py", "pages/sessions.py", "pages/report.py", "pages/research.py", "pages/accounts.py"]
@@ -31,18 +31,10 @@ def app_env(mongo_uri, tmp_path, monkeypatch):
     get_settings.cache_clear()
 
 
-def _admin_token() -> str:
-    """A sign-in token for an admin of the test database (the coach pages need a signed-in user)."""
-    settings = get_settings()
-    with pymongo.MongoClient(settings.mongodb_uri, tz_aware=True) as client:
-        db = client[settings.db_name]
-        user = auth.get_user(db, "admin") or auth.create_user(db, "admin", "test-admin-pass", "admin")
-        return auth.start_login(db, user, settings)
-
 
 def _run(page: str, **query) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=30)
-    at.session_state["auth_token"] = _admin_token()
+    at.session_state["auth_token"] = admin_token()
     at.run()
     at.switch_page(page)
     for k, v in query.items():
@@ -60,7 +52,6 @@ def test_page_renders(app_env, page):
 
 
 def test_sessions_page_lists_sessions(app_env, db, mongo_uri):
-    import pymongo
 
     client = pymongo.MongoClient(mongo_uri)
     client.test_pages.sessions.insert_one(

@@ -16,7 +16,6 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from bench.bench_report import synthetic_answer
-from pipeline import auth
 from pipeline.queries import find_session, list_answer_frames, list_report_answers
 from pipeline.report import (
     ReportOptions,
@@ -30,6 +29,7 @@ from pipeline.report import (
 )
 from pipeline.schemas import EMOTIONS, validate
 from pipeline.settings import Settings, get_settings
+from tests.pages_support import admin_token
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 T0 = 1_795_610_623_703  # epoch ms the answer began
@@ -382,18 +382,10 @@ def report_db(mongo_uri, tmp_path, monkeypatch):
     get_settings.cache_clear()
 
 
-def _admin_token() -> str:
-    """A sign-in token for an admin of the test database (the report page needs a signed-in user)."""
-    settings = get_settings()
-    with pymongo.MongoClient(settings.mongodb_uri, tz_aware=True) as client:
-        db = client[settings.db_name]
-        user = auth.get_user(db, "admin") or auth.create_user(db, "admin", "test-admin-pass", "admin")
-        return auth.start_login(db, user, settings)
-
 
 def _page(**query: str) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["auth_token"] = _admin_token()
+    at.session_state["auth_token"] = admin_token()
     at.run()
     at.switch_page("pages/report.py")
     for k, v in query.items():

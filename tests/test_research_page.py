@@ -10,9 +10,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from pipeline import auth
 from pipeline.profiles import list_profiles
 from pipeline.settings import get_settings
+from tests.pages_support import admin_token
 from tests.test_rescore import store_session
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -35,18 +35,10 @@ def page_db(mongo_uri, tmp_path, monkeypatch):
     get_settings.cache_clear()
 
 
-def _admin_token() -> str:
-    """A sign-in token for an admin of the test database (the Research page needs a signed-in coach or admin)."""
-    settings = get_settings()
-    with pymongo.MongoClient(settings.mongodb_uri, tz_aware=True) as client:
-        db = client[settings.db_name]
-        user = auth.get_user(db, "admin") or auth.create_user(db, "admin", "test-admin-pass", "admin")
-        return auth.start_login(db, user, settings)
-
 
 def _open() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["auth_token"] = _admin_token()
+    at.session_state["auth_token"] = admin_token()
     at.run()
     at.switch_page("pages/research.py")
     at.run()
