@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 tm = r.timings
                 rows.append((label, n, r.rescored, r.band_changes, tm["read_s"], tm["score_s"], tm["speech_s"],
                              tm["write_s"], tm["total_s"]))
+                if write:
+                    print(label, {k: v for k, v in tm.items() if k.startswith(("write_", "commit"))}, file=sys.stderr)
             t = time.perf_counter()
             view = calibration_view(db)
             cal_s = time.perf_counter() - t

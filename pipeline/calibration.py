@@ -1,9 +1,10 @@
 """Calibration view: how each delivery metric is distributed and how it relates to the grade.
 
 One aggregation pipeline on ``answers`` projects only the few numbers needed (pace, fillers
-per minute, pause count, longest pause, eye contact when stored, grade) and, at session
-level, averages them per session on the server; the client receives one small row per
-session (10,000 sessions = 10,000 rows of 6 numbers), never the words or features.
+per minute, pause count, longest pause, eye contact when stored, grade): the client receives
+one small row per answer, never the words or features. Re-scored answers take their grade
+and recomputed metrics from ``answer_scores`` (pipeline.queries); at session level the rows
+are then averaged per session.
 A missing value stays missing: it is left out of that metric's distribution and of its
 correlation, never counted as 0.
 """
@@ -17,6 +18,8 @@ from typing import Any
 
 import numpy as np
 from pymongo.database import Database
+
+from pipeline.queries import ANSWER_SCORES, rescores_of
 
 # metric -> (label, expression on an answer document)
 METRICS: dict[str, tuple[str, Any]] = {
@@ -70,18 +73,39 @@ def _r(v: float | None, digits: int = 3) -> float | None:
     return None if v is None else round(v, digits)
 
 
-def pipeline(level: str = "session", session_ids: list[str] | None = None) -> list[dict[str, Any]]:
-    """The aggregation run on ``answers`` (exposed for tests and explain)."""
-    if level not in ("session", "answer"):
-        raise ValueError("level must be 'session' or 'answer'")
+def pipeline(session_ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """The aggregation run on ``answers``: one row of numbers per answer (exposed for tests)."""
     stages: list[dict[str, Any]] = []
     if session_ids is not None:
         stages.append({"$match": {"session_id": {"$in": [str(s) for s in session_ids]}}})
-    stages.append({"$project": {"_id": 0, "session_id": 1, **{k: expr for k, (_, expr) in METRICS.items()}}})
-    if level == "session":
-        # $avg ignores missing/null values: a session without eye contact data stays null.
-        stages.append({"$group": {"_id": "$session_id", **{k: {"$avg": f"${k}"} for k in METRICS}}})
+    stages.append({"$project": {"_id": 1, "session_id": 1, **{k: expr for k, (_, expr) in METRICS.items()}}})
     return stages
+
+
+def _apply_rescore(row: dict[str, Any], rescore: Mapping[str, Any]) -> None:
+    if "grade" in rescore:
+        row["grade"] = (rescore.get("grade") or {}).get("score")
+    metrics = rescore.get("metrics") or {}
+    for key in ("wpm", "fillers_per_minute", "longest_pause_s"):
+        if key in metrics:
+            row[key] = metrics[key]
+    if "pauses" in metrics:
+        row["pauses"] = len(metrics["pauses"]) if isinstance(metrics["pauses"], list) else None
+
+
+def _per_session(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean of each metric per session; a metric missing in every answer stays missing."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(str(row.get("session_id")), []).append(row)
+    out = []
+    for sid, answers in groups.items():
+        merged: dict[str, Any] = {"_id": sid}
+        for key in METRICS:
+            values = [x for x in (_f(a.get(key)) for a in answers) if not math.isnan(x)]
+            merged[key] = sum(values) / len(values) if values else None
+        out.append(merged)
+    return out
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -92,8 +116,17 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def calibration_view(db: Database, level: str = "session", session_ids: list[str] | None = None) -> CalibrationView:
-    rows = list(db.answers.aggregate(pipeline(level, session_ids), allowDiskUse=True, batchSize=10_000))
-    return summarize(rows, level)
+    if level not in ("session", "answer"):
+        raise ValueError("level must be 'session' or 'answer'")
+    rows = list(db.answers.aggregate(pipeline(session_ids), allowDiskUse=True, batchSize=10_000))
+    rescored = rescores_of(db, session_ids) if session_ids is not None else {
+        str(d["_id"]): d for d in db[ANSWER_SCORES].find({}).batch_size(10_000)}
+    if rescored:
+        for row in rows:
+            r = rescored.get(str(row.get("_id")))
+            if r:
+                _apply_rescore(row, r)
+    return summarize(_per_session(rows) if level == "session" else rows, level)
 
 
 def summarize(rows: list[Mapping[str, Any]], level: str = "session") -> CalibrationView:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.queries import with_rescores
 from pipeline.questions import Question
 from pipeline.settings import Settings
 from sidecar.protocol import AnswerStart
@@ -124,7 +125,8 @@ def unfinished_session(db: Any, candidate: str, candidate_user: str | None = Non
 
 def resume_point(db: Any, session: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
     """Index of the first question without a complete answer, and the answers already done."""
-    done = list(db.answers.find({"session_id": str(session["_id"]), "status": "complete"}).sort("index", 1))
+    done = with_rescores(db, list(db.answers.find({"session_id": str(session["_id"]), "status": "complete"})
+                                  .sort("index", 1)))
     done_indexes = {a["index"] for a in done}
     n = len(session.get("questions") or [])
     index = next((i for i in range(n) if i not in done_indexes), n)

@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from pymongo.database import Database
 
-from pipeline.queries import and_filters
+from pipeline.queries import and_filters, rescores_of
 
 # metric -> (label, axis format)
 METRICS: dict[str, tuple[str, str]] = {
@@ -66,7 +66,17 @@ def answer_rows(db: Database, session_ids: Sequence[str]) -> list[dict[str, Any]
         {"$project": {"_id": 1, "session_id": 1, "index": 1, "grade": "$grade.score", "wpm": "$metrics.wpm",
                       "fillers_per_minute": "$metrics.fillers_per_minute", "filler_count": "$metrics.filler_count"}},
     ]
-    return list(db.answers.aggregate(pipeline))
+    rows = list(db.answers.aggregate(pipeline))
+    rescored = rescores_of(db, ids)
+    for row in rows:  # a re-score's grade and metrics win over the stored ones
+        r = rescored.get(str(row["_id"]))
+        if r:
+            row["grade"] = (r.get("grade") or {}).get("score")
+            metrics = r.get("metrics") or {}
+            for key in ("wpm", "fillers_per_minute", "filler_count"):
+                if key in metrics:
+                    row[key] = metrics[key]
+    return rows
 
 
 def eye_contact_by_answer(db: Database, session_ids: Sequence[str]) -> dict[tuple[str, str], tuple[int, int]]:

@@ -28,8 +28,51 @@ def get_session(db: Database, session_id: str) -> dict[str, Any] | None:
     return db.sessions.find_one({"_id": session_id})
 
 
+# --- re-scored grades ------------------------------------------------------------------
+# A re-score (pipeline.rescore) stores its grades and the speech metrics it recomputed in
+# ``answer_scores`` (one small document per answer, _id = the answer's _id) instead of
+# rewriting the large answer documents (words, features): on the embedded server an update
+# costs in proportion to the document's size. Readers see an answer through ``with_rescores``.
+ANSWER_SCORES = "answer_scores"
+
+
+def rescores_of(db: Database, session_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """answer id -> its stored re-score, for the given sessions (index by_session)."""
+    ids = [str(s) for s in session_ids]
+    out: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(ids), 500):
+        for doc in db[ANSWER_SCORES].find({"session_id": {"$in": ids[i : i + 500]}}).batch_size(5000):
+            out[str(doc["_id"])] = doc
+    return out
+
+
+def merge_rescore(answer: dict[str, Any], rescore: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The answer as last scored: the re-score's grade, profile and metrics over the stored ones."""
+    if not rescore:
+        return answer
+    if "grade" in rescore:
+        answer["grade"] = rescore["grade"]
+    if rescore.get("metrics"):
+        answer["metrics"] = {**(answer.get("metrics") or {}), **rescore["metrics"]}
+    for key in ("profile", "rescored_at"):
+        if key in rescore:
+            answer[key] = rescore[key]
+    return answer
+
+
+def with_rescores(db: Database, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``answers`` (modified in place) with their re-scores applied."""
+    if not answers:
+        return answers
+    found = rescores_of(db, sorted({str(a.get("session_id")) for a in answers}))
+    if found:
+        for a in answers:
+            merge_rescore(a, found.get(str(a.get("_id"))))
+    return answers
+
+
 def list_answers(db: Database, session_id: str) -> list[dict[str, Any]]:
-    return list(db.answers.find({"session_id": str(session_id)}).sort("index", ASCENDING))
+    return with_rescores(db, list(db.answers.find({"session_id": str(session_id)}).sort("index", ASCENDING)))
 
 
 # --- session report ------------------------------------------------------------------
@@ -48,7 +91,7 @@ def find_session(db: Database, session_id: Any) -> dict[str, Any] | None:
 
 def list_report_answers(db: Database, session_id: Any) -> list[dict[str, Any]]:
     """Every answer of a session in order, whole (the report shows words, metrics and grade)."""
-    return list(db.answers.find({"session_id": str(session_id)}).sort("index", ASCENDING))
+    return with_rescores(db, list(db.answers.find({"session_id": str(session_id)}).sort("index", ASCENDING)))
 
 
 def list_answer_frames(db: Database, session_id: Any, answer_id: Any) -> list[dict[str, Any]]:

@@ -15,9 +15,12 @@ timed words, so a new threshold set only needs the pure stages:
 
 ``rescore(..., write=False)`` only reports the effect (before/after grades, band changes and
 the band transition matrix); ``write=True`` stores the new grades with
-``profile: {name, version}`` on answers and sessions: one ``bulk_write(ordered=False)`` per
-collection, inside one transaction where the server supports it (all or nothing, and one
-disk sync instead of one per document), plain otherwise.
+``profile: {name, version}``: per answer in ``answer_scores`` (one small document each, read
+back through ``pipeline.queries.with_rescores``; the answer documents with their words are
+never rewritten, which on the embedded server costs in proportion to their size), per
+session on the session. One ``bulk_write(ordered=False)`` per collection, inside one
+transaction where the server supports it (all or nothing, and one disk sync instead of one
+per document), plain otherwise. A previous re-score is the "before" of the next one.
 
 ``mohler_effect(settings, data_path)``: Pearson r and RMSE (0-5 scale) of the grader on the
 Mohler 2011 data under the given grading thresholds. Features are computed once with the
@@ -47,8 +50,9 @@ from pymongo.errors import PyMongoError
 
 from pipeline.grading import BANDS, GradeFeatures, GradeOptions, band_for, score
 from pipeline.profiles import SPEECH_FIELDS, thresholds_of
+from pipeline.queries import ANSWER_SCORES, merge_rescore, rescores_of
 from pipeline.settings import Settings
-from pipeline.speech_metrics import SpeechMetricsOptions, compute_speech_metrics, pace_band
+from pipeline.speech_metrics import SpeechMetricsOptions, filler_and_pause_metrics, pace_band
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +164,14 @@ def _answers(db: Database, ids: list[str], everything: bool, projection: dict[st
         yield from db.answers.find({"session_id": {"$in": ids[i : i + IN_CHUNK]}}, projection).batch_size(2000)
 
 
+def _previous_rescores(db: Database, ids: list[str], everything: bool) -> dict[str, dict[str, Any]]:
+    if everything:
+        wanted = set(ids)
+        return {str(d["_id"]): d for d in db[ANSWER_SCORES].find({}).batch_size(10_000)
+                if str(d.get("session_id")) in wanted}
+    return rescores_of(db, ids)
+
+
 def rescore(
     db: Database,
     settings: Settings,
@@ -200,10 +212,14 @@ def rescore(
     now = datetime.now(UTC)
     t_read = t_score = t_speech = 0.0
     t = time.perf_counter()
+    previous = _previous_rescores(db, ids, everything)
+    t_read += time.perf_counter() - t
+    t = time.perf_counter()
     for doc in _answers(db, ids, everything, projection):
         t_read += time.perf_counter() - t
         result.answers += 1
         sid = str(doc.get("session_id"))
+        merge_rescore(doc, previous.get(str(doc["_id"])))
         stored = doc.get("grade") or {}
         features = doc.get("features")
         if not features:
@@ -227,9 +243,9 @@ def rescore(
         t0 = time.perf_counter()
         fields = _speech_fields(doc, plans[sid], speech_options, result.speech)
         t_speech += time.perf_counter() - t0
-        if write:
-            fields.update({"grade": new.to_dict(), "profile": prof, "rescored_at": now})
-            answer_ops.append(UpdateOne({"_id": doc["_id"]}, {"$set": fields}))
+        if write:  # dotted metrics fields: what an earlier re-score recomputed and this one did not stays
+            fields.update({"session_id": sid, "grade": new.to_dict(), "profile": prof, "rescored_at": now})
+            answer_ops.append(UpdateOne({"_id": doc["_id"]}, {"$set": fields}, upsert=True))
         t = time.perf_counter()
 
     session_ops: list[UpdateOne] = []
@@ -253,10 +269,12 @@ def rescore(
             }}))
 
     t0 = time.perf_counter()
+    write_timings: dict[str, float] = {}
     if write:
-        _write_all(db, {"answers": answer_ops, "sessions": session_ops})
+        _write_all(db, {ANSWER_SCORES: answer_ops, "sessions": session_ops}, write_timings)
         result.written = True
     result.timings = {
+        **write_timings,
         "read_s": round(t_read, 3),
         "score_s": round(t_score, 3),
         "speech_s": round(t_speech, 3),
@@ -281,21 +299,21 @@ def _speech_fields(
     words = doc.get("words")
     if plan.words and words:
         try:
-            m = compute_speech_metrics(words, options=options)
+            m = filler_and_pause_metrics(words, options, fillers=plan.fillers, pauses=plan.pauses)
         except (KeyError, TypeError, ValueError) as exc:  # a malformed stored word: keep what is stored
             log.warning("speech metrics of answer %s not recomputed: %s", doc.get("_id"), exc)
             counts["errors"] += 1
             return out
         if plan.fillers:
-            out.update({f"metrics.{k}": getattr(m, k) for k in SPEECH_FILLER_FIELDS})
+            out.update({f"metrics.{k}": m.get(k) for k in SPEECH_FILLER_FIELDS})
             counts["fillers"] += 1
         if plan.pauses:
-            out.update({f"metrics.{k}": getattr(m, k) for k in SPEECH_PAUSE_FIELDS})
+            out.update({f"metrics.{k}": m.get(k) for k in SPEECH_PAUSE_FIELDS})
             counts["pauses"] += 1
     return out
 
 
-def _write_all(db: Database, ops: Mapping[str, Sequence[UpdateOne]]) -> None:
+def _write_all(db: Database, ops: Mapping[str, Sequence[UpdateOne]], timings: dict[str, float]) -> None:
     """One unordered bulk write per collection; in one transaction when the server has them."""
     ops = {name: list(o) for name, o in ops.items() if o}
     if not ops:
@@ -303,7 +321,11 @@ def _write_all(db: Database, ops: Mapping[str, Sequence[UpdateOne]]) -> None:
     try:
         with db.client.start_session() as session, session.start_transaction():
             for name, o in ops.items():
+                t = time.perf_counter()
                 db[name].bulk_write(o, ordered=False, session=session)
+                timings[f"write_{name}_s"] = round(time.perf_counter() - t, 3)
+            t = time.perf_counter()
+        timings["commit_s"] = round(time.perf_counter() - t, 3)
         return
     except PyMongoError as exc:  # standalone MongoDB has no transactions; a conflict aborts it whole
         log.info("re-score transaction not used (%s); writing without one", exc)

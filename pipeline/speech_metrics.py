@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -64,9 +65,19 @@ def normalize_tokens(text: str) -> list[str]:
     return [t.strip("'") for t in text.split() if t.strip("'")]
 
 
+_REPEATS = re.compile(r"(.)\1+")
+
+
+@lru_cache(maxsize=65536)
+def _word_tokens(text: str) -> tuple[str, ...]:
+    """``normalize_tokens`` of one transcript word, cached: answers repeat their words."""
+    return tuple(normalize_tokens(text))
+
+
+@lru_cache(maxsize=65536)
 def _squeeze(token: str) -> str:
     """Collapse repeated letters so "ummm"/"umm" match "um" and "hmmm" matches "hmm"."""
-    return re.sub(r"(.)\1+", r"\1", token)
+    return _REPEATS.sub(r"\1", token)
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
@@ -94,7 +105,7 @@ def _times(words: Sequence[Word]) -> tuple[np.ndarray, np.ndarray]:
 
 def speech_words(words: Iterable[Word]) -> list[Word]:
     """Words that carry text, sorted by start time."""
-    kept = [w for w in words if normalize_tokens(str(w.get("word", "")))]
+    kept = [w for w in words if _word_tokens(str(w.get("word", "")))]
     return sorted(kept, key=lambda w: (float(w["start"]), float(w["end"])))
 
 
@@ -102,7 +113,12 @@ def words_per_minute(
     words: Sequence[Word], start: float | None = None, end: float | None = None, min_seconds: float = 3.0
 ) -> float | None:
     """Words per minute between ``start`` and ``end`` (default: first word to last word)."""
-    words = speech_words(words)
+    return _words_per_minute(speech_words(words), start, end, min_seconds)
+
+
+def _words_per_minute(
+    words: Sequence[Word], start: float | None = None, end: float | None = None, min_seconds: float = 3.0
+) -> float | None:
     if not words:
         return None
     t0 = float(words[0]["start"]) if start is None else start
@@ -132,14 +148,17 @@ def pace_track(
     speech from the first word's start; an answer shorter than one window gives one
     point over its actual length (or none below 3 s, like ``words_per_minute``).
     """
-    words = speech_words(words)
+    return _pace_track(speech_words(words), window, step)
+
+
+def _pace_track(words: Sequence[Word], window: float, step: float) -> list[dict[str, float]]:
     if not words:
         return []
     starts, ends = _times(words)
     mids = np.sort((starts + ends) / 2.0)
     t_first, t_last = float(starts[0]), float(ends.max())
     if t_last - t_first < window:
-        wpm = words_per_minute(words)
+        wpm = _words_per_minute(words)
         return [] if wpm is None else [{"t": round(t_last, 3), "wpm": round(wpm, 1)}]
     t_ends = np.arange(t_first + window, t_last + 1e-9, step)
     if t_ends.size == 0 or t_ends[-1] < t_last - 1e-6:
@@ -155,33 +174,48 @@ def find_fillers(words: Sequence[Word], fillers: Iterable[str]) -> list[dict[str
     Case and punctuation do not matter ("Um," = "um"), stretched spellings match
     ("Ummm"), and a phrase ("you know") must be consecutive words.
     """
-    phrases = sorted(
-        {tuple(_squeeze(t) for t in normalize_tokens(f)) for f in fillers if normalize_tokens(f)},
-        key=len,
-        reverse=True,
-    )
-    names = {tuple(_squeeze(t) for t in normalize_tokens(f)): " ".join(normalize_tokens(f)) for f in fillers}
-    words = speech_words(words)
+    return _find_fillers(speech_words(words), tuple(fillers))
+
+
+@lru_cache(maxsize=64)
+def _filler_phrases(fillers: tuple[str, ...]) -> dict[str, list[tuple[tuple[str, ...], str]]]:
+    """First token -> [(phrase tokens, name)], longest phrase first."""
+    by_first: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+    for f in fillers:
+        tokens = normalize_tokens(f)
+        if tokens:
+            phrase = tuple(_squeeze(t) for t in tokens)
+            entries = by_first.setdefault(phrase[0], [])
+            if all(p != phrase for p, _ in entries):
+                entries.append((phrase, " ".join(tokens)))
+    for entries in by_first.values():
+        entries.sort(key=lambda e: len(e[0]), reverse=True)
+    return by_first
+
+
+def _find_fillers(words: Sequence[Word], fillers: tuple[str, ...]) -> list[dict[str, Any]]:
+    by_first = _filler_phrases(fillers)
     # Flatten to tokens that remember which word they came from ("you-know" -> 2 tokens).
-    tokens: list[tuple[str, int]] = [
-        (_squeeze(tok), i) for i, w in enumerate(words) for tok in normalize_tokens(str(w["word"]))
-    ]
+    tokens: list[str] = []
+    owner: list[int] = []
+    for i, w in enumerate(words):
+        for tok in _word_tokens(str(w["word"])):
+            tokens.append(_squeeze(tok))
+            owner.append(i)
     found: list[dict[str, Any]] = []
     k = 0
     while k < len(tokens):
-        for phrase in phrases:
+        for phrase, name in by_first.get(tokens[k], ()):
             n = len(phrase)
-            if tuple(t for t, _ in tokens[k : k + n]) == phrase:
-                first, last = words[tokens[k][1]], words[tokens[k + n - 1][1]]
-                found.append(
-                    {
-                        "phrase": names[phrase],
-                        "text": " ".join(str(words[i]["word"]).strip() for i in range(tokens[k][1], tokens[k + n - 1][1] + 1)),
-                        "start": float(first["start"]),
-                        "end": float(last["end"]),
-                        "word_index": tokens[k][1],
-                    }
-                )
+            if tuple(tokens[k : k + n]) == phrase:
+                first, last = owner[k], owner[k + n - 1]
+                found.append({
+                    "phrase": name,
+                    "text": " ".join(str(words[i]["word"]).strip() for i in range(first, last + 1)),
+                    "start": float(words[first]["start"]),
+                    "end": float(words[last]["end"]),
+                    "word_index": first,
+                })
                 k += n
                 break
         else:
@@ -191,7 +225,10 @@ def find_fillers(words: Sequence[Word], fillers: Iterable[str]) -> list[dict[str
 
 def find_pauses(words: Sequence[Word], min_seconds: float = 1.0) -> list[dict[str, float]]:
     """Silences between consecutive words longer than ``min_seconds``."""
-    words = speech_words(words)
+    return _find_pauses(speech_words(words), min_seconds)
+
+
+def _find_pauses(words: Sequence[Word], min_seconds: float) -> list[dict[str, float]]:
     if len(words) < 2:
         return []
     starts, ends = _times(words)
@@ -203,6 +240,40 @@ def find_pauses(words: Sequence[Word], min_seconds: float = 1.0) -> list[dict[st
         {"start": round(float(prev_end[i]), 3), "end": round(float(starts[i + 1]), 3), "duration": round(float(gaps[i]), 3)}
         for i in idx
     ]
+
+
+def filler_and_pause_metrics(
+    words: Sequence[Word], options: SpeechMetricsOptions, fillers: bool = True, pauses: bool = True
+) -> dict[str, Any]:
+    """Only the filler and/or pause fields of ``compute_speech_metrics`` (re-scoring needs no more)."""
+    return _filler_and_pause_metrics(speech_words(words), options, fillers, pauses)
+
+
+def _filler_and_pause_metrics(
+    kept: Sequence[Word], options: SpeechMetricsOptions, fillers: bool = True, pauses: bool = True
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if not kept:  # as SpeechMetrics without speech: nothing found, no rate
+        if fillers:
+            out.update({"fillers": [], "filler_counts": {}, "filler_count": 0, "fillers_per_minute": None})
+        if pauses:
+            out.update({"pauses": [], "longest_pause_s": None})
+        return out
+    if fillers:
+        speaking = float(kept[-1]["end"]) - float(kept[0]["start"])
+        found = _find_fillers(kept, tuple(options.filler_words))
+        out.update({
+            "fillers": found,
+            "filler_counts": dict(Counter(f["phrase"] for f in found)),
+            "filler_count": len(found),
+            "fillers_per_minute": (round(len(found) / (speaking / 60.0), 2)
+                                   if speaking >= options.min_pace_seconds else None),
+        })
+    if pauses:
+        found_pauses = _find_pauses(kept, options.pause_seconds)
+        out.update({"pauses": found_pauses,
+                    "longest_pause_s": max((p["duration"] for p in found_pauses), default=None)})
+    return out
 
 
 # --------------------------------------------------------------------------- audio
@@ -382,11 +453,7 @@ def compute_speech_metrics(
         return SpeechMetrics(has_speech=False, word_count=0, duration_s=duration, speaking_s=None, wpm=None,
                              pace_band=None, prosody=prosody)
     speaking = float(kept[-1]["end"]) - float(kept[0]["start"])
-    wpm = words_per_minute(kept, min_seconds=opts.min_pace_seconds)
-    fillers = find_fillers(kept, opts.filler_words)
-    counts = Counter(f["phrase"] for f in fillers)
-    pauses = find_pauses(kept, opts.pause_seconds)
-    minutes = speaking / 60.0
+    wpm = _words_per_minute(kept, min_seconds=opts.min_pace_seconds)
     return SpeechMetrics(
         has_speech=True,
         word_count=len(kept),
@@ -394,12 +461,7 @@ def compute_speech_metrics(
         speaking_s=round(speaking, 3),
         wpm=None if wpm is None else round(wpm, 1),
         pace_band=pace_band(wpm, opts.pace_low_wpm, opts.pace_high_wpm),
-        pace_track=pace_track(kept, opts.pace_window_seconds, opts.pace_step_seconds),
-        fillers=fillers,
-        filler_counts=dict(counts),
-        filler_count=len(fillers),
-        fillers_per_minute=round(len(fillers) / minutes, 2) if speaking >= opts.min_pace_seconds else None,
-        pauses=pauses,
-        longest_pause_s=max((p["duration"] for p in pauses), default=None),
+        pace_track=_pace_track(kept, opts.pace_window_seconds, opts.pace_step_seconds),
+        **_filler_and_pause_metrics(kept, opts),
         prosody=prosody,
     )

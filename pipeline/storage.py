@@ -31,7 +31,7 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-COLLECTIONS = ("sessions", "answers", "frames", "profiles", "questions", "users")
+COLLECTIONS = ("sessions", "answers", "answer_scores", "frames", "profiles", "questions", "users")
 
 # Every query the pages run has an index here (DESIGN.md: "Indexes on every query").
 INDEXES: dict[str, list[IndexModel]] = {
@@ -55,6 +55,8 @@ INDEXES: dict[str, list[IndexModel]] = {
     "frames": [
         IndexModel([("session_id", ASCENDING), ("answer_id", ASCENDING), ("t", ASCENDING)], name="by_answer_time"),
     ],
+    # Re-scored grades, one small document per answer (pipeline.queries.ANSWER_SCORES).
+    "answer_scores": [IndexModel([("session_id", ASCENDING)], name="by_session")],
     "profiles": [
         IndexModel([("name", ASCENDING), ("version", DESCENDING)], name="by_name_version", unique=True),
     ],

@@ -15,6 +15,7 @@ from pipeline import encoder as encoder_module
 from pipeline.calibration import calibration_view, pipeline
 from pipeline.grading import GradeFeatures, GradeOptions, KeyPointEvidence, default_calibration, score
 from pipeline.profiles import load_profile, save_profile, settings_with
+from pipeline.queries import list_report_answers, with_rescores
 from pipeline.rescore import BAND_LABELS, mohler_cache_path, mohler_effect, rescore, write_mohler_cache
 from pipeline.settings import Settings
 from pipeline.speech_metrics import SpeechMetricsOptions, compute_speech_metrics
@@ -93,6 +94,15 @@ def store_session(db, sid: str, qualities: list[float | None], settings: Setting
     db.answers.insert_many(answers)
 
 
+def scored(db, query: dict | None = None) -> list[dict]:
+    """Answers as the pages see them: the stored documents with their re-scores applied."""
+    return with_rescores(db, list(db.answers.find(query or {}).sort([("session_id", 1), ("index", 1)])))
+
+
+def scored_one(db, answer_id: str) -> dict:
+    return scored(db, {"_id": answer_id})[0]
+
+
 def test_band_cutoffs_change_bands_without_any_model(db):
     store_session(db, "s1", [0.2, 0.5, 0.8])
     store_session(db, "s2", [0.35, 0.65, 0.95], minutes=1)
@@ -127,11 +137,14 @@ def test_apply_profile_writes_grades_and_profile(db):
     prof = load_profile(db, "strict")
     new = settings_with(BASE, prof["thresholds"])
 
+    stored = list(db.answers.find().sort("_id", 1))
     result = rescore(db, new, write=True, profile=(prof["name"], prof["version"]))
 
     assert result.written and result.rescored == 4 and result.skipped == 1
+    assert list(db.answers.find().sort("_id", 1)) == stored  # the answers themselves are never rewritten
+    assert db.answer_scores.count_documents({}) == 4
     opts = GradeOptions.from_settings(new)
-    for a in db.answers.find():
+    for a in scored(db):
         if "features" not in a:
             assert "profile" not in a and "grade" not in a  # left exactly as stored
             continue
@@ -140,7 +153,7 @@ def test_apply_profile_writes_grades_and_profile(db):
         assert a["grade"]["band"] == expected.band and a["grade"]["score"] == pytest.approx(expected.score)
         assert a["metrics"]["prosody"] == {"pitch_median_hz": 120.0, "voiced_fraction": 0.6}
     for s in db.sessions.find():
-        graded = [a["grade"]["score"] for a in db.answers.find({"session_id": s["_id"], "grade": {"$exists": True}})]
+        graded = [a["grade"]["score"] for a in scored(db, {"session_id": s["_id"], "grade": {"$exists": True}})]
         assert s["grade"] == pytest.approx(sum(graded) / len(graded))
         assert s["profile"] == {"name": "strict", "version": version}
         assert s["band"] == ("weak" if s["grade"] < 0.7 else "fair" if s["grade"] < 0.85 else "good"
@@ -162,7 +175,7 @@ def test_speech_metrics_recomputed_from_stored_words(db):
     result = rescore(db, new, write=True, profile=("speech", 1))
 
     assert result.speech == {"fillers": 2, "pauses": 2, "pace_band": 2, "errors": 0}
-    after = db.answers.find_one({"_id": "s1-a0"})
+    after = scored_one(db, "s1-a0")
     m = after["metrics"]
     assert m["filler_count"] == 4 and m["filler_counts"] == {"um": 1, "uh": 1, "so": 2}
     assert before["metrics"]["pauses"] and not m["pauses"] and m["longest_pause_s"] is None  # gaps are 1.7 s
@@ -171,6 +184,37 @@ def test_speech_metrics_recomputed_from_stored_words(db):
     assert m["prosody"] == before["metrics"]["prosody"] and after["words"] == before["words"]
     # The session now records what its metrics were computed with: no recomputation next time.
     assert rescore(db, new).speech == {"fillers": 0, "pauses": 0, "pace_band": 0, "errors": 0}
+
+
+def test_rescore_is_what_every_reader_sees_and_later_rescores_build_on_it(db):
+    from pipeline.export import delete_session
+    from pipeline.progress import answer_rows
+
+    store_session(db, "s1", [0.4, 0.6, 0.8])
+    fillers = settings_with(BASE, {"filler_words": ["um", "uh", "so"]})
+    rescore(db, fillers, write=True, profile=("fillers", 1))
+    # Second profile changes only the pause length: the first one's filler counts stay.
+    both = settings_with(fillers, {"pause_seconds": 2.5, "band_cutoffs": (0.7, 0.85, 0.95)})
+    second = rescore(db, both, write=True, profile=("pauses", 1))
+    assert second.speech["fillers"] == 0 and second.speech["pauses"] == 3
+    assert second.band_changes > 0  # "before" is the first re-score's bands, not the stored ones
+
+    report = list_report_answers(db, "s1")
+    opts = GradeOptions.from_settings(both)
+    for a in report:
+        assert a["profile"] == {"name": "pauses", "version": 1}
+        assert a["grade"]["band"] == score(a["features"], opts).band
+        assert a["metrics"]["filler_counts"].get("so") == 2 and a["metrics"]["pauses"] == []
+        assert a["metrics"]["prosody"] == {"pitch_median_hz": 120.0, "voiced_fraction": 0.6}
+    rows = {r["_id"]: r for r in answer_rows(db, ["s1"])}
+    assert rows["s1-a0"]["grade"] == pytest.approx(report[0]["grade"]["score"])
+    assert rows["s1-a0"]["fillers_per_minute"] == pytest.approx(report[0]["metrics"]["fillers_per_minute"])
+    view = calibration_view(db, level="answer")
+    assert view.metrics["pauses"].values == [0.0, 0.0, 0.0]
+    assert sorted(view.metrics["grade"].values) == pytest.approx(sorted(a["grade"]["score"] for a in report))
+
+    deleted = delete_session(db, "s1")
+    assert deleted["answer_scores"] == 3 and db.answer_scores.count_documents({}) == 0
 
 
 def test_no_speech_answer_has_no_grade_before_or_after(db):
@@ -182,9 +226,9 @@ def test_no_speech_answer_has_no_grade_before_or_after(db):
     result = rescore(db, settings_with(BASE, {"band_cutoffs": [0.1, 0.2, 0.3]}), write=True, profile=("p", 1))
     assert result.transitions["none"]["none"] == 1
     assert None in result.before and None in result.after
-    a = db.answers.find_one({"_id": "s1-a9"})
+    a = scored_one(db, "s1-a9")
     assert a["grade"]["score"] is None and a["grade"]["band"] is None and "no_speech" in a["grade"]["flags"]
-    assert db.sessions.find_one({"_id": "s1"})["grade"] == pytest.approx(db.answers.find_one({"_id": "s1-a0"})["grade"]["score"])
+    assert db.sessions.find_one({"_id": "s1"})["grade"] == pytest.approx(scored_one(db, "s1-a0")["grade"]["score"])
 
 
 def test_session_filter_and_limit(db):
@@ -227,7 +271,7 @@ def test_real_encoder_features_rescored_without_the_encoder(db, monkeypatch):
     strict = settings_with(BASE, {"band_cutoffs": (0.75, 0.9, 0.97), "keypoint_match_threshold": 0.8})
     result = rescore(db, strict, write=True, profile=("strict", 1))
     assert enc.model_calls == calls and result.rescored == 3
-    good, partial, off = (db.answers.find_one({"_id": f"r-a{i}"})["grade"] for i in range(3))
+    good, partial, off = (scored_one(db, f"r-a{i}")["grade"] for i in range(3))
     assert good["score"] > partial["score"] > off["score"] and "off_topic" in off["flags"]
     assert result.band_changes >= 1
     assert len(good["matched"]) <= len(score(db.answers.find_one({"_id": "r-a0"})["features"], opts).matched)
@@ -301,4 +345,4 @@ def test_calibration_view_distributions_and_correlations(db):
     assert per_answer.rows == 121 and per_answer.metrics["wpm"].n == 120
     subset = calibration_view(db, session_ids=["c1", "c2"])
     assert subset.rows == 2
-    assert "$group" in json.dumps(pipeline("session")) and "words" not in json.dumps(pipeline("session"))
+    assert "words" not in json.dumps(pipeline()) and "features" not in json.dumps(pipeline())

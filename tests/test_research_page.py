@@ -11,6 +11,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from pipeline.profiles import list_profiles
+from pipeline.queries import list_answers
 from pipeline.settings import get_settings
 from tests.pages_support import admin_token
 from tests.test_rescore import store_session
@@ -67,7 +68,7 @@ def test_preview_shows_the_effect_of_new_cutoffs(page_db):
     table = at.dataframe[0].value
     assert list(table.columns)[:3] == ["before \\ after", "weak", "fair"] and int(table.iloc[:, 1:].to_numpy().sum()) == 6
     # Nothing was written by a preview.
-    assert page_db.answers.count_documents({"profile": {"$exists": True}}) == 0
+    assert page_db.answer_scores.count_documents({}) == 0
 
 
 def test_invalid_value_is_refused_with_the_field_named(page_db):
@@ -109,8 +110,9 @@ def test_save_load_and_apply_profile(page_db):
     _ok(at.button(key="apply").click().run())
     assert any("Applied tighter v1" in s.value for s in at.success)
     assert page_db.sessions.find_one({"_id": "s1"})["profile"] == {"name": "tighter", "version": 1}
-    assert page_db.answers.count_documents({"profile.name": "tighter"}) == 3
-    assert page_db.answers.find_one({"_id": "s1-a0"})["metrics"]["filler_counts"].get("so") == 2
+    assert page_db.answer_scores.count_documents({"profile.name": "tighter"}) == 3
+    answers = list_answers(page_db, "s1")
+    assert answers[0]["profile"]["name"] == "tighter" and answers[0]["metrics"]["filler_counts"].get("so") == 2
 
 
 def test_calibration_tab(page_db):
