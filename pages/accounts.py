@@ -3,8 +3,10 @@
 import streamlit as st
 from pymongo.errors import PyMongoError
 
-from pages.common import get_store, require_user
+from pages.common import get_store, require_user, run_inside_app
 from pipeline import auth
+
+run_inside_app()
 
 st.title("Accounts")
 st.write("Coaches see the sessions of their own candidates; candidates see only their own sessions.")

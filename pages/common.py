@@ -19,6 +19,23 @@ TOKEN_KEY = "auth_token"  # st.session_state key holding this browser session's 
 
 
 @st.cache_resource(show_spinner="Connecting to the database…")
+def run_inside_app() -> None:
+    """Call first on every page: a page must always run inside app.py's navigation.
+
+    Because a ``pages/`` folder sits next to app.py, Streamlit starts in its old folder-based
+    multipage mode and keeps it until some session has run app.py (``st.navigation`` turns it
+    off). A deep link as the first request after a start (``/report?session=...``) would then
+    run the page alone: no sign-in shell, no sidebar status, every ``pages/*.py`` listed.
+    Turning that mode off and rerunning runs app.py, which opens the same page (same URL path
+    and query string).
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def get_store() -> Store:
     # One per server process: the writer and its journal are shared by all browser sessions.
     store = Store(get_settings())

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.common import current_user, get_sidecar, get_store
+from pages.common import current_user, get_sidecar, get_store, run_inside_app
 from pipeline import interview as iv
 from pipeline.questions import custom_question, load_builtin_sets
 from pipeline.settings import get_settings
+
+run_inside_app()
 
 st.title("Interview")
 st.write(

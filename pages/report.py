@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 from pymongo.errors import PyMongoError
 
-from pages.common import get_store, require_user
+from pages.common import get_store, require_user, run_inside_app
 from pipeline.auth import can_view_session, session_access_filter
 from pipeline.export import (
     SHARE_MAX_DAYS,
@@ -35,6 +35,8 @@ from pipeline.report import (
     session_label,
 )
 from pipeline.settings import get_settings
+
+run_inside_app()
 
 FINAL = ("complete", "incomplete", "failed")
 

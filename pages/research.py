@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 from pymongo.errors import PyMongoError
 
-from pages.common import get_store, require_user
+from pages.common import get_store, require_user, run_inside_app
 from pipeline.calibration import calibration_figure, calibration_view
 from pipeline.profiles import (
     ProfileError,
@@ -24,6 +24,8 @@ from pipeline.profiles import (
 )
 from pipeline.rescore import effect_figure, mohler_effect, rescore
 from pipeline.settings import get_settings, settings_table
+
+run_inside_app()
 
 MOHLER = Path(__file__).resolve().parents[2] / "shared" / "data" / "grading" / "mohler_dataset_edited.csv"
 GROUPS = {"grading": "Grading", "speech": "Speech", "capture": "Capture (applies to new recordings only)"}

@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 from pymongo.errors import PyMongoError
 
-from pages.common import get_store, require_user
+from pages.common import get_store, require_user, run_inside_app
 from pipeline.auth import session_access_filter
 from pipeline.export import delete_session
 from pipeline.progress import (
@@ -33,6 +33,8 @@ from pipeline.queries import (
     session_filter_options,
 )
 from pipeline.report import session_label
+
+run_inside_app()
 
 ALL = "All"
 

@@ -102,13 +102,13 @@ def test_report_figure_has_every_track_on_one_time_axis(tmp_path, shared_data, m
         with running_app(tmp_path / "app", env=app_env) as app, sync_playwright() as p:
             browser = launch_chromium(p)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            # The home page first: until some browser session has run app.py (st.navigation), Streamlit
-            # 1.67 serves a deep link like /report as a bare pages/ script (MPA v1, because a pages/
-            # folder exists: no app shell, no wide layout, every pages/*.py listed as a page).
-            page.goto(app.url)
-            wait_text(page, "Database connected", 90)
-            shot(page, artifacts, "report_0_home")
+            # The deep link is the server's very first request: it must still open inside app.py's
+            # shell (pages.common.run_inside_app), not as a bare pages/ script.
             page.goto(f"{app.url}/report?session={session_id}")
+            wait_text(page, "Database connected", 90)
+            shot(page, artifacts, "report_0_deep_link")
+            side = page.locator('[data-testid="stSidebar"]').inner_text()
+            assert "Session report" in side and "Research" in side and "common" not in side.split(), side
             sign_in(page, ADMIN_PASSWORD, artifacts)
             wait_text(page, "JFK Report", 60)
             assert f"session={session_id}" in page.url, page.url
