@@ -13,6 +13,7 @@ prints the callback cost (p99 per frame).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import tempfile
@@ -33,18 +34,19 @@ from tests.test_e2e_interview import make_fake_media  # noqa: E402
 DATA = ROOT.parent / "shared" / "data"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--minutes", type=float, default=10.0)
-    args = ap.parse_args()
+BASELINE_ENV = {"MOCKAI_SIDECAR_NICE": "0", "MOCKAI_GIL_SWITCH_MS": "5"}  # before: workers at normal priority,
+# Python's default 5 ms thread switch interval
+
+
+def soak(minutes: float, extra_env: dict[str, str] | None = None) -> dict[str, float]:
+    """One live answer of ``minutes`` in Chromium; the figures stored with it."""
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         server = EmbeddedServer(tmp / "db").start()
         db_name = f"soak_{uuid.uuid4().hex[:6]}"
         env = {"MONGODB_URI": server.uri, "MOCKAI_DB_NAME": db_name, "MOCKAI_FRAME_SAMPLE_EVERY": "1",
-               "MOCKAI_STALE_ANSWER_SECONDS": "60"}
+               "MOCKAI_STALE_ANSWER_SECONDS": "60", **(extra_env or {})}
         video, audio = make_fake_media(DATA, tmp / "media")
-        samples = []
         try:
             with running_app(tmp / "app", env=env) as app, sync_playwright() as p:
                 browser = launch_chromium(p, fake_media_args(video, audio))
@@ -54,7 +56,8 @@ def main() -> None:
                 page.get_by_role("button", name="Start answer").click()
                 started = time.monotonic()
                 last = -1
-                while time.monotonic() - started < args.minutes * 60:
+                load = []
+                while time.monotonic() - started < minutes * 60:
                     page.wait_for_timeout(10_000)
                     body = page.inner_text("body")
                     m = re.search(r"frames received: (\d+) · sampled: (\d+) · audio: ([\d.]+) s", body)
@@ -64,8 +67,9 @@ def main() -> None:
                     assert page.frame_locator('iframe[title*="streamlit_webrtc"]').get_by_role(
                         "button", name=re.compile("STOP", re.I)).is_visible(), "connection dropped"
                     last = frames
-                    samples.append((time.monotonic() - started, frames, audio_s))
-                    print(f"t={samples[-1][0]:6.0f}s frames={frames} audio={audio_s:.1f}s", flush=True)
+                    load.append(os.getloadavg()[0])
+                    print(f"t={time.monotonic() - started:6.0f}s frames={frames} audio={audio_s:.1f}s "
+                          f"load={load[-1]:.1f}", flush=True)
                 wall = time.monotonic() - started
                 page.get_by_role("button", name="Finish answer").click()
                 wait_text(page, "Session summary", 600)
@@ -81,21 +85,53 @@ def main() -> None:
         finally:
             server.stop()
     cap = answer["capture"]
+    return {
+        "wall": wall, "frames": cap["frames_seen"], "sampled": cap["frames_sampled"], "dropped": cap["frames_dropped"],
+        "audio_cb": cap["audio_seconds"], "audio_stored": answer["audio_seconds"],
+        "video_cpu_p99": cap["video_cpu_p99_ms"], "video_p99": cap["video_p99_ms"],
+        "audio_cpu_p99": cap["audio_cpu_p99_ms"], "audio_p99": cap["audio_p99_ms"], "words": len(answer["words"]),
+        "reanchors": f"{cap['video_reanchors']}/{cap['audio_reanchors']}", "load": sum(load) / max(1, len(load)),
+    }
+
+
+ROWS = [
+    ("wall time recording (s)", "wall", ".1f"),
+    ("frames received by the video callback", "frames", "d"),
+    ("frames handed to the emotion worker (ring)", "sampled", "d"),
+    ("audio received by the callback (s)", "audio_cb", ".1f"),
+    ("audio stored with the answer (s)", "audio_stored", ".1f"),
+    ("video callback p99 per frame, thread CPU time (ms)", "video_cpu_p99", ".3f"),
+    ("video callback p99 per frame, wall time incl. GIL/CPU waits (ms)", "video_p99", ".3f"),
+    ("audio callback p99 per frame, thread CPU time (ms)", "audio_cpu_p99", ".3f"),
+    ("audio callback p99 per frame, wall time (ms)", "audio_p99", ".3f"),
+    ("words transcribed", "words", "d"),
+    ("clock re-anchors (video/audio)", "reanchors", "s"),
+    ("mean load average during the answer", "load", ".1f"),
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--compare", action="store_true",
+                    help="also run the same answer with the old scheduling (workers at normal priority, 5 ms switch)")
+    args = ap.parse_args()
+    runs = {"MockAI (workers nice 10, 1 ms switch)": soak(args.minutes)}
+    if args.compare:
+        runs["before (workers nice 0, 5 ms switch)"] = soak(args.minutes, BASELINE_ENV)
+    names = list(runs)
     print()
-    print(f"| {args.minutes:.0f}-minute live answer, every frame sampled (sidecar saturated) | value |")
-    print("|---|---:|")
-    print(f"| wall time recording (s) | {wall:.1f} |")
-    print(f"| frames received by the video callback | {cap['frames_seen']} |")
-    print(f"| audio received by the callback (s) | {cap['audio_seconds']:.1f} |")
-    print(f"| audio stored with the answer (s) | {answer['audio_seconds']:.1f} |")
-    print(f"| video callback p99 per frame, thread CPU time (ms) | {cap['video_cpu_p99_ms']:.3f} |")
-    print(f"| video callback p99 per frame, wall time incl. GIL/CPU waits (ms) | {cap['video_p99_ms']:.3f} |")
-    print(f"| audio callback p99 per frame, thread CPU time (ms) | {cap['audio_cpu_p99_ms']:.3f} |")
-    print(f"| audio callback p99 per frame, wall time (ms) | {cap['audio_p99_ms']:.3f} |")
-    print(f"| words transcribed | {len(answer['words'])} |")
-    print(f"| connection reanchors (video/audio) | {cap['video_reanchors']}/{cap['audio_reanchors']} |")
-    lost = cap["audio_seconds"] - answer["audio_seconds"]
-    print(f"\naudio lost between callback and storage: {lost:.2f} s")
+    print(f"| {args.minutes:g}-minute live answer, every frame sampled (sidecar saturated) | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for label, key, fmt in ROWS:
+        print(f"| {label} | " + " | ".join(format(runs[n][key], fmt) for n in names) + " |")
+    for n in names:
+        lost = runs[n]["audio_cb"] - runs[n]["audio_stored"]
+        print(f"\n{n}: audio lost between callback and storage: {lost:.2f} s")
+    if args.compare:
+        a, b = (runs[n] for n in names)
+        print(f"\nvideo wall p99 ratio before/now: {b['video_p99'] / a['video_p99']:.1f}x; "
+              f"audio: {b['audio_p99'] / a['audio_p99']:.1f}x")
 
 
 if __name__ == "__main__":

@@ -101,6 +101,12 @@ class Settings(BaseSettings):
 
     # --- sidecar -------------------------------------------------------------------
     sidecar_enabled: bool = Field(True, description="Run the analysis engine in this server (off for coach-only servers)")
+    sidecar_nice: int = Field(
+        10, ge=0, le=19, description="CPU niceness of the analysis workers: live capture and the pages come first"
+    )
+    gil_switch_ms: float = Field(
+        1.0, gt=0, le=50, description="Python thread switch interval in the app process (ms): shorter = callbacks wait less"
+    )
     heartbeat_timeout_seconds: float = Field(5.0, gt=0, description="A worker silent this long is restarted")
     stale_answer_seconds: float = Field(
         20.0, gt=0, description="An answer with no audio this long (tab closed, connection lost) is ended as incomplete"

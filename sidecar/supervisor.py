@@ -81,7 +81,7 @@ class Sidecar:
         self.settings = settings
         self.store = store
         self._ctx = mp.get_context("spawn")
-        self.ring = FrameRing(settings.ring_slots, ctx=self._ctx)
+        self.ring = FrameRing(settings.ring_slots)
         self.events = self._ctx.Queue()
         self._settings_data = settings.model_dump(mode="json")
         self.workers = {
@@ -102,6 +102,10 @@ class Sidecar:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Sidecar:
+        # This process also runs the WebRTC callbacks that feed the sidecar: with many busy
+        # threads (page reruns, event pump, writer) a callback would otherwise wait up to the
+        # default 5 ms per GIL hand-over.
+        sys.setswitchinterval(self.settings.gil_switch_ms / 1000.0)
         for w in self.workers.values():
             self._spawn(w)
         atexit.register(self.stop)  # the app server exits: stop the workers, do not wait on their queues
@@ -132,7 +136,7 @@ class Sidecar:
         with contextlib.suppress(Exception):
             self.workers["speech"].inbox.put(Shutdown())
         with contextlib.suppress(Exception):
-            self.ring.put(np.zeros((1, 1, 3), np.uint8), 0, "", "__shutdown__", lock_timeout=1.0)
+            self.ring.put(np.zeros((1, 1, 3), np.uint8), 0, "", "__shutdown__")
         for w in self.workers.values():
             if w.process is not None:
                 w.process.join(timeout)
@@ -179,9 +183,7 @@ class Sidecar:
             w.process.join(5)
         w.restarts += 1
         w.last_error = reason
-        if name == "emotion":
-            self.ring.replace_lock(self._ctx)  # it may have died holding the old one
-        else:
+        if name != "emotion":  # the frame ring needs nothing: it shares no lock with the worker
             drain(w.inbox)
             # Nobody reads the old inbox any more: never wait at exit to flush it into a full pipe.
             w.inbox.cancel_join_thread()

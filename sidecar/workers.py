@@ -55,6 +55,13 @@ def _open_store(settings_data: dict[str, Any], name: str) -> Any:
     return Store(Settings(**settings_data), writer_name=name)
 
 
+def _lower_priority(settings_data: dict[str, Any]) -> None:
+    # A saturated worker must never starve the app process, whose WebRTC callbacks and
+    # aiortc's jitter buffers run on the same cores: the workers take what CPU is left.
+    with contextlib.suppress(OSError):  # not allowed here: run at normal priority
+        os.nice(int(settings_data.get("sidecar_nice", 10)))
+
+
 def _limit_threads(n: int) -> None:
     # Two workers share two cores: keep each library from spawning a thread per core.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -63,6 +70,7 @@ def _limit_threads(n: int) -> None:
 
 # ---------------------------------------------------------------------- emotion
 def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[str, Any], store: bool) -> None:
+    _lower_priority(settings_data)
     _limit_threads(1)
     from pipeline.settings import Settings
     from sidecar.emotion import EmotionAnalyzer, EmotionOptions
@@ -132,6 +140,7 @@ class SpeechSession:
 
 
 def speech_worker(inbox: Any, events: Any, heartbeat: Any, settings_data: dict[str, Any], store: bool) -> None:
+    _lower_priority(settings_data)
     _limit_threads(int(settings_data.get("asr_threads", 2)))
     from pipeline.encoder import SentenceEncoder
     from pipeline.grading import GradeOptions
