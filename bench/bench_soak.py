@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -34,7 +35,7 @@ from tests.test_e2e_interview import make_fake_media  # noqa: E402
 DATA = ROOT.parent / "shared" / "data"
 
 
-BASELINE_ENV = {"MOCKAI_SIDECAR_NICE": "0", "MOCKAI_GIL_SWITCH_MS": "5"}  # before: workers at normal priority,
+BASELINE_ENV = {"MOCKAI_EMOTION_WORKER_NICE": "0", "MOCKAI_GIL_SWITCH_MS": "5"}  # before: worker at normal priority,
 # Python's default 5 ms thread switch interval
 
 
@@ -72,18 +73,24 @@ def soak(minutes: float, extra_env: dict[str, str] | None = None) -> dict[str, f
                           f"load={load[-1]:.1f}", flush=True)
                 wall = time.monotonic() - started
                 page.get_by_role("button", name="Finish answer").click()
+                finished = time.monotonic()
                 wait_text(page, "Session summary", 600)
                 browser.close()
-            # A long answer may still be finishing (tail, metrics, grade) after the page moved on.
-            answers = pymongo.MongoClient(server.uri)[db_name].answers
-            deadline = time.monotonic() + 900
-            while time.monotonic() < deadline:
-                answer = answers.find_one({})
-                if answer and "capture" in answer:
-                    break
-                time.sleep(2)
+                # A long answer may still be finishing (tail, metrics, grade) after the page moved on:
+                # the app (and its workers) must stay up until it is stored.
+                answers = pymongo.MongoClient(server.uri)[db_name].answers
+                deadline = time.monotonic() + 900
+                while time.monotonic() < deadline:
+                    answer = answers.find_one({})
+                    if answer and "capture" in answer:
+                        break
+                    time.sleep(1)
+                stored_after = time.monotonic() - finished
         finally:
             server.stop()
+            log = tmp / "app" / "streamlit.log"
+            if log.exists():  # kept for a look after the run
+                shutil.copy(log, Path(tempfile.gettempdir()) / f"soak_app_{db_name}.log")
     cap = answer["capture"]
     return {
         "wall": wall, "frames": cap["frames_seen"], "sampled": cap["frames_sampled"], "dropped": cap["frames_dropped"],
@@ -91,6 +98,7 @@ def soak(minutes: float, extra_env: dict[str, str] | None = None) -> dict[str, f
         "video_cpu_p99": cap["video_cpu_p99_ms"], "video_p99": cap["video_p99_ms"],
         "audio_cpu_p99": cap["audio_cpu_p99_ms"], "audio_p99": cap["audio_p99_ms"], "words": len(answer["words"]),
         "reanchors": f"{cap['video_reanchors']}/{cap['audio_reanchors']}", "load": sum(load) / max(1, len(load)),
+        "stored_after": stored_after,
     }
 
 
@@ -105,6 +113,7 @@ ROWS = [
     ("audio callback p99 per frame, thread CPU time (ms)", "audio_cpu_p99", ".3f"),
     ("audio callback p99 per frame, wall time (ms)", "audio_p99", ".3f"),
     ("words transcribed", "words", "d"),
+    ("finish to answer stored (s, +-1 s poll)", "stored_after", ".0f"),
     ("clock re-anchors (video/audio)", "reanchors", "s"),
     ("mean load average during the answer", "load", ".1f"),
 ]
@@ -114,11 +123,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--compare", action="store_true",
-                    help="also run the same answer with the old scheduling (workers at normal priority, 5 ms switch)")
+                    help="also run the same answer with the old scheduling (emotion worker at normal priority, 5 ms switch)")
     args = ap.parse_args()
-    runs = {"MockAI (workers nice 10, 1 ms switch)": soak(args.minutes)}
+    runs = {"MockAI (emotion worker nice 10, 1 ms switch)": soak(args.minutes)}
     if args.compare:
-        runs["before (workers nice 0, 5 ms switch)"] = soak(args.minutes, BASELINE_ENV)
+        runs["before (emotion worker nice 0, 5 ms switch)"] = soak(args.minutes, BASELINE_ENV)
     names = list(runs)
     print()
     print(f"| {args.minutes:g}-minute live answer, every frame sampled (sidecar saturated) | " + " | ".join(names) + " |")

@@ -101,8 +101,9 @@ class Settings(BaseSettings):
 
     # --- sidecar -------------------------------------------------------------------
     sidecar_enabled: bool = Field(True, description="Run the analysis engine in this server (off for coach-only servers)")
-    sidecar_nice: int = Field(
-        10, ge=0, le=19, description="CPU niceness of the analysis workers: live capture and the pages come first"
+    emotion_worker_nice: int = Field(
+        10, ge=0, le=19,
+        description="CPU niceness of the emotion worker (it takes whatever CPU is left; capture and speech come first)",
     )
     gil_switch_ms: float = Field(
         1.0, gt=0, le=50, description="Python thread switch interval in the app process (ms): shorter = callbacks wait less"

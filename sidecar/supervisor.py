@@ -74,6 +74,7 @@ class OpenAnswer:
     chunks: list[AudioChunk] = field(default_factory=list)
     end: AnswerEnd | None = None
     last_input: float = field(default_factory=time.monotonic)
+    samples: int = 0  # audio kept in ``chunks`` (a running total: status() must not walk 30,000 chunks)
 
 
 class Sidecar:
@@ -275,6 +276,7 @@ class Sidecar:
             if answer is None or answer.end is not None:
                 return
             answer.chunks.append(chunk)
+            answer.samples += len(chunk.samples)
             answer.last_input = time.monotonic()
             self.audio_chunks_in += 1
             self.workers["speech"].inbox.put(chunk)
@@ -328,7 +330,7 @@ class Sidecar:
                        "warm_up": w.ready_timings, "metrics": w.metrics}
                 for name, w in self.workers.items()
             }
-            open_audio_s = sum(len(c.samples) for a in self._open.values() for c in a.chunks) / 16000
+            open_audio_s = sum(a.samples for a in self._open.values()) / 16000
         with contextlib.suppress(NotImplementedError, OSError):
             workers["speech"]["inbox_depth"] = self.workers["speech"].inbox.qsize()
         return {"ready": self.ready, "workers": workers, "ring": self.ring.stats(),

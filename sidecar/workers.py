@@ -55,11 +55,12 @@ def _open_store(settings_data: dict[str, Any], name: str) -> Any:
     return Store(Settings(**settings_data), writer_name=name)
 
 
-def _lower_priority(settings_data: dict[str, Any]) -> None:
-    # A saturated worker must never starve the app process, whose WebRTC callbacks and
-    # aiortc's jitter buffers run on the same cores: the workers take what CPU is left.
+def _lower_priority(niceness: int) -> None:
+    # The emotion worker analyses as many sampled frames as it can (the ring drops the rest):
+    # it must never starve the app process (WebRTC callbacks, aiortc's jitter buffers) or the
+    # speech worker, which has to keep up with real time. So it takes what CPU is left.
     with contextlib.suppress(OSError):  # not allowed here: run at normal priority
-        os.nice(int(settings_data.get("sidecar_nice", 10)))
+        os.nice(int(niceness))
 
 
 def _limit_threads(n: int) -> None:
@@ -70,7 +71,7 @@ def _limit_threads(n: int) -> None:
 
 # ---------------------------------------------------------------------- emotion
 def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[str, Any], store: bool) -> None:
-    _lower_priority(settings_data)
+    _lower_priority(settings_data.get("emotion_worker_nice", 10))
     _limit_threads(1)
     from pipeline.settings import Settings
     from sidecar.emotion import EmotionAnalyzer, EmotionOptions
@@ -140,7 +141,6 @@ class SpeechSession:
 
 
 def speech_worker(inbox: Any, events: Any, heartbeat: Any, settings_data: dict[str, Any], store: bool) -> None:
-    _lower_priority(settings_data)
     _limit_threads(int(settings_data.get("asr_threads", 2)))
     from pipeline.encoder import SentenceEncoder
     from pipeline.grading import GradeOptions
