@@ -108,7 +108,15 @@ class Settings(BaseSettings):
     gil_switch_ms: float = Field(
         1.0, gt=0, le=50, description="Python thread switch interval in the app process (ms): shorter = callbacks wait less"
     )
-    heartbeat_timeout_seconds: float = Field(5.0, gt=0, description="A worker silent this long is restarted")
+    gc_freeze: bool = Field(
+        True, description="Freeze the app's start-up objects out of garbage collection (shorter pauses in callbacks)"
+    )
+    heartbeat_timeout_seconds: float = Field(
+        5.0, gt=0, description="A worker process silent this long (dead, stopped) is restarted"
+    )
+    worker_stuck_seconds: float = Field(
+        120.0, gt=0, description="A worker busy on one step this long (a hang, not a slow decode) is restarted"
+    )
     stale_answer_seconds: float = Field(
         20.0, gt=0, description="An answer with no audio this long (tab closed, connection lost) is ended as incomplete"
     )

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import queue
+import threading
 import time
 import traceback
 from collections import deque
@@ -63,6 +64,34 @@ def _lower_priority(niceness: int) -> None:
         os.nice(int(niceness))
 
 
+class Heartbeat:
+    """Beats from its own thread while the worker's main loop is alive and not stuck.
+
+    The main loop calls ``progress()`` once per iteration. A decode or grade that runs long
+    on a starved CPU is not a hang: the thread keeps beating for up to ``stuck_seconds`` of
+    no progress, so the supervisor does not kill a busy worker (and replay all its audio,
+    making it busier still). A stopped or dead process stops beating at once; a main loop
+    stuck longer than ``stuck_seconds`` stops the beat too and gets the worker restarted.
+    """
+
+    def __init__(self, value: Any, stuck_seconds: float, every: float = 0.25) -> None:
+        self.value = value
+        self.stuck_seconds = stuck_seconds
+        self.every = every
+        self._last = time.monotonic()
+        threading.Thread(target=self._beat, name="heartbeat", daemon=True).start()
+
+    def progress(self) -> None:
+        self._last = time.monotonic()
+        self.value.value = time.time()
+
+    def _beat(self) -> None:
+        while True:
+            if time.monotonic() - self._last < self.stuck_seconds:
+                self.value.value = time.time()
+            time.sleep(self.every)
+
+
 def _limit_threads(n: int) -> None:
     # Two workers share two cores: keep each library from spawning a thread per core.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -90,8 +119,9 @@ def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[s
     current_answer = None
     processed = 0
     last_metrics = time.monotonic()
+    beat = Heartbeat(heartbeat, settings.worker_stuck_seconds)
     while True:
-        heartbeat.value = time.time()
+        beat.progress()
         frame = ring.get(timeout=0.05)
         if frame is not None:
             if frame.answer_id == "__shutdown__":
@@ -165,8 +195,9 @@ def speech_worker(inbox: Any, events: Any, heartbeat: Any, settings_data: dict[s
         raise
     worker = _SpeechLoop(settings, recognizer, encoder, grade_options, writer, events)
     last_metrics = time.monotonic()
+    beat = Heartbeat(heartbeat, settings.worker_stuck_seconds)
     while True:
-        heartbeat.value = time.time()
+        beat.progress()
         try:
             msg = inbox.get(timeout=0.1)
         except queue.Empty:

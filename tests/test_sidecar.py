@@ -134,6 +134,21 @@ def test_ring_never_returns_a_torn_frame_and_never_waits_for_the_reader():
         ring.close()
 
 
+def test_heartbeat_covers_a_long_step_but_not_a_stuck_loop():
+    from sidecar.workers import Heartbeat
+
+    value = mp.get_context("spawn").Value("d", 0.0, lock=False)
+    beat = Heartbeat(value, stuck_seconds=1.0, every=0.05)
+    beat.progress()
+    time.sleep(0.6)  # a slow decode: no progress, yet the beat goes on
+    assert time.time() - value.value < 0.3
+    time.sleep(1.0)  # past stuck_seconds without progress: the beat stops
+    stale = time.time() - value.value
+    assert stale > 0.4, stale
+    beat.progress()
+    assert time.time() - value.value < 0.1
+
+
 # ---------------------------------------------------------------------- live workers
 @pytest.fixture(scope="module")
 def sidecar_env(mongo_uri, tmp_path_factory):
