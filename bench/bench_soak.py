@@ -35,7 +35,7 @@ from tests.test_e2e_interview import make_fake_media  # noqa: E402
 DATA = ROOT.parent / "shared" / "data"
 
 
-BASELINE_ENV = {"MOCKAI_EMOTION_WORKER_NICE": "0", "MOCKAI_GIL_SWITCH_MS": "5"}  # before: worker at normal priority,
+BASELINE_ENV = {"MOCKAI_EMOTION_WORKER_NICE": "0", "MOCKAI_GIL_SWITCH_MS": "5", "MOCKAI_GC_FREEZE": "false"}  # before: worker at normal priority,
 # Python's default 5 ms thread switch interval
 
 
@@ -96,6 +96,7 @@ def soak(minutes: float, extra_env: dict[str, str] | None = None) -> dict[str, f
         "wall": wall, "frames": cap["frames_seen"], "sampled": cap["frames_sampled"], "dropped": cap["frames_dropped"],
         "audio_cb": cap["audio_seconds"], "audio_stored": answer["audio_seconds"],
         "video_cpu_p99": cap["video_cpu_p99_ms"], "video_p99": cap["video_p99_ms"],
+        "copy_p99": cap.get("copy_p99_ms") or float("nan"), "copy_cpu_p99": cap.get("copy_cpu_p99_ms") or float("nan"),
         "audio_cpu_p99": cap["audio_cpu_p99_ms"], "audio_p99": cap["audio_p99_ms"], "words": len(answer["words"]),
         "reanchors": f"{cap['video_reanchors']}/{cap['audio_reanchors']}", "load": sum(load) / max(1, len(load)),
         "stored_after": stored_after,
@@ -110,6 +111,8 @@ ROWS = [
     ("audio stored with the answer (s)", "audio_stored", ".1f"),
     ("video callback p99 per frame, thread CPU time (ms)", "video_cpu_p99", ".3f"),
     ("video callback p99 per frame, wall time incl. GIL/CPU waits (ms)", "video_p99", ".3f"),
+    ("copier thread p99 per sampled frame (convert + copy into the ring), CPU (ms)", "copy_cpu_p99", ".3f"),
+    ("copier thread p99 per sampled frame, wall (ms)", "copy_p99", ".3f"),
     ("audio callback p99 per frame, thread CPU time (ms)", "audio_cpu_p99", ".3f"),
     ("audio callback p99 per frame, wall time (ms)", "audio_p99", ".3f"),
     ("words transcribed", "words", "d"),

@@ -223,6 +223,7 @@ if state["step"] == "interview":
         if st.button("Finish answer", type="primary", key="finish_answer"):
             capture.aim(state["session_id"], None)
             finished = time.perf_counter()
+            capture.flush(1.0)  # the last sampled frames of this answer into the ring first
             sidecar.end_answer(answer["answer_id"], iv.now_ms(), capture=capture.stats())
             with st.spinner("Scoring your answer…"):
                 result = sidecar.wait_result(answer["answer_id"], timeout=60)

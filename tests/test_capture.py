@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+import threading
 from fractions import Fraction
 
 import av
 import numpy as np
 
 from pipeline.clock import TrackClock
-from sidecar.capture import Capture
+from sidecar.capture import HANDOFF_MAX, Capture
 from sidecar.ring import FrameRing
 
 
@@ -59,6 +60,8 @@ def test_video_callback_samples_every_nth_frame_into_the_ring():
     for i in range(120):
         out = _video_frame(i)
         assert cap.on_video(out) is out
+        if i % 4 == 3:
+            assert cap.flush()  # the copier thread keeps up at 30 fps; here frames come faster
     frames = []
     while (f := sink.ring.get()) is not None:
         frames.append(f)
@@ -75,11 +78,42 @@ def test_preview_is_not_stored_and_big_frames_are_fitted():
     cap = Capture(sink, sample_every=1)
     for i in range(3):
         cap.on_video(_video_frame(i, (1080, 1920, 3)))
+    assert cap.flush()
     assert sink.ring.stats()["frames_in"] == 0 and cap.preview.shape == (360, 640, 3)
     cap.aim("s", "a")
     cap.on_video(_video_frame(3, (1280, 720, 3)))  # portrait: fits the slot's height
+    assert cap.flush()
     f = sink.ring.get()
     assert f.image.shape[0] <= 480 and f.image.shape[1] <= 640
+    sink.ring.close()
+
+
+class StalledSidecar(RingAndAudio):
+    """A sidecar whose ring takes a lock someone else holds: the copier thread stalls on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def push_frame(self, image, t_ms, session_id, answer_id, block=False):
+        self.gate.wait(10)
+        return super().push_frame(image, t_ms, session_id, answer_id, block)
+
+
+def test_video_callback_never_waits_for_the_copier():
+    sink = StalledSidecar()
+    cap = Capture(sink, sample_every=1)
+    cap.aim("s", "a")
+    for i in range(40):
+        cap.on_video(_video_frame(i))
+    # HANDOFF_MAX frames wait for the stalled hand-off thread; the rest were dropped and counted.
+    assert cap.frames_seen == 40 and cap.frames_sampled == HANDOFF_MAX and cap.frames_dropped == 40 - HANDOFF_MAX
+    assert max(cap.video_timer.cpu) < 5  # ms: no callback did the hand-off thread's work
+    sink.gate.set()
+    assert cap.flush()
+    got = [sink.ring.get() for _ in range(cap.frames_sampled)]
+    assert [f.t_ms for f in got] == sorted(f.t_ms for f in got)  # handed over in order
+    assert cap.stats()["copy_p99_ms"] is not None
     sink.ring.close()
 
 
@@ -87,10 +121,12 @@ def test_audio_callback_resamples_to_16k_mono_with_media_time():
     sink = RingAndAudio()
     cap = Capture(sink)
     cap.on_audio(_audio_frame(0))  # preview: level measured, nothing stored
+    assert cap.flush()
     assert not sink.audio and cap.audio_level > 0.1
     cap.aim("s", "a")
     for i in range(1, 101):
         cap.on_audio(_audio_frame(i))
+    assert cap.flush()
     total = sum(len(s) for _, _, s in sink.audio)
     assert abs(total - 100 * 320) <= 320 and all(s.dtype == np.float32 for _, _, s in sink.audio)
     stamps = [t for _, t, _ in sink.audio]
