@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-QUICK = ["bench_emotion.py", "bench_asr.py", "bench_grading.py", "bench_sidecar.py", "bench_report.py",
+QUICK = ["bench_emotion.py", "bench_asr.py", "bench_grading.py", "bench_sidecar.py", "bench_capture.py", "bench_report.py",
          "bench_rescore.py", "bench_sessions.py"]
 
 
