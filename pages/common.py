@@ -18,7 +18,6 @@ log = logging.getLogger(__name__)
 TOKEN_KEY = "auth_token"  # st.session_state key holding this browser session's sign-in token
 
 
-@st.cache_resource(show_spinner="Connecting to the database…")
 def run_inside_app() -> None:
     """Call first on every page: a page must always run inside app.py's navigation.
 
@@ -27,15 +26,20 @@ def run_inside_app() -> None:
     off). A deep link as the first request after a start (``/report?session=...``) would then
     run the page alone: no sign-in shell, no sidebar status, every ``pages/*.py`` listed.
     Turning that mode off and rerunning runs app.py, which opens the same page (same URL path
-    and query string).
+    and query string); that first request carries no widget event a rerun could lose.
+    ``AppTest`` is left alone: it resets the mode before every run and drives pages itself.
     """
+    from streamlit.runtime import Runtime
     from streamlit.runtime.pages_manager import PagesManager
 
+    if not Runtime.exists() or type(Runtime.instance()) is not Runtime:
+        return
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
         st.rerun()
 
 
+@st.cache_resource(show_spinner="Connecting to the database…")
 def get_store() -> Store:
     # One per server process: the writer and its journal are shared by all browser sessions.
     store = Store(get_settings())

@@ -381,7 +381,11 @@ def test_interview_page_needs_no_sign_in(app_db):
 def test_signed_in_candidate_owns_the_interview_session(app_db, monkeypatch):
     import pages.common
 
-    monkeypatch.setattr(pages.common, "get_sidecar", lambda: object())  # the page only checks it is on
+    class SidecarOn:  # the page only checks it is on; the sidebar asks for its status
+        def status(self) -> dict:
+            return {"ready": True}
+
+    monkeypatch.setattr(pages.common, "get_sidecar", lambda: SidecarOn())
     auth.create_user(app_db, "coach1", "coach-pass-1", "coach")
     user = auth.create_user(app_db, "cand1", "cand-pass-1", "candidate", coach="coach1", display_name="Ada L")
     at = _app("pages/interview.py", auth.start_login(app_db, user, SETTINGS))
