@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pymongo
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from pipeline import auth
 from pipeline.settings import Settings, get_settings
 from pipeline.storage import ensure_indexes
+from tests.pages_support import APP, open_page, page_database
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 SETTINGS = Settings(_env_file=None, login_hours=12, login_max_failures=5, login_lockout_minutes=15)
 HOSTILE = ['{"$gt": ""}', {"$gt": ""}, {"$ne": None}, ["admin"], None, 7, "a" * 10_000, "ädmin", "ad\x00min",
            "admin; db.dropDatabase()", "$where", "adm in", "..", "ad"]
@@ -241,36 +237,11 @@ def test_operator_shaped_text_is_only_ever_hashed_or_matched_as_a_value(db):
 
 @pytest.fixture
 def app_db(mongo_uri, tmp_path, monkeypatch):
-    name = f"test_auth_{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("MONGODB_URI", mongo_uri)
-    monkeypatch.setenv("MOCKAI_DB_NAME", name)
-    monkeypatch.setenv("MOCKAI_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("MOCKAI_SIDECAR_ENABLED", "false")
-    monkeypatch.delenv("MOCKAI_ADMIN_PASSWORD", raising=False)
-    get_settings.cache_clear()
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    client: pymongo.MongoClient = pymongo.MongoClient(mongo_uri, tz_aware=True)
-    db = client[name]
-    ensure_indexes(db)
-    yield db
-    client.drop_database(name)
-    client.close()
-    st.cache_resource.clear()
-    get_settings.cache_clear()
+    yield from page_database(mongo_uri, tmp_path, monkeypatch, "test_auth")
 
 
 def _app(page: str, token: str | None = None, **query: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    if token:
-        at.session_state["auth_token"] = token
-    at.run()
-    at.switch_page(page)
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_page(page, token, **query)
 
 
 def _sign_in(at: AppTest, username: Any, password: str) -> AppTest:

@@ -6,13 +6,9 @@ import csv
 import io
 import json
 import re
-import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pymongo
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from pipeline import auth
@@ -27,11 +23,11 @@ from pipeline.export import (
     samples_json,
     session_html,
 )
-from pipeline.settings import Settings, get_settings
+from pipeline.settings import Settings
 from pipeline.storage import ensure_indexes
+from tests.pages_support import open_page, page_database
 from tests.test_report import make_answer, make_frames
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 SESSION = {"_id": "s-1", "candidate": "Grace <b>Hopper</b>", "role": "backend", "status": "complete",
            "started_at": datetime(2026, 11, 25, 12, 43, tzinfo=UTC), "grade": 0.64, "band": "good",
            "settings": {"emotion_enabled": True},
@@ -150,38 +146,13 @@ def test_delete_removes_everything_of_the_session_and_nothing_else(seeded):
 
 @pytest.fixture
 def report_db(mongo_uri, tmp_path, monkeypatch):
-    name = f"test_export_page_{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("MONGODB_URI", mongo_uri)
-    monkeypatch.setenv("MOCKAI_DB_NAME", name)
-    monkeypatch.setenv("MOCKAI_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("MOCKAI_SIDECAR_ENABLED", "false")
-    monkeypatch.delenv("MOCKAI_ADMIN_PASSWORD", raising=False)
-    get_settings.cache_clear()
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    client: pymongo.MongoClient = pymongo.MongoClient(mongo_uri, tz_aware=True)
-    db = client[name]
-    ensure_indexes(db)
-    _seed(db)
-    yield db
-    client.drop_database(name)
-    client.close()
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    get_settings.cache_clear()
+    for db in page_database(mongo_uri, tmp_path, monkeypatch, "test_export_page"):
+        _seed(db)
+        yield db
 
 
 def _page(token: str | None = None, **query: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    if token:
-        at.session_state["auth_token"] = token
-    at.run()
-    at.switch_page("pages/report.py")
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_page("pages/report.py", token, **query)
 
 
 def test_share_link_opens_the_report_read_only_without_sign_in(report_db):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pymongo
 import pytest
@@ -11,9 +10,8 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from pipeline.settings import get_settings
-from tests.pages_support import admin_token
+from tests.pages_support import APP, admin_token, open_page
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = ["pages/interview.py", "pages/sessions.py", "pages/report.py", "pages/research.py", "pages/accounts.py"]
 
 
@@ -33,15 +31,7 @@ def app_env(mongo_uri, tmp_path, monkeypatch):
 
 
 def _run(page: str, **query) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=30)
-    at.session_state["auth_token"] = admin_token()
-    at.run()
-    at.switch_page(page)
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_page(page, admin_token(), timeout=30, **query)
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -6,7 +6,6 @@ import copy
 import json
 import re
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,9 +28,8 @@ from pipeline.report import (
 )
 from pipeline.schemas import EMOTIONS, validate
 from pipeline.settings import Settings, get_settings
-from tests.pages_support import admin_token
+from tests.pages_support import APP, admin_token, open_page
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 T0 = 1_795_610_623_703  # epoch ms the answer began
 AUDIO = T0 + 500  # the first audio sample came 0.5 s later
 
@@ -384,15 +382,7 @@ def report_db(mongo_uri, tmp_path, monkeypatch):
 
 
 def _page(**query: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["auth_token"] = admin_token()
-    at.run()
-    at.switch_page("pages/report.py")
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_page("pages/report.py", admin_token(), **query)
 
 
 def test_report_page_shows_figure_and_card_per_answer(report_db):

@@ -2,49 +2,23 @@
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
-
-import pymongo
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from pipeline.profiles import list_profiles
 from pipeline.queries import list_answers
-from pipeline.settings import get_settings
-from tests.pages_support import admin_token
+from tests.pages_support import admin_token, open_page, page_database
 from tests.test_rescore import store_session
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
 @pytest.fixture
 def page_db(mongo_uri, tmp_path, monkeypatch):
-    name = f"test_research_{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("MONGODB_URI", mongo_uri)
-    monkeypatch.setenv("MOCKAI_DB_NAME", name)
-    monkeypatch.setenv("MOCKAI_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("MOCKAI_SIDECAR_ENABLED", "false")
-    get_settings.cache_clear()
-    st.cache_resource.clear()
-    client: pymongo.MongoClient = pymongo.MongoClient(mongo_uri, tz_aware=True)
-    yield client[name]
-    client.drop_database(name)
-    client.close()
-    st.cache_resource.clear()
-    get_settings.cache_clear()
+    yield from page_database(mongo_uri, tmp_path, monkeypatch, "test_research")
 
 
 
 def _open() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["auth_token"] = admin_token()
-    at.run()
-    at.switch_page("pages/research.py")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_page("pages/research.py", admin_token())
 
 
 def _ok(at: AppTest) -> AppTest:

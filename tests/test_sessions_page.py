@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pymongo
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from pipeline import auth
@@ -24,10 +20,10 @@ from pipeline.queries import (
     session_sort,
     sessions_query,
 )
-from pipeline.settings import Settings, get_settings
+from pipeline.settings import Settings
 from pipeline.storage import ensure_indexes
+from tests.pages_support import open_page, page_database
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 NOW = datetime.now(UTC).replace(microsecond=0)
 NAMES = ["Ada Lovelace", "Grace Hopper", "Alan Turing", "Barbara Liskov", "Edsger Dijkstra"]
 ROLES = ["backend", "frontend", "data"]
@@ -170,25 +166,9 @@ def test_access_filter_applies_to_every_query(list_db):
 
 @pytest.fixture
 def page_db(mongo_uri, tmp_path, monkeypatch):
-    name = f"test_sessions_page_{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("MONGODB_URI", mongo_uri)
-    monkeypatch.setenv("MOCKAI_DB_NAME", name)
-    monkeypatch.setenv("MOCKAI_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("MOCKAI_SIDECAR_ENABLED", "false")
-    monkeypatch.delenv("MOCKAI_ADMIN_PASSWORD", raising=False)
-    get_settings.cache_clear()
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    client: pymongo.MongoClient = pymongo.MongoClient(mongo_uri, tz_aware=True)
-    db = client[name]
-    ensure_indexes(db)
-    db.sessions.insert_many(make_sessions())
-    yield db
-    client.drop_database(name)
-    client.close()
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    get_settings.cache_clear()
+    for db in page_database(mongo_uri, tmp_path, monkeypatch, "test_sessions_page"):
+        db.sessions.insert_many(make_sessions())
+        yield db
 
 
 def _token(db, role: str = "admin", username: str = "admin", **kw: Any) -> str:
@@ -197,13 +177,7 @@ def _token(db, role: str = "admin", username: str = "admin", **kw: Any) -> str:
 
 
 def _page(token: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["auth_token"] = token
-    at.run()
-    at.switch_page("pages/sessions.py")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_page("pages/sessions.py", token)
 
 
 def _rows(at: AppTest):
