@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -105,32 +104,58 @@ questions = [Question(**{**q, "key_points": tuple(q["key_points"])}) for q in st
 
 # ---------------------------------------------------------------- upload path
 if state["step"] == "upload":
+    import logging
+
+    from streamlit.runtime.uploaded_file_manager import UploadedFile
+
+    from pipeline.media import MediaError, format_duration
+    from pipeline.uploads import UploadTooLargeError, public_error, saved_upload
     from sidecar.analyze import AnalyzeRequest, analyze
+
+    def _release_upload(upload: UploadedFile) -> None:
+        """Drop Streamlit's in-memory copy of the upload now instead of at the end of the session."""
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        if ctx is not None:
+            ctx.uploaded_file_mgr.remove_file(ctx.session_id, upload.file_id)
+        upload.close()
 
     q = questions[state["index"]]
     st.subheader(f"Question {state['index'] + 1} of {len(questions)}")
     st.markdown(f"**{q.question}**")
-    upload = st.file_uploader("Recorded answer (video with sound, or audio only)", key=f"upload_{state['index']}",
-                              type=["mp4", "webm", "mov", "mkv", "m4a", "mp3", "wav", "flac", "ogg"])
+    # A fresh key after every attempt gives an empty widget (a file_uploader cannot be cleared from code).
+    upload_key = f"upload_{state['index']}_{state.get('upload_try', 0)}"
+    upload = st.file_uploader("Recorded answer (video with sound, or audio only)", key=upload_key,
+                              type=["mp4", "webm", "mov", "mkv", "m4a", "mp3", "wav", "flac", "ogg"],
+                              max_upload_size=settings.max_upload_mb)
+    st.caption(f"One answer per file: at most {format_duration(settings.max_answer_seconds)} long "
+               f"and {settings.max_upload_mb} MB.")
+    if state.get("upload_error"):
+        st.error(state.pop("upload_error"))
     if upload is not None and st.button("Analyse", type="primary", key="analyse"):
         suffix = Path(upload.name).suffix.lower()
-        with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
-            tmp.write(upload.getbuffer())
-            tmp.flush()
-            bar = st.progress(0.0, text="Analysing the recording…")
-            is_audio = suffix in {".m4a", ".mp3", ".wav", ".flac", ".ogg"}
-            request = AnalyzeRequest(q.question, q.reference, tuple(q.key_points),
-                                     video=None if is_audio else Path(tmp.name),
-                                     audio=Path(tmp.name) if is_audio else None,
-                                     candidate=state["candidate"], role="upload")
-            try:
+        report = None
+        try:
+            with saved_upload(upload, upload.name, upload.size, settings) as path:
+                bar = st.progress(0.0, text="Analysing the recording…")
+                is_audio = suffix in {".m4a", ".mp3", ".wav", ".flac", ".ogg"}
+                request = AnalyzeRequest(q.question, q.reference, tuple(q.key_points),
+                                         video=None if is_audio else path, audio=path if is_audio else None,
+                                         candidate=state["candidate"], role="upload")
                 report = analyze(request, settings, store=True, sidecar=sidecar, session_id=state["session_id"],
                                  index=state["index"],
                                  progress=lambda kind, n: bar.progress(min(1.0, n / 200), text=f"{kind}: {n}"))
-            except Exception as exc:  # corrupt file, unsupported codec: say it, keep the session
-                st.error(f"This file could not be analysed: {exc}")
-                st.stop()
-            bar.progress(1.0, text="Done")
+                bar.progress(1.0, text="Done")
+        except Exception as exc:  # corrupt file, too long, too big, engine trouble: say it plainly, keep the session
+            if not isinstance(exc, MediaError | UploadTooLargeError):
+                logging.getLogger(__name__).exception("analysis of an uploaded answer failed")
+            state["upload_error"] = public_error(exc)
+        finally:
+            _release_upload(upload)
+            state["upload_try"] = state.get("upload_try", 0) + 1
+        if report is None:
+            st.rerun()
         state["results"].append({"status": "complete", "grade": report["grade"], "metrics": report["metrics"],
                                  "transcript": report["transcript"], "question": q.question})
         state["last_feedback"] = state["results"][-1]

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     pace_window_seconds: float = Field(10.0, gt=0, description="Sliding window for speaking pace (s)")
     pace_low_wpm: float = Field(110.0, gt=0, description="Below this words per minute is slow")
     pace_high_wpm: float = Field(170.0, gt=0, description="Above this words per minute is fast")
+    max_answer_seconds: float = Field(
+        900.0, gt=0, description="Longest answer accepted (s): longer media is refused, from its header and while decoding"
+    )
+    max_upload_mb: int = Field(
+        500, ge=1, description="Largest uploaded recording (MB); keep server.maxUploadSize in .streamlit/config.toml at least this"
+    )
 
     # --- grading -------------------------------------------------------------------
     keypoint_match_threshold: float = Field(0.5, ge=0, le=1, description="Span-to-key-point similarity that counts as covered")

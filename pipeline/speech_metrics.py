@@ -279,47 +279,70 @@ def _filler_and_pause_metrics(
 # --------------------------------------------------------------------------- audio
 
 
+# Frames per batched YIN FFT and samples per energy block: bounds the working memory
+# (about 30 MB at 16 kHz) however long the audio is; the results do not depend on it.
+YIN_BLOCK_FRAMES = 512
+_ENERGY_BLOCK_SAMPLES = 1 << 20
+
+
 def frame_energy_db(audio: np.ndarray, rate: int = 16000, hop_seconds: float = 0.05) -> np.ndarray:
     """RMS level in dBFS of consecutive ``hop_seconds`` frames (floored at ENERGY_FLOOR_DB)."""
     hop = max(1, round(hop_seconds * rate))
     n = len(audio) // hop
-    if n == 0:
-        return np.zeros(0, dtype=np.float64)
-    frames = np.asarray(audio[: n * hop], dtype=np.float64).reshape(n, hop)
+    out = np.empty(n, dtype=np.float64)
+    step = max(1, _ENERGY_BLOCK_SAMPLES // hop)
+    for a in range(0, n, step):  # in blocks: a float64 copy of the whole signal is 2x its size
+        b = min(n, a + step)
+        out[a:b] = _energy_db(audio[a * hop : b * hop], hop)
+    return out
+
+
+def _energy_db(samples: np.ndarray, hop: int) -> np.ndarray:
+    frames = np.asarray(samples, dtype=np.float64).reshape(-1, hop)
     rms = np.sqrt(np.mean(frames * frames, axis=1))
     with np.errstate(divide="ignore"):
         db = 20.0 * np.log10(rms)
     return np.maximum(db, ENERGY_FLOOR_DB)
 
 
-def yin_pitch(
-    audio: np.ndarray,
-    rate: int = 16000,
-    hop_seconds: float = 0.05,
-    fmin: float = 65.0,
-    fmax: float = 400.0,
-    threshold: float = 0.2,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorised YIN: f0 in Hz (NaN where unvoiced) and the CMND dip per hop.
+@dataclass(frozen=True)
+class _YinGeometry:
+    hop: int
+    tau_min: int
+    tau_max: int
+    win: int  # integration window: at least one longest period
+    length: int  # samples one frame looks at (window + longest lag + 1)
 
-    Frame ``i`` is centred on hop ``i``'s centre. The difference function of all
-    frames is computed at once with one batched FFT, so a minute of audio takes
-    a few tens of milliseconds.
+    @classmethod
+    def of(cls, rate: int, hop_seconds: float, fmin: float, fmax: float) -> _YinGeometry:
+        tau_max = int(np.ceil(rate / fmin))
+        win = max(tau_max, round(0.025 * rate))
+        return cls(max(1, round(hop_seconds * rate)), max(2, int(rate / fmax)), tau_max, win, win + tau_max + 1)
+
+    def window_start(self, frame: int) -> int:
+        """Absolute sample index where frame ``frame``'s window starts (it is centred on its hop)."""
+        return frame * self.hop + self.hop // 2 - self.length // 2
+
+
+def _windows(buf: np.ndarray, buf_start: int, signal_len: int, a: int, b: int, g: _YinGeometry) -> np.ndarray:
+    """float64 windows of frames ``[a, b)``; samples before 0 or from ``signal_len`` on are zero.
+
+    ``buf`` holds the signal from absolute index ``buf_start`` on (it must cover every
+    in-signal sample the windows touch).
     """
-    audio = np.asarray(audio, dtype=np.float64)
-    hop = max(1, round(hop_seconds * rate))
-    n_frames = len(audio) // hop
-    tau_min = max(2, int(rate / fmax))
-    tau_max = int(np.ceil(rate / fmin))
-    win = max(tau_max, round(0.025 * rate))  # integration window: at least one longest period
-    if n_frames == 0:
-        return np.zeros(0), np.zeros(0)
-    length = win + tau_max + 1
-    centres = (np.arange(n_frames) * hop + hop // 2).astype(np.int64)
-    starts = centres - length // 2
-    padded = np.pad(audio, (length, length))
-    idx = starts[:, None] + length + np.arange(length)[None, :]
-    frames = padded[idx]
+    lo, hi = g.window_start(a), g.window_start(b - 1) + g.length
+    seg = np.zeros(hi - lo, dtype=np.float64)
+    s0, s1 = max(lo, 0), min(hi, signal_len)
+    if s1 > s0:
+        seg[s0 - lo : s1 - lo] = buf[s0 - buf_start : s1 - buf_start]
+    starts = np.arange(b - a) * g.hop
+    return seg[starts[:, None] + np.arange(g.length)[None, :]]
+
+
+def _yin_frames(frames: np.ndarray, rate: int, g: _YinGeometry, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """YIN on a batch of windows (rows): f0 in Hz (NaN where unvoiced) and the CMND dip."""
+    n_frames = frames.shape[0]
+    tau_min, tau_max, win, length = g.tau_min, g.tau_max, g.win, g.length
     frames -= frames.mean(axis=1, keepdims=True)
     a = frames[:, :win]
     nfft = 1 << int(np.ceil(np.log2(length + win)))
@@ -361,6 +384,98 @@ def yin_pitch(
     return f0, search[rows, pos]
 
 
+def yin_pitch(
+    audio: np.ndarray,
+    rate: int = 16000,
+    hop_seconds: float = 0.05,
+    fmin: float = 65.0,
+    fmax: float = 400.0,
+    threshold: float = 0.2,
+    block_frames: int | None = YIN_BLOCK_FRAMES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised YIN: f0 in Hz (NaN where unvoiced) and the CMND dip per hop.
+
+    Frame ``i`` is centred on hop ``i``'s centre. The difference functions of
+    ``block_frames`` frames at a time are computed with one batched FFT (a minute of
+    audio takes a few tens of milliseconds); ``None`` does the whole signal at once,
+    which gives the same numbers with memory growing with its length (about 85 bytes
+    per input sample at 16 kHz: 12 GB for two hours).
+    """
+    audio = np.asarray(audio).reshape(-1)
+    g = _YinGeometry.of(rate, hop_seconds, fmin, fmax)
+    n_frames = len(audio) // g.hop
+    f0, dip = np.empty(n_frames), np.empty(n_frames)
+    step = n_frames if block_frames is None else max(1, block_frames)
+    for a in range(0, n_frames, max(step, 1)):
+        b = min(n_frames, a + step)
+        f0[a:b], dip[a:b] = _yin_frames(_windows(audio, 0, len(audio), a, b, g), rate, g, threshold)
+    return f0, dip
+
+
+class ProsodyAccumulator:
+    """``prosody_track`` fed piece by piece, as audio arrives.
+
+    Keeps only the audio the next frames still need and the per-frame results (three
+    floats every ``hop_seconds``); frames are computed ``block_frames`` at a time. The
+    result equals ``prosody_track`` of the whole signal.
+    """
+
+    def __init__(self, rate: int = 16000, options: SpeechMetricsOptions | None = None,
+                 block_frames: int = YIN_BLOCK_FRAMES) -> None:
+        self.rate = rate
+        self.opts = options or SpeechMetricsOptions()
+        self.block_frames = max(1, block_frames)
+        self._g = _YinGeometry.of(rate, self.opts.hop_seconds, self.opts.pitch_min_hz, self.opts.pitch_max_hz)
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._buf_start = 0  # absolute index of _buf[0]
+        self._chunks: list[np.ndarray] = []  # arrived since the last computation
+        self.samples = 0  # samples received so far
+        self._done = 0  # frames computed so far
+        self._f0: list[np.ndarray] = []
+        self._energy: list[np.ndarray] = []
+
+    def feed(self, samples: np.ndarray) -> None:
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if not x.size:
+            return
+        self._chunks.append(x)
+        self.samples += len(x)
+        if self._ready() - self._done >= self.block_frames:
+            self._compute(self._ready())
+
+    def _ready(self) -> int:
+        """Frames whose hop and YIN window have fully arrived."""
+        g = self._g
+        tail = g.window_start(0) + g.length  # window end of frame 0
+        by_window = (self.samples - tail) // g.hop + 1 if self.samples >= tail else 0
+        return max(0, min(self.samples // g.hop, by_window))
+
+    def _compute(self, upto: int) -> None:
+        g = self._g
+        if self._chunks:
+            parts = [self._buf, *self._chunks] if self._buf.size else self._chunks
+            self._buf = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            self._chunks = []
+        for a in range(self._done, upto, self.block_frames):
+            b = min(upto, a + self.block_frames)
+            self._energy.append(_energy_db(self._buf[a * g.hop - self._buf_start : b * g.hop - self._buf_start], g.hop))
+            frames = _windows(self._buf, self._buf_start, self.samples, a, b, g)
+            self._f0.append(_yin_frames(frames, self.rate, g, self.opts.yin_threshold)[0])
+        self._done = max(self._done, upto)
+        keep = max(0, min(self._done * g.hop, g.window_start(self._done)))
+        if keep > self._buf_start:  # what no later frame needs goes
+            self._buf = self._buf[keep - self._buf_start :].copy()
+            self._buf_start = keep
+
+    def finish(self) -> ProsodyTrack:
+        """The track of everything fed (the last frames see zeros past the end, like the whole-signal YIN)."""
+        self._compute(self.samples // self._g.hop)
+        self._buf, self._chunks = np.zeros(0, dtype=np.float32), []
+        energy = np.concatenate(self._energy) if self._energy else np.zeros(0)
+        f0 = np.concatenate(self._f0) if self._f0 else np.zeros(0)
+        return _track(energy, f0, self.opts)
+
+
 @dataclass
 class ProsodyTrack:
     """Energy and pitch every ``hop_seconds``; pitch is None where unvoiced."""
@@ -380,10 +495,13 @@ class ProsodyTrack:
 
 
 def prosody_track(audio: np.ndarray, rate: int = 16000, options: SpeechMetricsOptions | None = None) -> ProsodyTrack:
-    opts = options or SpeechMetricsOptions()
-    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-    energy = frame_energy_db(audio, rate, opts.hop_seconds)
-    f0, _ = yin_pitch(audio, rate, opts.hop_seconds, opts.pitch_min_hz, opts.pitch_max_hz, opts.yin_threshold)
+    """Energy and pitch of a whole signal, computed in bounded blocks (``ProsodyAccumulator``)."""
+    acc = ProsodyAccumulator(rate, options)
+    acc.feed(audio)
+    return acc.finish()
+
+
+def _track(energy: np.ndarray, f0: np.ndarray, opts: SpeechMetricsOptions) -> ProsodyTrack:
     n = min(len(energy), len(f0))
     energy, f0 = energy[:n], f0[:n]
     f0 = np.where(energy >= opts.voiced_min_db, f0, np.nan)
@@ -438,14 +556,18 @@ def compute_speech_metrics(
     rate: int = 16000,
     duration: float | None = None,
     options: SpeechMetricsOptions | None = None,
+    prosody: ProsodyTrack | None = None,
 ) -> SpeechMetrics:
     """All delivery metrics of one answer.
 
     ``duration`` (seconds) is the answer's full length when known; pace is then
     measured from the first word to the last, not over the silence before it.
+    ``prosody`` is the track when already computed as the audio arrived
+    (``ProsodyAccumulator``); otherwise it is computed from ``audio``.
     """
     opts = options or SpeechMetricsOptions()
-    prosody = prosody_track(audio, rate, opts) if audio is not None and len(audio) else None
+    if prosody is None and audio is not None and len(audio):
+        prosody = prosody_track(audio, rate, opts)
     if duration is None and audio is not None and len(audio):
         duration = len(audio) / rate
     kept = speech_words(words)

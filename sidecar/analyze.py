@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.media import MediaError, iter_video_frames, load_audio, probe
+from pipeline.media import MediaError, check_duration, iter_video_frames, load_audio, probe
 from pipeline.settings import Settings
 from sidecar.protocol import AnswerStart, WorkerEvent
 from sidecar.supervisor import Sidecar
@@ -53,6 +53,9 @@ def analyze(request: AnalyzeRequest, settings: Settings, store: bool = False,
             session_id: str | None = None, index: int = 0) -> dict[str, Any]:
     """Analyse one recorded answer; returns the JSON-able report. Raises MediaError for bad media.
 
+    Media longer than ``settings.max_answer_seconds`` raises MediaTooLongError: from the
+    header before anything is decoded, or from the decoders once they pass the cap.
+
     With ``session_id`` the answer joins that (already stored) session as answer ``index``;
     otherwise, when storing, a session of its own is created.
     """
@@ -60,12 +63,16 @@ def analyze(request: AnalyzeRequest, settings: Settings, store: bool = False,
     t_all = time.perf_counter()
     if request.video is None and request.audio is None:
         raise MediaError("give a video file, an audio file, or both")
+    cap = settings.max_answer_seconds
+    for source in (request.video, request.audio):
+        if source is not None:
+            check_duration(source, cap)
     video_info = probe(request.video) if request.video is not None else None
     if video_info is not None and not video_info.has_video:
-        raise MediaError(f"{request.video}: no video stream")
+        raise MediaError(f"{request.video}: no video stream", public="The file contains no video.")
     audio_source = request.audio or (request.video if video_info is not None and video_info.has_audio else None)
     t = time.perf_counter()
-    audio = load_audio(audio_source) if audio_source is not None else None
+    audio = load_audio(audio_source, max_seconds=cap) if audio_source is not None else None
     timings["decode_audio_s"] = round(time.perf_counter() - t, 3)
 
     own = sidecar is None
@@ -115,12 +122,18 @@ def _run(request: AnalyzeRequest, settings: Settings, store: bool, sidecar: Side
     sampled = 0
     t = time.perf_counter()
     if request.video is not None:
-        for ts, image in iter_video_frames(request.video, every_n=settings.frame_sample_every,
-                                           max_width=settings.frame_max_width):
-            sidecar.push_frame(_fit(image, sidecar), t0_ms + int(round(ts * 1000)), session_id, answer_id, block=True)
-            sampled += 1
-            if progress is not None:
-                progress("video", sampled)
+        try:
+            for ts, image in iter_video_frames(request.video, every_n=settings.frame_sample_every,
+                                               max_width=settings.frame_max_width,
+                                               max_seconds=settings.max_answer_seconds):
+                sidecar.push_frame(_fit(image, sidecar), t0_ms + int(round(ts * 1000)), session_id, answer_id,
+                                   block=True)
+                sampled += 1
+                if progress is not None:
+                    progress("video", sampled)
+        except MediaError:  # e.g. video past the cap under a header that said less: close the answer
+            sidecar.end_answer(answer_id, t0_ms, status="incomplete")
+            raise
     duration_s = 0.0
     if audio is not None:
         step = int(AUDIO_CHUNK_S * 16000)

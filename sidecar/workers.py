@@ -163,10 +163,11 @@ def _frame_doc(frame: Any, sample: dict[str, Any]) -> dict[str, Any]:
 class SpeechSession:
     """Everything the speech worker holds for one answer."""
 
-    def __init__(self, start: AnswerStart, transcriber: Any) -> None:
+    def __init__(self, start: AnswerStart, transcriber: Any, prosody: Any) -> None:
         self.start = start
         self.transcriber = transcriber
-        self.audio: list[np.ndarray] = []
+        # Pitch/energy as the audio arrives: no second copy of the answer's audio to concatenate.
+        self.prosody = prosody  # pipeline.speech_metrics.ProsodyAccumulator
         self.first_ms: int | None = None
 
 
@@ -252,7 +253,10 @@ class _SpeechLoop:
             from dataclasses import replace
 
             options = replace(options, hotwords=tuple(msg.hotwords))
-        self.answers[msg.answer_id] = SpeechSession(msg, StreamingTranscriber(self.recognizer, options))
+        from pipeline.speech_metrics import ProsodyAccumulator
+
+        self.answers[msg.answer_id] = SpeechSession(msg, StreamingTranscriber(self.recognizer, options),
+                                                    ProsodyAccumulator(16000, self.metrics_options))
         if self.writer is not None:
             self.writer.insert("answers", {
                 "_id": msg.answer_id, "session_id": msg.session_id, "index": msg.index, "question": msg.question,
@@ -266,7 +270,7 @@ class _SpeechLoop:
             return  # audio of an answer that already ended (late packet)
         if session.first_ms is None:
             session.first_ms = msg.t_ms
-        session.audio.append(msg.samples)
+        session.prosody.feed(msg.samples)
         start = time.perf_counter()
         new_words = session.transcriber.feed(msg.samples, msg.t_ms)
         if new_words:
@@ -284,11 +288,12 @@ class _SpeechLoop:
         t = time.perf_counter()
         transcript = session.transcriber.finish()
         timings["asr_tail_s"] = time.perf_counter() - t
-        audio = np.concatenate(session.audio) if session.audio else np.zeros(0, np.float32)
+        samples = session.prosody.samples
         words = [_clean_word(w) for w in transcript.words]
         t = time.perf_counter()
-        metrics = compute_speech_metrics(words, audio, duration=len(audio) / 16000 or None,
-                                         options=self.metrics_options).as_dict()
+        prosody = session.prosody.finish() if samples else None
+        metrics = compute_speech_metrics(words, duration=samples / 16000 or None, options=self.metrics_options,
+                                         prosody=prosody).as_dict()
         timings["metrics_s"] = time.perf_counter() - t
         t = time.perf_counter()
         s = session.start
@@ -300,7 +305,7 @@ class _SpeechLoop:
             "metrics": metrics, "grade": answer_grade.to_dict(), "features": features.to_dict(),
             "asr": {"engine": transcript.engine, "model": transcript.model, "language": transcript.language},
             "audio_started_ms": session.first_ms,
-            "audio_seconds": round(len(audio) / 16000, 3),
+            "audio_seconds": round(samples / 16000, 3),
         }
         if msg.capture:
             fields["capture"] = msg.capture
