@@ -11,12 +11,21 @@ error it stays and is retried with exponential back-off. After a crash the next
 writer replays leftover segments, its own and any other dead writer's. Replays are
 idempotent: inserts carry their ``_id`` (a duplicate-key error means "already
 there") and updates are ``$set``.
+
+A record is journaled whole or not at all: short writes are continued, and on any
+write error (disk full, I/O error) the segment is cut back to where the record began
+and the caller gets a ``JournalError``: that write was NOT acknowledged. A line that
+cannot be read back (torn by a crash, corrupted) is set aside into
+``quarantine.jsonl`` and counted, and the rest of its segment is sent: one bad line
+never holds up the queue.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import json
 import logging
 import os
 import threading
@@ -41,8 +50,47 @@ DUPLICATE_KEY = 11000
 _JSON = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True)
 
 
-class JournalFullError(RuntimeError):
+# No room (disk, quota, RLIMIT_FSIZE): the write may succeed once space is back.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class JournalError(RuntimeError):
+    """A write was refused and NOT acknowledged: nothing of it is in the journal."""
+
+    journal_full = False  # True when the refusal is for lack of space (bound or disk)
+
+
+class JournalFullError(JournalError):
     """The on-disk journal reached its bound: the database has been away too long."""
+
+    journal_full = True
+
+
+class JournalWriteError(JournalError):
+    """The journal file could not be written (disk full, I/O error); the record was rolled back."""
+
+    def __init__(self, message: str, errno_: int | None) -> None:
+        super().__init__(message)
+        self.errno = errno_
+        self.journal_full = errno_ in _NO_SPACE
+
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> JournalWriteError:
+        reason = ("the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                  else "the file size limit is reached" if exc.errno == errno.EFBIG else "the disk failed")
+        what = os.strerror(exc.errno) if exc.errno else type(exc).__name__  # never the file name
+        return cls(f"could not write to the journal: {reason} ({what}); this write was not saved", exc.errno)
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    if n < 1024:
+        return f"{int(n)} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024
+        if n < 1024 or unit == "TiB":
+            break
+    return f"{n:.1f} {unit}"
 
 
 @dataclass(frozen=True)
@@ -76,6 +124,9 @@ class WriterStatus:
     last_error: str | None = None
     connected: bool | None = None
     segments: int = 0
+    journal_full: bool = False  # the last write was refused for lack of space (cleared by the next good one)
+    last_write_error: str | None = None  # why the last journal write was refused; None once one succeeds
+    quarantined_lines: int = 0  # unreadable journal lines set aside into quarantine.jsonl
 
 
 class BatchedWriter:
@@ -146,6 +197,9 @@ class BatchedWriter:
                 last_error=s.last_error,
                 connected=s.connected,
                 segments=len(self._segments()),
+                journal_full=s.journal_full,
+                last_write_error=s.last_write_error,
+                quarantined_lines=s.quarantined_lines,
             )
 
     def close(self, flush_timeout: float = 10.0) -> None:
@@ -215,14 +269,21 @@ class BatchedWriter:
         line = (json_util.dumps(record, json_options=_JSON) + "\n").encode()
         with self._lock:
             if self._journal_bytes + len(line) > self.options.journal_max_bytes:
-                raise JournalFullError(
-                    f"write journal is full ({self._journal_bytes} bytes): database unreachable for too long"
+                full = JournalFullError(
+                    f"write journal is full ({human_bytes(self._journal_bytes)} of "
+                    f"{human_bytes(self.options.journal_max_bytes)}): the database has been unreachable for too long"
                 )
-            if self._fd is None:
-                path = self._dir / f"seg-{self._seq:012d}.jsonl"
-                self._fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
-            # One write() per record: a killed process leaves whole lines (the OS keeps them).
-            os.write(self._fd, line)
+                self._refused_locked(full)
+                raise full
+            try:
+                self._write_record_locked(line)
+            except OSError as exc:
+                refused = JournalWriteError.from_os_error(exc)
+                self._refused_locked(refused)
+                log.error("journal write refused: %s", exc)
+                raise refused from exc
+            self._status.journal_full = False
+            self._status.last_write_error = None
             self._current_ops += 1
             self._unsent_ops += 1
             self._current_bytes += len(line)
@@ -231,10 +292,54 @@ class BatchedWriter:
         if full:
             self._wake.set()
 
+    def _refused_locked(self, exc: JournalError) -> None:
+        self._status.journal_full = exc.journal_full
+        self._status.last_write_error = str(exc)
+
+    def _write_record_locked(self, line: bytes) -> None:
+        """The whole line or nothing: on any error the segment is cut back to where it was."""
+        if self._fd is None:
+            path = self._dir / f"seg-{self._seq:012d}.jsonl"
+            self._fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
+        start = self._current_bytes  # this writer's segments are new files: its length so far
+        try:
+            # One write() per record: a killed process leaves whole lines (the OS keeps them);
+            # a short write (disk nearly full) is continued until the line is whole or fails.
+            _write_all(self._fd, line)
+        except OSError:
+            self._cut_back_locked(start)
+            raise
+
+    def _cut_back_locked(self, start: int) -> None:
+        """Remove a partly written record, so the next one never gets glued onto it."""
+        assert self._fd is not None
+        try:
+            os.ftruncate(self._fd, start)
+            return
+        except OSError as exc:
+            log.error("could not cut a partial record off the journal segment: %s", exc)
+        # The partial line stays: close this segment (its torn last line is set aside when it is
+        # read) and put later records into a new one.
+        with contextlib.suppress(OSError):
+            if os.fstat(self._fd).st_size > start:
+                self._journal_bytes += os.fstat(self._fd).st_size - start
+                self._unsent_ops += 1  # read back as one unreadable line
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        self._fd = None
+        self._seq += 1
+        self._current_ops = 0
+        self._current_bytes = 0
+
     def _close_fd_locked(self) -> None:
         if self._fd is not None:
-            os.fsync(self._fd)
-            os.close(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:  # the records are written (page cache); say that the sync failed
+                log.error("journal fsync failed: %s", exc)
+                self._status.last_write_error = JournalWriteError.from_os_error(exc).args[0]
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
             self._fd = None
 
     def _rotate_locked(self) -> None:
@@ -271,7 +376,7 @@ class BatchedWriter:
             if int(seg.stem.split("-")[1]) >= current:
                 break  # the open segment is still being written
             try:
-                ops = _read_segment(seg)
+                ops, bad = _read_segment(seg)
                 rejected = self._send(ops)
             except PyMongoError as exc:
                 with self._lock:
@@ -280,10 +385,14 @@ class BatchedWriter:
                 log.warning("flush failed, will retry: %s", exc)
                 return False
             size = seg.stat().st_size
-            seg.unlink()
+            if bad:
+                self._quarantine(seg, bad)
+            with contextlib.suppress(FileNotFoundError):  # moved aside whole by _quarantine
+                seg.unlink()
             with self._flush_done:
-                self._journal_bytes -= size
-                self._unsent_ops -= len(ops)
+                self._journal_bytes = max(0, self._journal_bytes - size)
+                self._unsent_ops = max(0, self._unsent_ops - len(ops) - len(bad))
+                self._status.quarantined_lines += len(bad)
                 self._status.flushed_ops += len(ops) - rejected
                 self._status.rejected_ops += rejected
                 self._status.last_flush = time.time()
@@ -315,21 +424,74 @@ class BatchedWriter:
                 fh.write(json_util.dumps({"c": collection, "error": e}, json_options=_JSON) + "\n")
         log.error("%d %s writes rejected by the database, kept in %s", len(errors), collection, path)
 
+    def _quarantine(self, seg: Path, bad: list[tuple[int, bytes, str]]) -> None:
+        """Set unreadable lines aside (owner-only) so the rest of the queue goes on."""
+        path = self.options.journal_dir / "quarantine.jsonl"
+        entries = b"".join(
+            (json.dumps({"segment": f"{seg.parent.name}/{seg.name}", "line": n, "reason": reason,
+                         "raw": raw.decode("utf-8", "backslashreplace"), "at": time.time()}) + "\n").encode()
+            for n, raw, reason in bad
+        )
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+            try:
+                _write_all(fd, entries)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            # No room for the copy (disk full): keep the whole segment aside instead, a rename needs none.
+            aside = self.options.journal_dir / f"quarantine-{seg.parent.name}-{seg.name}"
+            seg.rename(aside)
+            log.error("could not write %s (%s): kept the whole segment as %s", path, exc, aside)
+        for n, _, reason in bad:
+            log.warning("journal line %d of %s set aside into %s: %s", n, seg.name, path.name, reason)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:  # a regular file writes at least one byte or fails; never spin
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[n:]
+
 
 def _count_lines(path: Path) -> int:
     with open(path, "rb") as fh:
         return sum(1 for _ in fh)
 
 
-def _read_segment(path: Path) -> list[dict[str, Any]]:
-    records = []
-    with open(path) as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.endswith("\n"):
-                log.warning("ignoring torn last line %d of %s", n, path)
-                break
-            records.append(json_util.loads(line, json_options=_JSON))
-    return records
+def _read_segment(path: Path) -> tuple[list[dict[str, Any]], list[tuple[int, bytes, str]]]:
+    """The segment's records, and its unreadable lines as (line number, raw bytes, reason)."""
+    records: list[dict[str, Any]] = []
+    bad: list[tuple[int, bytes, str]] = []
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            if not raw.endswith(b"\n"):
+                bad.append((n, raw, "torn last line (no newline)"))
+                continue
+            try:
+                record = json_util.loads(raw.decode("utf-8"), json_options=_JSON)
+            except Exception as exc:  # bad UTF-8, bad JSON, bad extended-JSON value: all unreadable
+                bad.append((n, raw, f"unreadable: {type(exc).__name__}"))
+                continue
+            problem = _record_problem(record)
+            if problem:
+                bad.append((n, raw, problem))
+            else:
+                records.append(record)
+    return records, bad
+
+
+def _record_problem(r: Any) -> str | None:
+    """Why a decoded line is not a journal record (``_coalesce`` must never fail on one)."""
+    if not isinstance(r, dict) or not isinstance(r.get("c"), str) or not r["c"]:
+        return "not a journal record"
+    if r.get("op") == "insert":
+        return None if isinstance(r.get("d"), dict) and "_id" in r["d"] else "insert without a document id"
+    if r.get("op") == "set":
+        return None if "id" in r and isinstance(r.get("f"), dict) else "update without an id or fields"
+    return "unknown operation"
 
 
 def _coalesce(records: list[dict[str, Any]]) -> dict[str, list[InsertOne | UpdateOne]]:
