@@ -275,7 +275,10 @@ class Sidecar:
             self.workers["speech"].inbox.put(start)
 
     def push_audio(self, answer_id: str, t_ms: int, samples: np.ndarray) -> None:
-        """Never drops: kept until the answer is stored, replayed after a worker restart."""
+        """Never drops: kept until the answer is stored, replayed after a worker restart.
+
+        An answer whose audio passes ``max_answer_seconds`` is ended there; later audio is ignored.
+        """
         chunk = AudioChunk(answer_id, int(t_ms), np.asarray(samples, np.float32))
         with self._lock:
             answer = self._open.get(answer_id)
@@ -286,6 +289,10 @@ class Sidecar:
             answer.last_input = time.monotonic()
             self.audio_chunks_in += 1
             self.workers["speech"].inbox.put(chunk)
+            if answer.samples > (self.settings.max_answer_seconds + 1.0) * 16000:
+                # A live answer is capped like a file (max_answer_seconds): memory must not grow with it.
+                log.warning("answer %s reached max_answer_seconds: ending it", answer_id)
+                self.end_answer(answer_id, int(t_ms) + len(chunk.samples) * 1000 // 16000)
 
     def push_frame(self, image: np.ndarray, t_ms: int, session_id: str, answer_id: str, block: bool = False) -> bool:
         return self.ring.put(image, t_ms, session_id, answer_id, block=block)

@@ -297,3 +297,30 @@ def test_upload_longer_than_an_answer_is_refused_on_the_page(upload_page: Path, 
     message = _analyse(at, "answer.wav", lying_wav(tmp_path / "long.wav", 7200).read_bytes())
     assert message == "This recording is 2 h 0 min long; answers can be at most 15 min. Trim it or split it into answers."
     assert list((upload_page / "uploads").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_live_answer_is_ended_at_the_cap(shared_data: Path, tmp_path: Path) -> None:
+    """A live answer longer than the cap is ended there: its audio stops piling up in memory."""
+    import time
+    import uuid
+
+    from sidecar.protocol import AnswerStart
+    from sidecar.supervisor import Sidecar
+
+    car = Sidecar(Settings(data_dir=tmp_path, max_answer_seconds=4.0), store=False).start()
+    try:
+        assert car.wait_ready(300), car.status()
+        audio = load_audio(shared_data / "speech" / "jfk.flac")  # 11 s, past the 4 s cap
+        start = AnswerStart(uuid.uuid4().hex, uuid.uuid4().hex, 0, "Quote a famous speech.",
+                            started_ms=int(time.time() * 1000))
+        car.start_answer(start)
+        for i in range(0, len(audio), 8000):
+            car.push_audio(start.answer_id, start.started_ms + i * 1000 // 16000, audio[i : i + 8000])
+        result = car.wait_result(start.answer_id, 180)  # nobody called end_answer
+        assert result is not None, car.status()
+        assert 4.0 < result["audio_seconds"] <= 5.5
+        assert "fellow americans" in result["transcript"].lower().replace(",", "")
+        assert car.status()["buffered_audio_s"] == 0
+    finally:
+        car.stop()
