@@ -5,6 +5,7 @@ from pymongo.errors import PyMongoError
 
 from pages.common import get_store, require_user, run_inside_app
 from pipeline import auth
+from pipeline.safe_text import md
 
 run_inside_app()
 
@@ -19,7 +20,7 @@ if db is None:
 try:
     users = auth.list_users(db)
 except PyMongoError as exc:
-    st.error(f"Could not read accounts from the database: {exc}")
+    st.error(f"Could not read accounts from the database: {md(exc)}")
     st.stop()
 coaches = [u["username"] for u in users if u.get("role") in ("coach", "admin")]
 
@@ -36,9 +37,9 @@ if created:
     try:
         user = auth.create_user(db, username, password, role, coach=coach or None, display_name=display_name or None)
     except (auth.AuthError, PyMongoError) as exc:
-        st.error(str(exc))
+        st.error(md(exc))
     else:
-        st.success(f"Created {user['role']} {user['username']}.")
+        st.success(f"Created {md(user['role'])} {md(user['username'])}.")
         users = auth.list_users(db)
 
 st.subheader("Reset a password", anchor=False)
@@ -50,9 +51,9 @@ if reset and who:
     try:
         auth.set_password(db, who, new_password)
     except (auth.AuthError, PyMongoError) as exc:
-        st.error(str(exc))
+        st.error(md(exc))
     else:
-        st.success(f"Password of {who} replaced; the account is unlocked.")
+        st.success(f"Password of {md(who)} replaced; the account is unlocked.")
 
 st.subheader("All accounts", anchor=False)
 st.dataframe(users, hide_index=True, width="stretch")

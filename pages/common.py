@@ -11,6 +11,7 @@ from pymongo.errors import PyMongoError
 
 from pipeline import auth
 from pipeline.questions import sync_to_db
+from pipeline.safe_text import md
 from pipeline.settings import get_settings
 from pipeline.store import Store
 
@@ -83,7 +84,7 @@ def require_user(roles: Sequence[str] = auth.ROLES) -> dict[str, Any]:
     if user is not None:
         if user.get("role") not in roles:
             st.error(f"This page is for {' or '.join(roles)} accounts; you are signed in as "
-                     f"{user.get('username')} ({user.get('role')}).", icon=":material/lock:")
+                     f"{md(user.get('username'))} ({md(user.get('role'))}).", icon=":material/lock:")
             st.stop()
         return user
     try:
@@ -114,7 +115,7 @@ def _sign_in_form(db: Any) -> None:
         try:
             user = auth.verify_password(db, username, password, get_settings())
         except auth.AuthError as exc:
-            st.error(str(exc), icon=":material/error:")
+            st.error(md(exc), icon=":material/error:")
             return
         except PyMongoError as exc:
             st.error(f"Could not sign in: the database failed ({exc}).")
@@ -150,8 +151,7 @@ def show_account() -> None:
     user = current_user()
     if user is None:
         return
-    name = str(user["username"]).replace("_", r"\_")  # usernames are [a-z0-9._-]: nothing else to escape
-    st.caption(f":material/person: Signed in as **{name}** ({user['role']})")
+    st.caption(f":material/person: Signed in as **{md(user['username'])}** ({md(user['role'])})")
     if st.button("Sign out", key="sign_out", icon=":material/logout:"):
         db = get_store().db
         if db is not None:

@@ -6,19 +6,21 @@ from typing import Any
 
 import streamlit as st
 
+from pipeline.safe_text import md
+
 
 def show_card(card: dict[str, Any]) -> None:
     grade = card.get("grade")
     m = card["metrics"]
     cols = st.columns(4)
-    cols[0].metric("Grade", f"{grade['percent']}% · {grade['band']}" if grade else "not graded")
+    cols[0].metric("Grade", f"{grade['percent']}% · {md(grade['band'])}" if grade else "not graded")
     cols[1].metric("Pace", f"{m['wpm']:.0f} wpm ({m['pace_band']})" if m.get("wpm") is not None else "—")
     cols[2].metric("Fillers", m["filler_count"] if m.get("filler_count") is not None else "—")
     cols[3].metric("Eye contact", f"{m['eye_contact_ratio']:.0%}" if m.get("eye_contact_ratio") is not None else "—")
     for line in card.get("missing", []):
-        st.warning(line, icon=":material/visibility_off:")
+        st.warning(md(line), icon=":material/visibility_off:")  # lines quote errors, key points, spans
     if card.get("advice"):
-        st.markdown("\n".join(f"- {a}" for a in card["advice"]))
+        st.markdown("\n".join(f"- {md(a)}" for a in card["advice"]))
     if card.get("evidence"):
         rows = [{"key point": r["key_point"], "covered": "yes" if r["covered"] else "no",
                  "what you said": r.get("span") or "", "at (s)": r.get("start_s"),
@@ -26,21 +28,21 @@ def show_card(card: dict[str, Any]) -> None:
                 for r in card["evidence"]]
         st.dataframe(rows, hide_index=True, width="stretch")
     if m.get("dominant_emotion"):
-        st.caption(f"Most frequent expression: {m['dominant_emotion']} (model confidence "
+        st.caption(f"Most frequent expression: {md(m['dominant_emotion'])} (model confidence "
                    f"{m['emotion_confidence']:.0%}); expression estimates are approximate.")
     for note in card.get("notes", []):
-        st.caption(note)
+        st.caption(md(note))
 
 
 def show_feedback(result: dict[str, Any], frames: list[dict[str, Any]] | None = None) -> None:
     """Feedback right after an answer, from the sidecar's result and the answer's frame samples."""
     from pipeline.report import answer_card, frame_summary
 
-    st.subheader(f"Feedback: {result.get('question', '')}")
+    st.subheader(f"Feedback: {md(result.get('question', ''))}")
     if result.get("error"):
-        st.warning(result["error"])
+        st.warning(md(result["error"]))
     answer = {**result, "_id": result.get("answer_id", "")}
     card = answer_card(answer, frame_summary(frames) if frames else None)
     show_card(card)
     with st.expander("Transcript"):
-        st.write(result.get("transcript") or "_No speech detected._")
+        st.markdown(md(result.get("transcript")) if result.get("transcript") else "_No speech detected._")

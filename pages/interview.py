@@ -10,6 +10,7 @@ import streamlit as st
 from pages.common import current_user, get_sidecar, get_store, run_inside_app
 from pipeline import interview as iv
 from pipeline.questions import custom_question, load_builtin_sets
+from pipeline.safe_text import md
 from pipeline.settings import get_settings
 
 run_inside_app()
@@ -123,7 +124,7 @@ if state["step"] == "upload":
 
     q = questions[state["index"]]
     st.subheader(f"Question {state['index'] + 1} of {len(questions)}")
-    st.markdown(f"**{q.question}**")
+    st.markdown(f"**{md(q.question)}**")
     # A fresh key after every attempt gives an empty widget (a file_uploader cannot be cleared from code).
     upload_key = f"upload_{state['index']}_{state.get('upload_try', 0)}"
     upload = st.file_uploader("Recorded answer (video with sound, or audio only)", key=upload_key,
@@ -206,7 +207,8 @@ def live_panel() -> None:
     cols[0].metric("Face", "found" if frame and frame.get("face") else "not found")
     cols[1].metric("Pace", f"{len(words) / spoken * 60:.0f} wpm" if spoken > 5 and words else "—")
     cols[2].metric("Time", f"{spoken:.0f} s")
-    st.markdown("**Live transcript:** " + (" ".join(w["word"].strip() for w in words) or "_listening…_"))
+    spoken_text = " ".join(str(w["word"]).strip() for w in words)
+    st.markdown("**Live transcript:** " + (md(spoken_text) if spoken_text else "_listening…_"))
 
 
 # ---------------------------------------------------------------- 3. device check
@@ -226,7 +228,7 @@ if state["step"] == "device":
 if state["step"] == "interview":
     q = questions[state["index"]]
     st.subheader(f"Question {state['index'] + 1} of {len(questions)}")
-    st.markdown(f"### {q.question}")
+    st.markdown(f"### {md(q.question)}")
     st.caption(f"Suggested length: about {q.seconds} s")
     if not (media.state.playing):
         st.warning("Camera and microphone are not connected: press START above.")

@@ -29,11 +29,11 @@ from pipeline.report import (
     ReportOptions,
     answer_card,
     answer_timeline,
-    escape_md,
     frame_summary,
     session_header,
     session_label,
 )
+from pipeline.safe_text import md
 from pipeline.settings import get_settings
 
 run_inside_app()
@@ -51,24 +51,24 @@ def show_card(card: dict[str, Any]) -> None:
     m = card["metrics"]
     grade = card["grade"]
     cols = st.columns(5)
-    cols[0].metric(f"Grade · {grade['band']}" if grade and grade["band"] else "Grade",
+    cols[0].metric(f"Grade · {md(grade['band'])}" if grade and grade["band"] else "Grade",
                    f"{grade['percent']}%" if grade else "no grade")
     cols[1].metric(f"Pace, wpm · {m['pace_band']}" if m["pace_band"] else "Pace, wpm",
                    f"{m['wpm']:.0f}" if m["wpm"] is not None else "—")
     cols[2].metric("Fillers", m["filler_count"] if m["filler_count"] is not None else "—")
     cols[3].metric("Eye contact", f"{m['eye_contact_ratio']:.0%}" if m["eye_contact_ratio"] is not None else "—")
     if m["dominant_emotion"]:
-        cols[4].metric("Expression", m["dominant_emotion"],
+        cols[4].metric("Expression", md(m["dominant_emotion"]),
                        help=f"mean probability {m['dominant_probability']:.2f}"
                        + (f", model confidence {m['emotion_confidence']:.2f}" if m["emotion_confidence"] else ""))
     else:
         cols[4].metric("Expression", "—")
     for line in card["missing"]:
-        st.info(line, icon=":material/visibility_off:")
+        st.info(md(line), icon=":material/visibility_off:")  # lines quote errors, key points, spans
     for line in card["notes"]:
-        st.caption(line)
+        st.caption(md(line))
     if card["advice"]:
-        st.markdown("**Advice**\n\n" + "\n".join(f"- {escape_md(a)}" for a in card["advice"]))
+        st.markdown("**Advice**\n\n" + "\n".join(f"- {md(a)}" for a in card["advice"]))
     if card["evidence"]:
         st.markdown("**Grade evidence**")
         st.dataframe(
@@ -98,7 +98,7 @@ if share_token:
     try:
         shared_id = resolve_share(db, share_token)
     except PyMongoError as exc:
-        st.error(f"Could not check the share link: {exc}")
+        st.error(f"Could not check the share link: {md(exc)}")
         st.stop()
     if shared_id is None:
         st.error("This share link is unknown or has expired. Ask whoever shared it for a new one.",
@@ -114,7 +114,7 @@ else:
     try:
         recent = list_sessions(db, limit=50, access=session_access_filter(user, db))
     except PyMongoError as exc:
-        st.error(f"Could not read sessions from the database: {exc}")
+        st.error(f"Could not read sessions from the database: {md(exc)}")
         st.stop()
     labels = {r["id"]: session_label(r) for r in recent}
     choices = list(labels)
@@ -131,23 +131,23 @@ else:
 try:
     session = find_session(db, session_id)
     if session is not None and shared_id is None and not can_view_session(user, session, db):
-        st.error(f"You are not allowed to see session {session_id!r}.", icon=":material/lock:")
+        st.error(f"You are not allowed to see session {md(repr(session_id))}.", icon=":material/lock:")
         st.stop()  # nothing of it is read or shown
     answers = list_report_answers(db, session_id) if session is not None else []
 except PyMongoError as exc:
-    st.error(f"Could not read the session from the database: {exc}")
+    st.error(f"Could not read the session from the database: {md(exc)}")
     st.stop()
 if session is None:
-    st.error(f"No session with id {session_id!r}.")
+    st.error(f"No session with id {md(repr(session_id))}.")
     st.stop()
 
 header = session_header(session, answers)
-st.subheader(f"{header['candidate']} · {header['role']}", anchor=False)
-st.caption(" · ".join(x for x in (header["date"], header["status"], ", ".join(header["flags"])) if x))
+st.subheader(f"{md(header['candidate'])} · {md(header['role'])}", anchor=False)
+st.caption(md(" · ".join(x for x in (header["date"], header["status"], ", ".join(map(str, header["flags"]))) if x)))
 if isinstance(session.get("profile"), dict):  # re-scored on the Research page
-    st.caption(f"Scored with profile {escape_md(session['profile'].get('name'))} v{session['profile'].get('version')}")
+    st.caption(f"Scored with profile {md(session['profile'].get('name'))} v{md(session['profile'].get('version'))}")
 cols = st.columns(3)
-cols[0].metric(f"Overall grade · {header['band']}" if header["band"] else "Overall grade", header["grade_text"])
+cols[0].metric(f"Overall grade · {md(header['band'])}" if header["band"] else "Overall grade", header["grade_text"])
 cols[1].metric("Answers graded", f"{header['graded_answers']} of {header['answers']}")
 
 options = ReportOptions.from_settings(get_settings(), session.get("settings"))
@@ -163,7 +163,7 @@ if not answers:
 for answer in answers:
     answer_id = str(answer.get("_id"))
     with st.container(border=True):
-        st.markdown(f"**Q{int(answer.get('index') or 0) + 1}.** {escape_md(answer.get('question', ''))}")
+        st.markdown(f"**Q{int(answer.get('index') or 0) + 1}.** {md(answer.get('question', ''))}")
         try:
             if answer.get("status") in FINAL:
                 version = f"{answer.get('status')}:{answer.get('ended_ms')}"
@@ -171,13 +171,13 @@ for answer in answers:
             else:  # still recording: always fresh
                 frames = list_answer_frames(db, session_id, answer_id)
         except PyMongoError as exc:
-            st.error(f"Could not read this answer's frames: {exc}")
+            st.error(f"Could not read this answer's frames: {md(exc)}")
             frames = []
         st.plotly_chart(answer_timeline(answer, frames, options), width="stretch", key=f"timeline-{answer_id}",
                         config={"displaylogo": False})
         show_card(answer_card(answer, frame_summary(frames), options))
         with st.expander("Transcript"):
-            st.markdown(escape_md(answer.get("transcript")) if answer.get("transcript") else "_No transcript stored._")
+            st.markdown(md(answer.get("transcript")) if answer.get("transcript") else "_No transcript stored._")
 
 
 # --------------------------------------------------------------------------- export, share, delete
@@ -210,7 +210,7 @@ if shared_id is None:
                 token = create_share_link(db, session_id, days, created_by=(user or {}).get("username"))
                 st.session_state["share_link"] = (session_id, f"report?share={token}")
             except (PyMongoError, ValueError) as exc:
-                st.error(f"Could not create the link: {exc}")
+                st.error(f"Could not create the link: {md(exc)}")
         made = st.session_state.get("share_link")
         if made and made[0] == session_id:
             st.caption("Anyone with this link sees this session's report, read-only, until it expires "
@@ -232,7 +232,7 @@ if shared_id is None:
             try:
                 gone = delete_session(db, session_id)
             except PyMongoError as exc:
-                st.error(f"Could not delete the session: {exc}")
+                st.error(f"Could not delete the session: {md(exc)}")
             else:
                 st.cache_data.clear()
                 st.query_params.clear()

@@ -23,6 +23,7 @@ from pipeline.profiles import (
     threshold_specs,
 )
 from pipeline.rescore import effect_figure, mohler_effect, rescore
+from pipeline.safe_text import md
 from pipeline.settings import get_settings, settings_table
 
 run_inside_app()
@@ -76,7 +77,7 @@ if "thr_loaded" not in state:
 try:
     profiles = list_profiles(db)
 except PyMongoError as exc:
-    st.error(f"Could not read profiles: {exc}")
+    st.error(f"Could not read profiles: {md(exc)}")
     st.stop()
 
 tab_tune, tab_cal = st.tabs(["Thresholds and profiles", "Calibration"])
@@ -96,7 +97,7 @@ with tab_tune:
         load_into_form({})
         state.thr_loaded = "current settings"
         st.rerun()
-    st.caption(f"Form values from: {state.thr_loaded}")
+    st.caption(f"Form values from: {md(state.thr_loaded)}")
 
     with st.form("thresholds"):
         for group, title in GROUPS.items():
@@ -136,17 +137,17 @@ with tab_tune:
         try:
             new_settings = settings_with(settings, form_values())
         except ProfileError as exc:
-            st.error(f"Not valid: {exc}")
+            st.error(f"Not valid: {md(exc)}")
             new_settings = None
         if new_settings is not None and save:
             try:
                 version = save_profile(db, name, form_values(), author or None)
-                st.success(f"Saved profile {name.strip()} version {version}.")
+                st.success(f"Saved profile {md(name)} version {version}.")
                 state.thr_loaded = f"{' '.join(name.split())} v{version}"
             except ProfileError as exc:
-                st.error(f"Not saved: {exc}")
+                st.error(f"Not saved: {md(exc)}")
             except PyMongoError as exc:
-                st.error(f"Not saved, database error: {exc}")
+                st.error(f"Not saved, database error: {md(exc)}")
         if new_settings is not None and preview:
             with st.spinner("Re-scoring stored answers…"):
                 state.rescore_preview = (rescore(db, new_settings, limit=int(limit) or None), new_settings)
@@ -177,7 +178,7 @@ with tab_tune:
                 before = mohler_effect(settings, MOHLER, build=build)
                 after = mohler_effect(new_settings, MOHLER, build=False) if before is not None else None
             except (OSError, ValueError) as exc:
-                st.error(f"Mohler evaluation failed: {exc}")
+                st.error(f"Mohler evaluation failed: {md(exc)}")
                 before = after = None
             if before is None or after is None:
                 st.caption("Features for the Mohler data are not cached yet; computing them once takes a minute "
@@ -209,10 +210,10 @@ with tab_tune:
                     with st.spinner("Re-scoring and writing…"):
                         done = rescore(db, settings_with(settings, prof["thresholds"]), write=True,
                                        profile=(prof["name"], prof["version"]))
-                    st.success(f"Applied {target}: {done.rescored} answers in {done.sessions} sessions re-scored "
+                    st.success(f"Applied {md(target)}: {done.rescored} answers in {done.sessions} sessions re-scored "
                                f"({done.band_changes} changed band) in {done.timings['total_s']:.1f} s.")
                 except (PyMongoError, ProfileError) as exc:
-                    st.error(f"Not applied: {exc}")
+                    st.error(f"Not applied: {md(exc)}")
 
 with tab_cal:
     st.write("How each delivery metric is distributed across stored sessions, and its Pearson correlation "

@@ -33,6 +33,7 @@ from pipeline.queries import (
     session_filter_options,
 )
 from pipeline.report import session_label
+from pipeline.safe_text import md
 
 run_inside_app()
 
@@ -63,7 +64,7 @@ access = session_access_filter(user, db)
 try:
     options = filter_options(db.name, repr(access), db, access)
 except PyMongoError as exc:
-    st.error(f"Could not read sessions from the database: {exc}")
+    st.error(f"Could not read sessions from the database: {md(exc)}")
     st.stop()
 
 tab_list, tab_progress, tab_compare = st.tabs(["Sessions", "Progress", "Compare two sessions"])
@@ -97,7 +98,7 @@ with tab_list:
         page = list_session_page(db, filters, sort=sort, descending=descending, page=page_no, page_size=PAGE_SIZE,
                                  access=access)
     except PyMongoError as exc:
-        st.error(f"Could not read sessions from the database: {exc}")
+        st.error(f"Could not read sessions from the database: {md(exc)}")
         st.stop()
     if not page.rows and page_no == 0:
         st.info("No sessions match these filters." if filters != SessionFilters()
@@ -140,13 +141,13 @@ with tab_list:
                     gone = delete_session(db, target)
                     st.cache_data.clear()  # filter options and cached report frames
                     st.session_state.pop("delete_sure", None)
-                    st.session_state["deleted_msg"] = (f"Deleted session {target}: "
+                    st.session_state["deleted_msg"] = (f"Deleted session {md(target)}: "
                                                        + ", ".join(f"{n} {k}" for k, n in gone.items()) + ".")
                     st.rerun()  # the list without it
                 else:
                     st.error("That session is not there any more, or you may not delete it.")
             except PyMongoError as exc:
-                st.error(f"Could not delete the session: {exc}")
+                st.error(f"Could not delete the session: {md(exc)}")
 
 # --------------------------------------------------------------------------- progress
 with tab_progress:
@@ -158,10 +159,10 @@ with tab_progress:
         try:
             progress = candidate_progress(db, who, access)
         except PyMongoError as exc:
-            st.error(f"Could not read the candidate's sessions: {exc}")
+            st.error(f"Could not read the candidate's sessions: {md(exc)}")
             progress = None
         if progress is not None and not progress.sessions:
-            st.info(f"No sessions of {who} to show.")
+            st.info(f"No sessions of {md(who)} to show.")
         elif progress is not None:
             by_type = st.toggle("Per question type", key="progress_by_type")
             rows = progress.by_type if by_type else progress.sessions
@@ -185,7 +186,7 @@ with tab_compare:
         try:
             table = compare_sessions(db, first, second, access)
         except PyMongoError as exc:
-            st.error(f"Could not read the sessions: {exc}")
+            st.error(f"Could not read the sessions: {md(exc)}")
             table = None
         if table is None:
             st.warning("One of these sessions is not there any more.")

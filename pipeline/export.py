@@ -20,6 +20,7 @@ import html
 import io
 import json
 import secrets
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -217,11 +218,33 @@ def sample_rows(data: SessionData) -> Iterable[dict[str, Any]]:
                    **{f"emotion_{k}": v for k, v in emotions.items() if f"emotion_{k}" in CSV_COLUMNS}}
 
 
+_FORMULA_START = frozenset("=+-@")
+
+
+def _formula_like(value: str) -> bool:
+    """Whether a spreadsheet could read ``value`` as a formula (or a DDE command).
+
+    Spreadsheets skip leading spaces and line breaks and some map full-width signs (＝, ＋)
+    to ASCII ones, so the check is made after NFKC normalisation and after dropping leading
+    whitespace, control and format characters (tab, CR, LF, NUL, zero-width space...).
+    """
+    if value[:1] in ("\t", "\r", "\n"):
+        return True
+    text = unicodedata.normalize("NFKC", value[:200])  # the start is all that matters
+    i = 0
+    while i < len(text) and (text[i].isspace() or unicodedata.category(text[i]) in ("Cc", "Cf", "Zs", "Zl", "Zp")):
+        i += 1
+    return text[i : i + 1] in _FORMULA_START
+
+
 def _csv_cell(value: Any) -> Any:
-    # A cell starting with = + - @ is a formula in a spreadsheet: prefix it so it stays text.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return "" if value is None else value
+    if not isinstance(value, str):
+        return "" if value is None else value
+    # csv quotes a field with "\n" (the line terminator) but not one with a lone "\r", which a
+    # spreadsheet reads as a row break: the rest of the cell would start a new row, unchecked.
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
+    # A cell that a spreadsheet would run as a formula gets a leading ' so it stays text.
+    return "'" + value if _formula_like(value) else value
 
 
 def samples_csv(data: SessionData) -> str:

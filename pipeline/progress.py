@@ -23,6 +23,7 @@ from plotly.subplots import make_subplots
 from pymongo.database import Database
 
 from pipeline.queries import and_filters, rescores_of
+from pipeline.safe_text import plain_html
 
 # metric -> (label, axis format)
 METRICS: dict[str, tuple[str, str]] = {
@@ -216,8 +217,8 @@ def progress_figure(rows: Sequence[Mapping[str, Any]], metric: str, *, by: str |
         pts = series[name]
         fig.add_trace(go.Scatter(
             x=[_when(r.get("started_at")) for r in pts], y=[_num(r.get(metric)) for r in pts],
-            mode="lines+markers", name=name, connectgaps=False,
-            customdata=[[r.get("role") or "", r.get("answers") or 0] for r in pts],
+            mode="lines+markers", name=plain_html(name), connectgaps=False,  # Plotly applies tags in labels
+            customdata=[[plain_html(r.get("role") or ""), r.get("answers") or 0] for r in pts],
             hovertemplate=f"%{{x|%Y-%m-%d %H:%M}}<br>{label}: %{{y:{fmt}}}<br>%{{customdata[0]}}, "
                           "%{customdata[1]} answers<extra>%{fullData.name}</extra>",
         ))

@@ -60,8 +60,15 @@ QUESTION_FIELDS = ("id", "question", "reference", "key_points", "type", "seconds
 _ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _SCRIPT = re.compile(r"<(script|style)\b[^<>]{0,300}>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _HTML_TAG = re.compile(r"</?[A-Za-z!][^<>]{0,300}>")
-# [text](url) and ![alt](url), url allowing one level of parentheses: javascript:alert(1)
-_MD_LINK = re.compile(r"!?\[([^\[\]]{0,300})\]\((?:[^()\s]|\([^()\s]{0,100}\)){0,500}\)")
+# Markdown links and images are reduced to their text. Link text may hold one level of brackets.
+_LINK_TEXT = r"((?:[^\[\]]|\[[^\[\]]{0,300}\]){0,300})"
+# [text](url), ![alt](url "title"), [go]( url ): the destination may hold spaces, quotes and
+# one level of parentheses (javascript:alert(1)); the two alternatives never overlap (no backtracking blow-up).
+_MD_LINK = re.compile(r"!?\[" + _LINK_TEXT + r"\]\((?:[^()]|\([^()]{0,200}\)){0,1000}\)")
+# Reference style: [text][ref], [text][] (kept as text) and the definition [ref]: url "title" (dropped:
+# markdown never shows it).
+_MD_REF_LINK = re.compile(r"!?\[" + _LINK_TEXT + r"\][ \t]?\[[^\[\]]{0,300}\]")
+_MD_REF_DEF = re.compile(r"\[([^\[\]]{1,300})\]:[ \t]*\S+(?:[ \t]+(?:\"[^\"\n]{0,300}\"|'[^'\n]{0,300}'|\([^()\n]{0,300}\)))?")
 _WS = re.compile(r"\s+")
 
 
@@ -131,7 +138,11 @@ def clean_text(value: Any, max_chars: int, *, field: str = "text") -> str:
     text = unicodedata.normalize("NFKC", html.unescape(text))
     text = _SCRIPT.sub(" ", text)
     text = _HTML_TAG.sub(" ", text)
-    text = _MD_LINK.sub(r"\1", text)
+    for _ in range(3):  # an image inside a link's text: [![img](a)](b)
+        stripped = _MD_REF_DEF.sub(" ", _MD_REF_LINK.sub(r"\1", _MD_LINK.sub(r"\1", text)))
+        if stripped == text:
+            break
+        text = stripped
     # Control, format and lone-surrogate characters break tokenizers, JSON and the display.
     text = "".join(ch if ch.isprintable() else " " for ch in text)
     return _WS.sub(" ", text).strip()[:max_chars].rstrip()

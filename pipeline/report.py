@@ -27,6 +27,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from pipeline.safe_text import plain_html
 from pipeline.schemas import EMOTIONS
 from pipeline.settings import DEFAULT_FILLERS, Settings
 from pipeline.speech_metrics import find_fillers, find_pauses, pace_band
@@ -587,7 +588,7 @@ def _speech_row(fig: go.Figure, rows: _Rows, answer: Doc, clock: AnswerClock, op
     if words:
         # Every word is kept (events, not a signal); numpy arrays keep 9,000 of them cheap to build.
         wx = np.round(np.array([clock.word_x(w) for w in words]), 3)
-        text = np.array([str(w["word"]) for w in words], dtype=object)
+        text = np.array([plain_html(w["word"]) for w in words], dtype=object)  # Plotly applies tags in text
         labels = len(words) <= opts.word_label_limit
         trace = go.Scattergl if len(words) >= opts.gl_min_points else go.Scatter
         fig.add_trace(trace(
@@ -605,7 +606,8 @@ def _speech_row(fig: go.Figure, rows: _Rows, answer: Doc, clock: AnswerClock, op
         fx = [round(clock.audio_x(f["start"]), 3) for f in fillers]
         fig.add_trace(go.Scatter(
             x=fx, y=[-0.6] * len(fx), mode="markers+text" if len(fx) <= 40 else "markers",
-            text=[str(f.get("phrase") or f.get("text") or f.get("word") or "") for f in fillers], textposition="middle right",
+            text=[plain_html(f.get("phrase") or f.get("text") or f.get("word") or "") for f in fillers],
+            textposition="middle right",
             textfont={"size": 10, "color": "#d62728"}, marker={"symbol": "x", "size": 9, "color": "#d62728"},
             name="fillers", hovertemplate="filler '%{text}' @ %{x:.1f} s<extra></extra>",
         ), row=r, col=1)
@@ -621,7 +623,7 @@ def _speech_row(fig: go.Figure, rows: _Rows, answer: Doc, clock: AnswerClock, op
                 continue
             level = 1.0 + i
             end = row["end_s"] if row["end_s"] is not None else row["start_s"]
-            info = [row["key_point"][:80], (row["span"] or "")[:120], row["start_s"], end,
+            info = [plain_html(row["key_point"][:80]), plain_html((row["span"] or "")[:120]), row["start_s"], end,
                     "–" if row["similarity"] is None else f"{row['similarity']:.2f}"]
             xs += [row["start_s"], end, None]
             ys += [level, level, None]
@@ -639,7 +641,7 @@ def _speech_row(fig: go.Figure, rows: _Rows, answer: Doc, clock: AnswerClock, op
             ), row=r, col=1)
     for i, row in enumerate(kp_rows):
         label = row["key_point"] if len(row["key_point"]) <= 28 else row["key_point"][:27] + "…"
-        ticks.append((1.0 + i, ("✓ " if row["covered"] else "✗ ") + label))
+        ticks.append((1.0 + i, ("✓ " if row["covered"] else "✗ ") + plain_html(label)))
     if ticks:
         ticks.sort()
         fig.update_yaxes(tickvals=[t for t, _ in ticks], ticktext=[s for _, s in ticks],
@@ -906,11 +908,3 @@ def session_header(session: Doc, answers: Sequence[Doc] = ()) -> dict[str, Any]:
         "graded_answers": len(graded),
     }
 
-
-_MD_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$:")
-
-
-def escape_md(text: Any) -> str:
-    """Stored text (questions, transcripts, key points) shown literally in Markdown: no links,
-    images, LaTeX ($) or emoji shortcodes (:x:) can be smuggled in through an answer."""
-    return "".join("\\" + c if c in _MD_SPECIAL else c for c in str(text))

@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pipeline import auth
+from pipeline.safe_text import md
 from pipeline.settings import Settings, get_settings
 from pipeline.storage import ensure_indexes
 from tests.pages_support import APP, open_page, page_database
@@ -326,7 +327,7 @@ def test_first_run_form_creates_the_admin_who_creates_accounts(app_db):
     at.text_input(key="acct_username").input("Coach.One")
     at.text_input(key="acct_password").input("coach-pass-1")
     at.button(key="acct_create").click().run()
-    assert not at.exception and any("Created coach coach.one" in s.value for s in at.success)
+    assert not at.exception and any(f"Created coach {md('coach.one')}" in s.value for s in at.success)
     assert "password" not in at.dataframe[0].value.to_string().lower().replace("reset", "")
     coach = auth.verify_password(app_db, "coach.one", "coach-pass-1", SETTINGS)
     at = _app("pages/accounts.py", auth.start_login(app_db, coach, SETTINGS))

@@ -23,6 +23,7 @@ from pipeline.export import (
     samples_json,
     session_html,
 )
+from pipeline.safe_text import md
 from pipeline.settings import Settings
 from pipeline.storage import ensure_indexes
 from tests.pages_support import open_page, page_database
@@ -158,7 +159,7 @@ def _page(token: str | None = None, **query: str) -> AppTest:
 def test_share_link_opens_the_report_read_only_without_sign_in(report_db):
     token = create_share_link(report_db, "s-1", 1)
     at = _page(share=token)
-    assert any("Grace <b>Hopper</b>" in s.value for s in at.subheader)
+    assert any(md("Grace <b>Hopper</b>") in s.value for s in at.subheader)  # shown as text
     assert len(at.get("plotly_chart")) == 2
     assert not at.selectbox and not [b for b in at.button if b.key in ("report_delete", "share_create")]
     assert not at.get("download_button")  # read-only: no export, share or delete

@@ -7,6 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 from pipeline.profiles import list_profiles
 from pipeline.queries import list_answers
+from pipeline.safe_text import md
 from tests.pages_support import admin_token, open_page, page_database
 from tests.test_rescore import store_session
 
@@ -50,7 +51,7 @@ def test_invalid_value_is_refused_with_the_field_named(page_db):
     at.number_input(key="thr_pace_low_wpm").set_value(200.0)  # above pace_high_wpm (170)
     at.text_input(key="profile_name").input("bad")
     _ok(at.button(key="save").click().run())
-    assert any("pace_low_wpm" in e.value for e in at.error)
+    assert any(md("pace_low_wpm") in e.value for e in at.error)  # shown escaped
     assert list_profiles(page_db) == []
 
 

@@ -20,6 +20,7 @@ from pipeline.queries import (
     session_sort,
     sessions_query,
 )
+from pipeline.safe_text import md
 from pipeline.settings import Settings
 from pipeline.storage import ensure_indexes
 from tests.pages_support import open_page, page_database
@@ -248,7 +249,7 @@ def test_page_delete_needs_confirmation_and_removes_the_session(page_db):
     assert at.button(key="delete_button").disabled  # not without the confirmation
     _ok(at.checkbox(key="delete_sure").check().run())
     _ok(at.button(key="delete_button").click().run())
-    assert any("Deleted session s-future" in s.value for s in at.success)
+    assert any(f"Deleted session {md('s-future')}" in s.value for s in at.success)
     assert page_db.sessions.find_one({"_id": "s-future"}) is None
     assert "Zed Future" not in set(_rows(at)["candidate"])  # the list no longer shows it
     assert page_db.answers.count_documents({"session_id": "s-future"}) == 0
