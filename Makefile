@@ -13,6 +13,7 @@ setup-test:
 	bash scripts/setup.sh test
 
 run: setup
+	$(PY) -m pipeline.preflight
 	$(PY) -m streamlit run app.py --server.port 8501 --server.headless true --server.maxUploadSize "$${MOCKAI_MAX_UPLOAD_MB:-500}"
 
 lint: setup-test

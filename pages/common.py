@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from pipeline.store import Store
 
 log = logging.getLogger(__name__)
 TOKEN_KEY = "auth_token"  # st.session_state key holding this browser session's sign-in token
+CLIENT_KEY = "auth_client"  # st.session_state key: this browser session's random id for the sign-in back-off
 
 
 def run_inside_app() -> None:
@@ -105,6 +107,21 @@ def _signed_in(db: Any, user: dict[str, Any]) -> None:
     st.rerun()
 
 
+def client_key() -> str:
+    """Who is signing in, for the per-client back-off of pipeline.auth.verify_password.
+
+    The address from ``MOCKAI_LOGIN_CLIENT_HEADER`` when a trusted reverse proxy sets it, else
+    ``st.context.ip_address`` (None on loopback, where every local user shares one address),
+    else this browser session: a random id kept in its session state, which lives exactly as
+    long as Streamlit's own session (a reload starts a new one).
+    """
+    header = get_settings().login_client_header
+    header_value = st.context.headers.get(header) if header else None
+    if CLIENT_KEY not in st.session_state:
+        st.session_state[CLIENT_KEY] = secrets.token_hex(16)
+    return auth.client_key(header_value, st.context.ip_address, st.session_state[CLIENT_KEY])
+
+
 def _sign_in_form(db: Any) -> None:
     st.info("Sign in to see this page.", icon=":material/lock:")
     with st.form("sign_in", clear_on_submit=True):
@@ -113,7 +130,7 @@ def _sign_in_form(db: Any) -> None:
         submitted = st.form_submit_button("Sign in", type="primary", key="sign_in_submit")
     if submitted:
         try:
-            user = auth.verify_password(db, username, password, get_settings())
+            user = auth.verify_password(db, username, password, get_settings(), client=client_key())
         except auth.AuthError as exc:
             st.error(md(exc), icon=":material/error:")
             return
@@ -127,6 +144,10 @@ def _first_run_form(db: Any) -> None:
     st.info("First run: no admin account exists yet. Create it now (or start the server with "
             "MOCKAI_ADMIN_PASSWORD set). The admin then creates coach and candidate accounts.",
             icon=":material/admin_panel_settings:")
+    st.warning("Anyone who can open this page can fill in this form and become the administrator, until an "
+               "admin account exists. To avoid that, start the server with MOCKAI_ADMIN_PASSWORD set "
+               f"({auth.MIN_PASSWORD} or more characters): it creates user 'admin' at start and this form "
+               "never appears.", icon=":material/warning:")
     with st.form("first_admin"):
         username = st.text_input("Admin username", value="admin", key="first_admin_username", max_chars=64)
         password = st.text_input("Password", type="password", key="first_admin_password", max_chars=auth.MAX_PASSWORD)

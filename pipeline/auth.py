@@ -10,6 +10,14 @@ itself because TTL pruning is lazy). A leaked ``logins`` collection therefore si
 
 Every value that reaches a query is checked to be a plain ``str`` first (usernames also
 against ``[a-z0-9._-]{3,64}``), so a form field or query parameter can never be an operator.
+
+Wrong passwords slow down the client that sends them, never the account: failures are
+counted in ``login_failures`` per (client, username) and per client (ids are SHA-256 hashes,
+so neither addresses nor usernames are stored; a TTL index forgets them). Once a count
+reaches its threshold that client waits ``base * 2**(n - threshold)`` seconds (capped) before
+its next attempt is even checked, while the same user signing in from another client is not
+slowed at all. Unknown usernames count exactly like known ones, so the back-off says nothing
+about which accounts exist. What a "client" is, is the page's choice (:func:`client_key`).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import math
 import re
 import secrets
 import uuid
@@ -25,30 +34,45 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from pipeline.settings import Settings
+from pipeline.settings import PASSWORD_MAX, PASSWORD_MIN, Settings
 
 log = logging.getLogger(__name__)
 
 ROLES = ("admin", "coach", "candidate")
 USERNAME_RE = re.compile(r"[a-z0-9._-]{3,64}")
-MIN_PASSWORD = 8
-MAX_PASSWORD = 1024  # longer input is refused before hashing (no hashing-cost abuse)
+MIN_PASSWORD = PASSWORD_MIN
+MAX_PASSWORD = PASSWORD_MAX  # longer input is refused before hashing (no hashing-cost abuse)
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_DKLEN = 2**14, 8, 1, 32
 SCRYPT_MAXMEM = 64 * 1024 * 1024  # n=2**14, r=8 needs 16 MiB; OpenSSL's default cap is 32 MiB
 
 # One message for every failed sign-in: it never says whether the username exists.
 SIGN_IN_FAILED = ("Sign-in failed: unknown username or wrong password. "
-                  "After repeated failures the account is locked for a while.")
+                  "After repeated failures, sign-in from this browser is paused for a while.")
+LOGIN_FAILURES = "login_failures"  # failure counts per (client, username) and per client
 USER_FIELDS = {"password": 0}  # never hand the hash to a page
 NOTHING: dict[str, Any] = {"_id": {"$in": []}}  # an access filter that matches no session
 
 
 class AuthError(ValueError):
     """A sign-in or account request was refused; the message is safe to show."""
+
+
+class SignInPausedError(AuthError):
+    """This client failed too often: it must wait ``wait_s`` seconds before its next attempt."""
+
+    def __init__(self, wait_s: float) -> None:
+        self.wait_s = wait_s
+        super().__init__(f"Too many failed sign-ins from this browser: wait {_duration(wait_s)} and try again.")
+
+
+def _duration(seconds: float) -> str:
+    s = max(1, math.ceil(seconds))
+    if s < 120:
+        return f"{s} seconds"
+    return f"{math.ceil(s / 60)} minutes"
 
 
 # --------------------------------------------------------------------------- passwords
@@ -118,7 +142,7 @@ def create_user(db: Database, username: Any, password: Any, role: str, *, coach:
     doc = {
         "_id": uuid.uuid4().hex, "username": name, "role": role, "password": hash_password(password),
         "coach": coach_name, "display_name": (display_name or "").strip()[:200] or name,
-        "created_at": datetime.now(UTC), "failed_logins": 0, "locked_until": None,
+        "created_at": datetime.now(UTC),
     }
     try:
         db.users.insert_one(doc)
@@ -146,57 +170,119 @@ def has_admin(db: Database) -> bool:
 
 
 def ensure_admin(db: Database, settings: Settings) -> bool:
-    """Create user ``admin`` from ``MOCKAI_ADMIN_PASSWORD`` when no admin exists. True if one exists after."""
+    """Create user ``admin`` from ``MOCKAI_ADMIN_PASSWORD`` when no admin exists. True if one exists after.
+
+    An invalid password never gets here: :class:`Settings` refuses it, so the server does not
+    start rather than fall back to the first-run form that anyone could fill in.
+    """
     if has_admin(db):
         return True
     if settings.admin_password is None:
         return False
     try:
         create_user(db, "admin", settings.admin_password.get_secret_value(), "admin", display_name="Administrator")
-    except AuthError as exc:  # too short, or another process made it first: re-check below
+    except AuthError as exc:  # another process made it first (or took the name): re-check below
         log.warning("MOCKAI_ADMIN_PASSWORD did not create the admin account: %s", exc)
     return has_admin(db)
 
 
+# --------------------------------------------------------------------------- sign-in and back-off
+
+
+def client_key(header_value: str | None = None, ip_address: str | None = None,
+               browser_session: str | None = None) -> str:
+    """Who is signing in, as the back-off counts it.
+
+    The address a trusted reverse proxy put in its header (last entry: the one it appended),
+    else the connection's address, else the browser session (loopback connections have no
+    address worth using: every local user shares it, so one of them could slow all the others).
+    """
+    if isinstance(header_value, str) and header_value:  # only text counts (a test runtime hands out mocks)
+        last = header_value.split(",")[-1].strip()
+        if last:
+            return f"addr:{last[:100]}"
+    if isinstance(ip_address, str) and ip_address:
+        return f"addr:{ip_address[:100]}"
+    if isinstance(browser_session, str) and browser_session:
+        return f"browser:{browser_session[:100]}"
+    return "unknown"  # callers that name no client (scripts, tests) share one
+
+
+def _failure_ids(client: str, username: str | None) -> tuple[str, str]:
+    """(pair id, client id) in ``login_failures``: hashes, so no address or username is stored."""
+    def h(*parts: str) -> str:
+        return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()
+
+    return h("pair", client, username or "?"), h("client", client)
+
+
+def sign_in_wait(db: Database, client: str, username: Any, settings: Settings, now: datetime | None = None) -> float:
+    """Seconds ``client`` must still wait before trying ``username`` again (0: it may try now)."""
+    now = now or datetime.now(UTC)
+    try:
+        name: str | None = normalize_username(username)
+    except AuthError:
+        name = None
+    pair_id, client_id = _failure_ids(client, name)
+    thresholds = {pair_id: settings.login_backoff_after, client_id: settings.login_client_backoff_after}
+    wait = 0.0
+    for doc in db[LOGIN_FAILURES].find({"_id": {"$in": [pair_id, client_id]}}):
+        expires, last = _aware(doc.get("expires_at")), _aware(doc.get("last_at"))
+        if expires is None or last is None or expires <= now:  # forgotten (TTL pruning is lazy)
+            continue
+        over = int(doc.get("failures") or 0) - thresholds[doc["_id"]]
+        if over < 0:
+            continue
+        delay = min(settings.login_backoff_max_seconds, settings.login_backoff_base_seconds * 2.0 ** min(over, 60))
+        wait = max(wait, (last + timedelta(seconds=delay) - now).total_seconds())
+    return wait
+
+
 def verify_password(db: Database, username: Any, password: Any, settings: Settings,
-                    now: datetime | None = None) -> dict[str, Any]:
+                    now: datetime | None = None, client: str | None = None) -> dict[str, Any]:
     """The user when ``password`` is right; otherwise AuthError(SIGN_IN_FAILED).
 
-    After ``login_max_failures`` wrong passwords in a row the account is locked for
-    ``login_lockout_minutes`` (even the right password is refused then); success resets the count.
+    A ``client`` (:func:`client_key`) with too many recent failures for this username, or for
+    any usernames, gets :class:`SignInPausedError` before the password is even checked (the right
+    one included) until its back-off ends; other clients are not affected. Success forgets
+    that client's failures for this username (not its overall count: signing in to one's own
+    account must not reset the guessing of another's).
     """
     now = now or datetime.now(UTC)
+    client = client or client_key()
+    wait = sign_in_wait(db, client, username, settings, now)
+    if wait > 0:
+        raise SignInPausedError(wait)
     try:
         name = normalize_username(username)
     except AuthError:
         name = None
     doc = db.users.find_one({"username": name}) if name else None
-    locked = doc is not None and _aware(doc.get("locked_until")) is not None and _aware(doc["locked_until"]) > now
     ok = check_password(password, doc["password"] if doc else _DUMMY_HASH)  # same work whether or not it exists
-    if doc is None or locked or not ok:
-        if doc is not None and not locked:
-            _record_failure(db, doc["_id"], settings, now)
+    if doc is None or not ok:
+        _record_failure(db, client, name, settings, now)
         raise AuthError(SIGN_IN_FAILED)
-    if doc.get("failed_logins") or doc.get("locked_until"):
-        db.users.update_one({"_id": doc["_id"]}, {"$set": {"failed_logins": 0, "locked_until": None}})
+    db[LOGIN_FAILURES].delete_one({"_id": _failure_ids(client, name)[0]})
     return {k: v for k, v in doc.items() if k != "password"}
 
 
-def _record_failure(db: Database, user_id: str, settings: Settings, now: datetime) -> None:
-    after = db.users.find_one_and_update({"_id": user_id}, {"$inc": {"failed_logins": 1}},
-                                         projection={"failed_logins": 1}, return_document=ReturnDocument.AFTER)
-    if after is not None and int(after.get("failed_logins") or 0) >= settings.login_max_failures:
-        until = now + timedelta(minutes=settings.login_lockout_minutes)
-        db.users.update_one({"_id": user_id}, {"$set": {"locked_until": until, "failed_logins": 0}})
+def _record_failure(db: Database, client: str, username: str | None, settings: Settings, now: datetime) -> None:
+    # Kept at least as long as the longest wait, so a back-off never ends by being forgotten.
+    keep = timedelta(seconds=max(settings.login_failure_forget_minutes * 60, settings.login_backoff_max_seconds))
+    ids = _failure_ids(client, username)
+    db[LOGIN_FAILURES].delete_many({"_id": {"$in": list(ids)}, "expires_at": {"$lte": now}})  # start afresh
+    for kind, key in zip(("pair", "client"), ids, strict=True):
+        db[LOGIN_FAILURES].update_one({"_id": key}, {"$inc": {"failures": 1}, "$set": {
+            "kind": kind, "last_at": now, "expires_at": now + keep}}, upsert=True)
 
 
 def set_password(db: Database, username: Any, password: Any) -> None:
-    """Replace a password (admin reset), unlock the account and end its sign-ins."""
+    """Replace a password (admin reset) and end the account's sign-ins."""
     name = normalize_username(username)
     if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise AuthError(f"Password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters.")
-    result = db.users.update_one({"username": name}, {"$set": {"password": hash_password(password),
-                                                                "failed_logins": 0, "locked_until": None}})
+    result = db.users.update_one({"username": name}, {"$set": {"password": hash_password(password)},
+                                                      "$unset": {"failed_logins": "", "locked_until": ""}})
     if result.matched_count == 0:
         raise AuthError(f"No user called {name!r}.")
     db.logins.delete_many({"username": name})  # sign-ins made with the old password end now

@@ -10,14 +10,16 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_FILLERS = ("um", "uh", "erm", "er", "ah", "hmm", "like", "you know", "sort of", "kind of")
+PASSWORD_MIN, PASSWORD_MAX = 8, 1024  # every account password, MOCKAI_ADMIN_PASSWORD included
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MOCKAI_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused value (MOCKAI_ADMIN_PASSWORD) never reaches a message or log.
+    model_config = SettingsConfigDict(env_prefix="MOCKAI_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     # --- storage -------------------------------------------------------------------
     mongodb_uri: str | None = Field(
@@ -129,16 +131,67 @@ class Settings(BaseSettings):
 
     # --- access --------------------------------------------------------------------
     login_hours: float = Field(12.0, gt=0, description="A sign-in stays valid this many hours, then the user signs in again")
-    login_max_failures: int = Field(5, ge=1, description="Wrong passwords in a row that lock an account")
-    login_lockout_minutes: float = Field(15.0, ge=0, description="How long a locked account refuses every sign-in")
-    admin_password: SecretStr | None = Field(
-        None, description="With no admin account yet, creates user 'admin' with this password at start"
+    login_backoff_after: int = Field(
+        3, ge=1, description="Wrong passwords for one username from one client before that client must wait"
     )
+    login_client_backoff_after: int = Field(
+        10, ge=1, description="Wrong passwords from one client, any usernames, before that client must wait"
+    )
+    login_backoff_base_seconds: float = Field(
+        1.0, gt=0, description="A client's first wait once back-off starts; it doubles with every further failure"
+    )
+    login_backoff_max_seconds: float = Field(900.0, gt=0, description="Longest wait a failing client is given")
+    login_failure_forget_minutes: float = Field(
+        60.0, gt=0, description="A client's failed sign-ins are forgotten this long after its last one"
+    )
+    login_client_header: str = Field(
+        "", description="Header a trusted reverse proxy sets to the client address (e.g. X-Forwarded-For); "
+        "empty: the connection address, or the browser session on loopback"
+    )
+    admin_password: SecretStr | None = Field(
+        None, description="With no admin account yet, creates user 'admin' with this password at start (8+ characters)"
+    )
+    resume_token_hours: float = Field(
+        12.0, gt=0, description="A resume link (?resume=... in the Interview page's URL) is valid this many hours"
+    )
+    resume_secret: SecretStr | None = Field(
+        None, description="Key that signs resume links (same on every app server); unset: a random one in "
+        "data_dir/secrets, owner-only"
+    )
+
+    @field_validator("admin_password")
+    @classmethod
+    def _admin_password_valid(cls, value: SecretStr | None) -> SecretStr | None:
+        # Set but unusable must stop the server: ignoring it would leave the first-run form open to anyone.
+        if value is not None and not PASSWORD_MIN <= len(value.get_secret_value()) <= PASSWORD_MAX:
+            raise ValueError(f"it is set but must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long; "
+                             "fix it or unset it, then start the server again")
+        return value
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_problem() -> str | None:
+    """Why the settings from the environment are refused, in plain words (None: they are fine)."""
+    try:
+        get_settings()
+    except ValidationError as exc:
+        return settings_error_text(exc)
+    return None
+
+
+def settings_error_text(exc: ValidationError) -> str:
+    """One line per refused setting, named as its environment variable, without its value."""
+    lines = []
+    for err in exc.errors():
+        name = str(err["loc"][0]) if err.get("loc") else "settings"
+        env = "MONGODB_URI" if name == "mongodb_uri" else f"MOCKAI_{name.upper()}"
+        msg = str(err.get("msg", "not valid")).removeprefix("Value error, ")
+        lines.append(f"{env}: {msg}")
+    return "The server refuses to start: " + "; ".join(lines) + "."
 
 
 def settings_table(settings: Settings) -> list[dict[str, str]]:

@@ -72,6 +72,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("expires_at", ASCENDING)], name="expires", expireAfterSeconds=0),
         IndexModel([("session_id", ASCENDING)], name="by_session"),
     ],
+    # Failed sign-ins per (client, username) and per client (pipeline.auth back-off), by hash
+    # as _id; the server forgets them after expires_at (verify_password also checks the time).
+    "login_failures": [IndexModel([("expires_at", ASCENDING)], name="expires", expireAfterSeconds=0)],
     # Sign-in tokens (by their SHA-256 as _id); expired ones are removed by the server.
     "logins": [
         IndexModel([("expires_at", ASCENDING)], name="expires", expireAfterSeconds=0),

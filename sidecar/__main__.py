@@ -8,8 +8,10 @@ import logging
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from pipeline.media import MediaError
-from pipeline.settings import Settings
+from pipeline.settings import Settings, settings_error_text
 from sidecar.analyze import AnalyzeRequest, analyze
 
 
@@ -36,7 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         hotwords=tuple(args.hotwords),
     )
     try:
-        report = analyze(request, Settings(), store=args.store)
+        settings = Settings()
+    except ValidationError as exc:  # e.g. MOCKAI_ADMIN_PASSWORD set but too short: say so, run nothing
+        print(f"error: {settings_error_text(exc)}", file=sys.stderr)
+        return 2
+    try:
+        report = analyze(request, settings, store=args.store)
     except MediaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
