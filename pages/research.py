@@ -12,6 +12,7 @@ import streamlit as st
 from pymongo.errors import PyMongoError
 
 from pages.common import get_store, require_user, run_inside_app
+from pipeline import auth
 from pipeline.calibration import calibration_figure, calibration_view
 from pipeline.profiles import (
     ProfileError,
@@ -41,7 +42,10 @@ if db is None:
     st.warning("Profiles and re-scoring need the database, which is unreachable. Current settings:")
     st.dataframe(settings_table(settings), hide_index=True, width="stretch")
     st.stop()
-require_user(("admin", "coach"))
+user = require_user(("admin", "coach"))
+# Preview, apply and calibration all see only what this user may: a coach re-scores only the
+# sessions of their own candidates and those assigned to them (pipeline.auth).
+access = auth.session_access_filter(user, db)
 
 state = st.session_state
 
@@ -76,10 +80,15 @@ if "thr_loaded" not in state:
 
 try:
     profiles = list_profiles(db)
+    reachable = db.sessions.count_documents(access if access is not None else {})
 except PyMongoError as exc:
     st.error(f"Could not read profiles: {md(exc)}")
     st.stop()
 
+scope = ("every stored session (admin)" if access is None
+         else "the sessions of your candidates and those assigned to you")
+st.info(f"You may preview, re-score and calibrate **{reachable}** stored session{'s' if reachable != 1 else ''}: "
+        f"{scope}.", icon=":material/group:")
 tab_tune, tab_cal = st.tabs(["Thresholds and profiles", "Calibration"])
 
 with tab_tune:
@@ -150,7 +159,8 @@ with tab_tune:
                 st.error(f"Not saved, database error: {md(exc)}")
         if new_settings is not None and preview:
             with st.spinner("Re-scoring stored answers…"):
-                state.rescore_preview = (rescore(db, new_settings, limit=int(limit) or None), new_settings)
+                state.rescore_preview = (rescore(db, new_settings, session_filter=access, limit=int(limit) or None),
+                                         new_settings)
 
     if "rescore_preview" in state:
         result, new_settings = state.rescore_preview
@@ -200,7 +210,8 @@ with tab_tune:
     else:
         cols = st.columns([3, 2])
         target = cols[0].selectbox("Profile to apply", list(labels), key="apply_pick")
-        confirm = cols[1].checkbox("Overwrite the stored grades of every session", key="apply_confirm")
+        confirm = cols[1].checkbox(f"Overwrite the stored grades of the {reachable} session"
+                                   f"{'s' if reachable != 1 else ''} you may change", key="apply_confirm")
         if st.button("Apply profile to stored sessions", key="apply", disabled=not confirm, type="primary"):
             prof = load_profile(db, *labels[target])
             if prof is None:
@@ -208,8 +219,8 @@ with tab_tune:
             else:
                 try:
                     with st.spinner("Re-scoring and writing…"):
-                        done = rescore(db, settings_with(settings, prof["thresholds"]), write=True,
-                                       profile=(prof["name"], prof["version"]))
+                        done = rescore(db, settings_with(settings, prof["thresholds"]), session_filter=access,
+                                       write=True, profile=(prof["name"], prof["version"]))
                     st.success(f"Applied {md(target)}: {done.rescored} answers in {done.sessions} sessions re-scored "
                                f"({done.band_changes} changed band) in {done.timings['total_s']:.1f} s.")
                 except (PyMongoError, ProfileError) as exc:
@@ -222,7 +233,7 @@ with tab_cal:
     level = cols[0].radio("Per", ["session", "answer"], horizontal=True, key="cal_level")
     if cols[1].button("Compute", key="cal_compute", width="stretch"):
         with st.spinner("Aggregating…"):
-            state.calibration = calibration_view(db, level)
+            state.calibration = calibration_view(db, level, session_filter=access)
     view = state.get("calibration")
     if view is not None:
         if not view.rows:

@@ -115,9 +115,15 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
     return r if math.isfinite(r) else None
 
 
-def calibration_view(db: Database, level: str = "session", session_ids: list[str] | None = None) -> CalibrationView:
+def calibration_view(db: Database, level: str = "session", session_ids: list[str] | None = None,
+                     session_filter: Mapping[str, Any] | None = None) -> CalibrationView:
+    """The view over ``session_ids`` (default: all), narrowed to the sessions matching
+    ``session_filter`` when one is given (a user's access filter: a coach sees their own only)."""
     if level not in ("session", "answer"):
         raise ValueError("level must be 'session' or 'answer'")
+    if session_filter is not None:
+        allowed = [str(d["_id"]) for d in db.sessions.find(dict(session_filter), {"_id": 1}).batch_size(10_000)]
+        session_ids = allowed if session_ids is None else [s for s in map(str, session_ids) if s in set(allowed)]
     rows = list(db.answers.aggregate(pipeline(session_ids), allowDiskUse=True, batchSize=10_000))
     rescored = rescores_of(db, session_ids) if session_ids is not None else {
         str(d["_id"]): d for d in db[ANSWER_SCORES].find({}).batch_size(10_000)}
