@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import streamlit as st
+from pymongo.errors import PyMongoError
 
 from pages.common import current_user, get_sidecar, get_store, run_inside_app
 from pipeline import interview as iv
@@ -38,6 +40,58 @@ def go(step: str) -> None:
     st.rerun()
 
 
+RESUME_UNAVAILABLE = ("Resume unavailable right now: the database cannot be reached, so an unfinished session "
+                      "cannot be looked up. You can still start a new session: it is recorded and stored once the "
+                      "database is back.")
+
+
+def resume_offer(candidate_user: str | None) -> None:
+    """Offer to resume an unfinished session, never found by name: only the one this browser's
+    resume token names (``?resume=`` in the URL, set when the session started, so a reload of
+    that tab finds it), or the signed-in candidate's own latest one."""
+    token = st.query_params.get(iv.RESUME_PARAM)
+    session_id = None
+    if token:
+        try:
+            session_id = iv.resume_token_session(token, settings)
+        except iv.ResumeTokenError as exc:
+            st.error(str(exc), icon=":material/link_off:")
+    db = store.db
+    if db is None:  # said even with no token: a signed-in candidate cannot be recognised either
+        st.info(RESUME_UNAVAILABLE, icon=":material/cloud_off:")
+        return
+    if session_id is None and candidate_user is None:
+        return  # nothing this browser holds could resume anything
+    try:
+        unfinished = iv.unfinished_session(db, session_id=session_id, candidate_user=candidate_user)
+        if unfinished is None:
+            if session_id is not None:
+                st.caption("The session of this resume link is finished or no longer exists.")
+            return
+        index, done = iv.resume_point(db, unfinished)
+    except PyMongoError as exc:
+        logging.getLogger(__name__).warning("resume lookup failed: %s", exc)
+        st.info(RESUME_UNAVAILABLE, icon=":material/cloud_off:")
+        return
+    total = len(unfinished["questions"])
+    st.info(f"You have an unfinished session from {unfinished['started_at']:%Y-%m-%d %H:%M} "
+            f"({len(done)} of {total} answers complete). What was captured is kept; an interrupted "
+            "answer is marked incomplete and you can answer that question again.")
+    if st.button("Resume that session", key="resume"):
+        state.update(session_id=unfinished["_id"], questions=unfinished["questions"], index=min(index, total - 1),
+                     results=done, candidate=unfinished["candidate"])
+        remember_session(unfinished["_id"])
+        go(("device" if unfinished.get("source") != "upload" else "upload") if index < total else "summary")
+
+
+def remember_session(session_id: str) -> None:
+    """Put this session's resume token in the URL: a reload of this tab can resume it, another browser cannot."""
+    try:
+        st.query_params[iv.RESUME_PARAM] = iv.resume_token(session_id, settings)
+    except (OSError, ValueError) as exc:  # no key file (read-only disk): recording goes on without resume
+        logging.getLogger(__name__).warning("no resume token for session %s: %s", session_id, exc)
+
+
 # ---------------------------------------------------------------- 1. consent
 if state["step"] == "consent":
     st.markdown(iv.CONSENT_TEXT)
@@ -54,6 +108,8 @@ if state["step"] == "setup":
     user = current_user()  # optional: anonymous practice works; a signed-in candidate's sessions are theirs
     if user is not None and user.get("role") == "candidate":
         st.session_state.setdefault("candidate_name", user.get("display_name") or user["username"])
+    owner = user["username"] if user is not None and user.get("role") == "candidate" else None
+    resume_offer(owner)
     name = st.text_input("Your name", key="candidate_name", max_chars=200)
     choice = st.radio("Questions", ["A question set", "My own question"], horizontal=True, key="set_kind")
     questions, role, set_id = [], "custom", None
@@ -73,18 +129,6 @@ if state["step"] == "setup":
                 questions = [custom_question(q, ref, kps.splitlines())]
             except ValueError as exc:
                 st.error(str(exc))
-    owner = user["username"] if user is not None and user.get("role") == "candidate" else None
-    unfinished = iv.unfinished_session(store.db, name, owner) if store.db is not None and name.strip() else None
-    if unfinished is not None:
-        index, done = iv.resume_point(store.db, unfinished)
-        total = len(unfinished["questions"])
-        st.info(f"You have an unfinished session from {unfinished['started_at']:%Y-%m-%d %H:%M} "
-                f"({len(done)} of {total} answers complete). What was captured is kept; an interrupted "
-                "answer is marked incomplete and you can answer that question again.")
-        if st.button("Resume that session", key="resume"):
-            state.update(session_id=unfinished["_id"], questions=unfinished["questions"], index=min(index, total - 1),
-                         results=done, candidate=unfinished["candidate"])
-            go("device" if index < total else "summary")
     mode = st.radio("How will you answer?", ["Live, on camera", "Upload a recording"], horizontal=True, key="mode")
     ready = bool(name.strip() and questions)
     if st.button("Next", type="primary", disabled=not ready, key="setup_next"):
@@ -93,9 +137,10 @@ if state["step"] == "setup":
         session["questions"] = [q.to_dict() for q in questions]  # lets a reloaded page resume
         if user is not None and user.get("role") == "candidate":
             session["candidate_user"], session["coach"] = user["username"], user.get("coach")
-        store.writer.insert("sessions", session)
+        store.writer.insert("sessions", session)  # journalled first: works with the database down
         state.update(session_id=session["_id"], questions=[q.to_dict() for q in questions], index=0, results=[],
                      candidate=session["candidate"])
+        remember_session(session["_id"])
         go("device" if mode.startswith("Live") else "upload")
     st.stop()
 
@@ -298,4 +343,5 @@ if state["step"] == "summary":
                  query_params={"session": state["session_id"]})
     if st.button("Start a new interview", key="restart"):
         st.session_state.pop("interview", None)
+        st.query_params.pop(iv.RESUME_PARAM, None)
         st.rerun()

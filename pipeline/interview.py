@@ -6,10 +6,18 @@ candidate is told at the end, is decided here.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from pipeline.queries import with_rescores
@@ -109,18 +117,105 @@ def device_advice(stats: dict[str, Any], live_frame: dict[str, Any] | None, audi
     return out
 
 
-def unfinished_session(db: Any, candidate: str, candidate_user: str | None = None) -> dict[str, Any] | None:
-    """The candidate's latest live session that was never finished (reload, closed tab, lost connection).
+# --------------------------------------------------------------------------- resuming
 
-    A signed-in candidate resumes only their own sessions; an anonymous one only anonymous sessions
-    (``candidate_user`` None also matches a missing field), so typing someone's name reveals nothing.
+RESUME_PARAM = "resume"  # the Interview page's query parameter holding a resume token
+RESUME_VERSION = "r1"
+SESSION_ID_RE = re.compile(r"[0-9a-f]{32}")  # new_session_doc's ids
+RESUME_INVALID = ("This resume link is not valid (it is incomplete or was altered), so nothing was resumed. "
+                  "You can start a new session below.")
+RESUME_EXPIRED = "This resume link has expired, so nothing was resumed. You can start a new session below."
+
+
+class ResumeTokenError(ValueError):
+    """A resume token was refused; the message is safe to show."""
+
+
+def resume_secret(settings: Settings) -> bytes:
+    """The key that signs resume tokens: ``resume_secret`` when set (several servers share it),
+    else a random one generated once and kept owner-only in ``data_dir/secrets/resume.key``."""
+    if settings.resume_secret is not None:
+        return hashlib.sha256(settings.resume_secret.get_secret_value().encode("utf-8")).digest()
+    return _file_secret(Path(settings.data_dir).resolve() / "secrets" / "resume.key")
+
+
+@lru_cache(maxsize=8)
+def _file_secret(path: Path) -> bytes:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)  # mkdir's mode does not apply to a folder that already existed
+    if not path.exists():
+        # Written whole under a private name, then linked into place: a concurrent process either
+        # wins the link or reads the winner's key, and nobody ever reads a half-written file.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_hex(32).encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
+    key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+    if len(key) < 32:
+        raise ValueError(f"resume key file {path} is damaged: delete it to make a new one")
+    return key
+
+
+def _resume_signature(body: str, settings: Settings) -> str:
+    digest = hmac.new(resume_secret(settings), body.encode("ascii"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+def resume_token(session_id: str, settings: Settings, now: datetime | None = None) -> str:
+    """A signed token that lets the browser holding it resume ``session_id`` for ``resume_token_hours``."""
+    sid = str(session_id)
+    if not SESSION_ID_RE.fullmatch(sid):
+        raise ValueError("not a session id")
+    expires = int((now or datetime.now(UTC)).timestamp() + settings.resume_token_hours * 3600)
+    body = f"{RESUME_VERSION}.{sid}.{expires}"
+    return f"{body}.{_resume_signature(body, settings)}"
+
+
+def resume_token_session(token: Any, settings: Settings, now: datetime | None = None) -> str:
+    """The session id a valid, unexpired ``token`` names; ResumeTokenError otherwise."""
+    if not isinstance(token, str) or len(token) > 200:
+        raise ResumeTokenError(RESUME_INVALID)
+    parts = token.split(".")
+    if (len(parts) != 4 or parts[0] != RESUME_VERSION or not SESSION_ID_RE.fullmatch(parts[1])
+            or not parts[2].isascii() or not parts[2].isdigit() or not parts[3].isascii()):
+        raise ResumeTokenError(RESUME_INVALID)
+    body = ".".join(parts[:3])
+    if not hmac.compare_digest(_resume_signature(body, settings), parts[3]):
+        raise ResumeTokenError(RESUME_INVALID)
+    if int(parts[2]) <= (now or datetime.now(UTC)).timestamp():
+        raise ResumeTokenError(RESUME_EXPIRED)
+    return parts[1]
+
+
+def unfinished_session(db: Any, *, session_id: str | None = None,
+                       candidate_user: str | None = None) -> dict[str, Any] | None:
+    """A session that was started but never finished (reload, closed tab, lost connection).
+
+    Never found by name: either the session a verified resume token names (``session_id``,
+    from :func:`resume_token_session`), or the signed-in candidate's own latest one. A session
+    that belongs to a candidate account resumes only for that account, token or not.
     """
-    name = str(candidate).strip()[:200]
-    if not name:
-        return None
-    owner = str(candidate_user) if candidate_user else None
-    return db.sessions.find_one({"candidate": name, "candidate_user": owner, "status": "recording",
-                                 "source": "live", "questions": {"$exists": True}}, sort=[("started_at", -1)])
+    unfinished = {"status": "recording", "questions": {"$exists": True}}
+    if session_id is not None:
+        doc = db.sessions.find_one({**unfinished, "_id": str(session_id)})
+        owner = doc.get("candidate_user") if doc else None
+        if doc is None or (owner and owner != candidate_user):
+            return None
+        return doc
+    if candidate_user:
+        return db.sessions.find_one({**unfinished, "candidate_user": str(candidate_user)}, sort=[("started_at", -1)])
+    return None
 
 
 def resume_point(db: Any, session: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
