@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     flush_max_docs: int = Field(2000, ge=1, description="A collection buffer this large flushes at once")
     journal_max_bytes: int = Field(512 * 1024 * 1024, ge=1024, description="Bound on the on-disk write journal")
     retry_max_seconds: float = Field(30.0, gt=0, description="Longest back-off between write retries")
+    db_status_cache_seconds: float = Field(
+        2.0, ge=0, description="A database ping result is reused this long before the next real ping"
+    )
+    db_ping_timeout_seconds: float = Field(1.0, gt=0, description="A database ping waits at most this long")
 
     # --- capture -------------------------------------------------------------------
     frame_sample_every: int = Field(4, ge=1, le=60, description="Keep every Nth video frame (4 = 7.5 fps from 30)")

@@ -43,6 +43,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from pipeline.schemas import validate, validate_fields
 from pipeline.settings import Settings
+from pipeline.storage import DIR_MODE, FILE_MODE, secure_tree
 
 log = logging.getLogger(__name__)
 
@@ -220,11 +221,12 @@ class BatchedWriter:
     # ------------------------------------------------------------------ journal
     def _claim_dir(self) -> tuple[Path, int]:
         root = self.options.journal_dir
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        secure_tree(root)  # owner-only, also what an older version left group/world-readable
         for i in range(1000):
             d = root / (self.options.name if i == 0 else f"{self.options.name}-{i}")
-            d.mkdir(exist_ok=True)
-            fd = os.open(d / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+            d.mkdir(mode=DIR_MODE, exist_ok=True)
+            fd = os.open(d / ".lock", os.O_CREAT | os.O_RDWR, FILE_MODE)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return d, fd
@@ -237,7 +239,7 @@ class BatchedWriter:
         for d in sorted(self.options.journal_dir.iterdir()):
             if d == self._dir or not d.is_dir():
                 continue
-            fd = os.open(d / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+            fd = os.open(d / ".lock", os.O_CREAT | os.O_RDWR, FILE_MODE)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -279,8 +281,9 @@ class BatchedWriter:
                 self._write_record_locked(line)
             except OSError as exc:
                 refused = JournalWriteError.from_os_error(exc)
+                if self._status.last_write_error is None:  # once per episode, not once per retried write
+                    log.error("journal write refused: %s", exc)
                 self._refused_locked(refused)
-                log.error("journal write refused: %s", exc)
                 raise refused from exc
             self._status.journal_full = False
             self._status.last_write_error = None
@@ -300,7 +303,7 @@ class BatchedWriter:
         """The whole line or nothing: on any error the segment is cut back to where it was."""
         if self._fd is None:
             path = self._dir / f"seg-{self._seq:012d}.jsonl"
-            self._fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
+            self._fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, FILE_MODE)
         start = self._current_bytes  # this writer's segments are new files: its length so far
         try:
             # One write() per record: a killed process leaves whole lines (the OS keeps them);
@@ -419,7 +422,7 @@ class BatchedWriter:
     def _reject(self, collection: str, errors: list[dict[str, Any]]) -> None:
         # The server refused these for good (not a connectivity problem): keep them on disk.
         path = self.options.journal_dir / "rejected.jsonl"
-        with open(path, "a") as fh:
+        with open(path, "a", opener=_owner_only) as fh:
             for e in errors:
                 fh.write(json_util.dumps({"c": collection, "error": e}, json_options=_JSON) + "\n")
         log.error("%d %s writes rejected by the database, kept in %s", len(errors), collection, path)
@@ -445,6 +448,10 @@ class BatchedWriter:
             log.error("could not write %s (%s): kept the whole segment as %s", path, exc, aside)
         for n, _, reason in bad:
             log.warning("journal line %d of %s set aside into %s: %s", n, seg.name, path.name, reason)
+
+
+def _owner_only(path: str, flags: int) -> int:
+    return os.open(path, flags, FILE_MODE)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -37,7 +37,9 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield uri
         return
     server = EmbeddedServer(tmp_path_factory.mktemp("secantus") / "db").start()
-    _server_note.append(f"storage tests ran against {_build_info(server.uri)} started by the tests at {server.uri}")
+    # server.uri carries the generated credentials (the embedded server runs with --auth): never print it.
+    _server_note.append(f"storage tests ran against {_build_info(server.uri)} started by the tests at "
+                        f"{server.safe_uri} (SCRAM auth on)")
     yield server.uri
     server.stop()
 

@@ -75,7 +75,8 @@ def test_journal_is_bounded(db, tmp_path):
 
 def test_database_down_at_start_then_up(tmp_path):
     port = free_port()
-    uri = f"mongodb://127.0.0.1:{port}/"
+    server = EmbeddedServer(tmp_path / "db", port=port)
+    uri = server.uri  # the credentials exist before the server does
     client: pymongo.MongoClient = pymongo.MongoClient(uri, serverSelectionTimeoutMS=300)
     w = BatchedWriter(lambda: client.t, WriterOptions(journal_dir=tmp_path / "j", flush_seconds=0.2, retry_max_seconds=0.5))
     for i in range(500):
@@ -85,7 +86,7 @@ def test_database_down_at_start_then_up(tmp_path):
         time.sleep(0.1)  # the first flush attempt has to time out first
     st = w.status()
     assert st.connected is False and st.last_error and st.pending_ops == 500
-    server = EmbeddedServer(tmp_path / "db", port=port).start()
+    server.start()
     try:
         assert w.flush(30)
         assert client.t.frames.count_documents({}) == 500
