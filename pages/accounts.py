@@ -3,7 +3,7 @@
 import streamlit as st
 from pymongo.errors import PyMongoError
 
-from pages.common import get_store, require_user, run_inside_app
+from pages.common import error_text, get_store, require_user, run_inside_app
 from pipeline import auth
 from pipeline.safe_text import md
 
@@ -20,7 +20,7 @@ if db is None:
 try:
     users = auth.list_users(db)
 except PyMongoError as exc:
-    st.error(f"Could not read accounts from the database: {md(exc)}")
+    st.error(f"Could not read accounts: {error_text(exc)}")
     st.stop()
 coaches = [u["username"] for u in users if u.get("role") in ("coach", "admin")]
 
@@ -37,7 +37,7 @@ if created:
     try:
         user = auth.create_user(db, username, password, role, coach=coach or None, display_name=display_name or None)
     except (auth.AuthError, PyMongoError) as exc:
-        st.error(md(exc))
+        st.error(error_text(exc))
     else:
         st.success(f"Created {md(user['role'])} {md(user['username'])}.")
         users = auth.list_users(db)
@@ -51,7 +51,7 @@ if reset and who:
     try:
         auth.set_password(db, who, new_password)
     except (auth.AuthError, PyMongoError) as exc:
-        st.error(md(exc))
+        st.error(error_text(exc))
     else:
         st.success(f"Password of {md(who)} replaced; the account is unlocked.")
 

@@ -14,7 +14,7 @@ from pipeline import auth
 from pipeline.questions import sync_to_db
 from pipeline.safe_text import md
 from pipeline.settings import get_settings
-from pipeline.store import Store
+from pipeline.store import Store, db_error_message
 
 log = logging.getLogger(__name__)
 TOKEN_KEY = "auth_token"  # st.session_state key holding this browser session's sign-in token
@@ -92,7 +92,7 @@ def require_user(roles: Sequence[str] = auth.ROLES) -> dict[str, Any]:
     try:
         has_admin = auth.ensure_admin(db, store.settings)
     except PyMongoError as exc:
-        st.error(f"Could not read accounts from the database: {exc}")
+        st.error(f"Could not read accounts: {error_text(exc)}")
         st.stop()
     if has_admin:
         _sign_in_form(db)
@@ -135,7 +135,7 @@ def _sign_in_form(db: Any) -> None:
             st.error(md(exc), icon=":material/error:")
             return
         except PyMongoError as exc:
-            st.error(f"Could not sign in: the database failed ({exc}).")
+            st.error(f"Could not sign in: {error_text(exc)}")
             return
         _signed_in(db, user)
 
@@ -162,7 +162,7 @@ def _first_run_form(db: Any) -> None:
         try:
             user = auth.create_user(db, username, password, "admin", display_name="Administrator")
         except (auth.AuthError, PyMongoError) as exc:
-            st.error(str(exc))
+            st.error(error_text(exc))
             return
         _signed_in(db, user)
 
@@ -184,19 +184,36 @@ def show_account() -> None:
         st.rerun()
 
 
+def error_text(exc: BaseException) -> str:
+    """What a user may read about ``exc``: a database failure in plain words (the details,
+    hosts and ports included, go to the server log only), anything else escaped."""
+    if isinstance(exc, PyMongoError):
+        log.warning("database error (shown to the user as a plain message): %s", exc)
+        return db_error_message(exc)
+    return md(exc)
+
+
 def show_storage_status(store: Store) -> None:
-    if store.db is None:
+    """Sidebar: the database as a real ping sees it (cached a moment), and the journal's state."""
+    db = store.db  # an access: a dead embedded server is started again here
+    status = store.writer.status()
+    if db is None:
         st.error(
-            f"Database unreachable — {store.error}. Recording continues into the local journal "
-            f"({store.writer.status().pending_ops} writes waiting) and is replayed when it is back.",
+            f"Database unreachable right now. Recording continues into the local journal "
+            f"({status.pending_ops} writes waiting) and is saved once it is back.",
             icon=":material/cloud_off:",
         )
+    elif status.last_error:  # driver text stays in the log: it names hosts and ports
+        st.warning(f"Database writes are being retried ({status.pending_ops} waiting); nothing is lost meanwhile.",
+                   icon=":material/sync_problem:")
     else:
-        status = store.writer.status()
-        if status.last_error:
-            st.warning(f"Database writes are being retried: {status.last_error}", icon=":material/sync_problem:")
-        else:
-            st.caption(f":material/database: Database connected · {status.pending_ops} writes pending")
+        st.caption(f":material/database: Database connected · {status.pending_ops} writes pending")
+    if status.journal_full:
+        st.error("The local journal is full: new recordings cannot be kept until the database takes the "
+                 "waiting writes.", icon=":material/hard_drive:")
+    if status.quarantined_lines:
+        st.warning(f"{status.quarantined_lines} unreadable journal lines were set aside (details in the server log).",
+                   icon=":material/report:")
 
 
 @st.cache_resource(show_spinner=False)

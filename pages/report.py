@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 from pymongo.errors import PyMongoError
 
-from pages.common import get_store, require_user, run_inside_app
+from pages.common import error_text, get_store, require_user, run_inside_app
 from pipeline.auth import can_view_session, session_access_filter
 from pipeline.export import (
     SHARE_MAX_DAYS,
@@ -98,7 +98,7 @@ if share_token:
     try:
         shared_id = resolve_share(db, share_token)
     except PyMongoError as exc:
-        st.error(f"Could not check the share link: {md(exc)}")
+        st.error(f"Could not check the share link: {error_text(exc)}")
         st.stop()
     if shared_id is None:
         st.error("This share link is unknown or has expired. Ask whoever shared it for a new one.",
@@ -114,7 +114,7 @@ else:
     try:
         recent = list_sessions(db, limit=50, access=session_access_filter(user, db))
     except PyMongoError as exc:
-        st.error(f"Could not read sessions from the database: {md(exc)}")
+        st.error(f"Could not read sessions from the database: {error_text(exc)}")
         st.stop()
     labels = {r["id"]: session_label(r) for r in recent}
     choices = list(labels)
@@ -135,7 +135,7 @@ try:
         st.stop()  # nothing of it is read or shown
     answers = list_report_answers(db, session_id) if session is not None else []
 except PyMongoError as exc:
-    st.error(f"Could not read the session from the database: {md(exc)}")
+    st.error(f"Could not read the session from the database: {error_text(exc)}")
     st.stop()
 if session is None:
     st.error(f"No session with id {md(repr(session_id))}.")
@@ -171,7 +171,7 @@ for answer in answers:
             else:  # still recording: always fresh
                 frames = list_answer_frames(db, session_id, answer_id)
         except PyMongoError as exc:
-            st.error(f"Could not read this answer's frames: {md(exc)}")
+            st.error(f"Could not read this answer's frames: {error_text(exc)}")
             frames = []
         st.plotly_chart(answer_timeline(answer, frames, options), width="stretch", key=f"timeline-{answer_id}",
                         config={"displaylogo": False})
@@ -210,7 +210,7 @@ if shared_id is None:
                 token = create_share_link(db, session_id, days, created_by=(user or {}).get("username"))
                 st.session_state["share_link"] = (session_id, f"report?share={token}")
             except (PyMongoError, ValueError) as exc:
-                st.error(f"Could not create the link: {md(exc)}")
+                st.error(f"Could not create the link: {error_text(exc)}")
         made = st.session_state.get("share_link")
         if made and made[0] == session_id:
             st.caption("Anyone with this link sees this session's report, read-only, until it expires "
@@ -232,7 +232,7 @@ if shared_id is None:
             try:
                 gone = delete_session(db, session_id)
             except PyMongoError as exc:
-                st.error(f"Could not delete the session: {md(exc)}")
+                st.error(f"Could not delete the session: {error_text(exc)}")
             else:
                 st.cache_data.clear()
                 st.query_params.clear()

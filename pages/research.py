@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 from pymongo.errors import PyMongoError
 
-from pages.common import get_store, require_user, run_inside_app
+from pages.common import error_text, get_store, require_user, run_inside_app
 from pipeline import auth
 from pipeline.calibration import calibration_figure, calibration_view
 from pipeline.profiles import (
@@ -82,7 +82,7 @@ try:
     profiles = list_profiles(db)
     reachable = db.sessions.count_documents(access if access is not None else {})
 except PyMongoError as exc:
-    st.error(f"Could not read profiles: {md(exc)}")
+    st.error(f"Could not read profiles: {error_text(exc)}")
     st.stop()
 
 scope = ("every stored session (admin)" if access is None
@@ -156,7 +156,7 @@ with tab_tune:
             except ProfileError as exc:
                 st.error(f"Not saved: {md(exc)}")
             except PyMongoError as exc:
-                st.error(f"Not saved, database error: {md(exc)}")
+                st.error(f"Not saved: {error_text(exc)}")
         if new_settings is not None and preview:
             with st.spinner("Re-scoring stored answers…"):
                 state.rescore_preview = (rescore(db, new_settings, session_filter=access, limit=int(limit) or None),
@@ -224,7 +224,7 @@ with tab_tune:
                     st.success(f"Applied {md(target)}: {done.rescored} answers in {done.sessions} sessions re-scored "
                                f"({done.band_changes} changed band) in {done.timings['total_s']:.1f} s.")
                 except (PyMongoError, ProfileError) as exc:
-                    st.error(f"Not applied: {md(exc)}")
+                    st.error(f"Not applied: {error_text(exc)}")
 
 with tab_cal:
     st.write("How each delivery metric is distributed across stored sessions, and its Pearson correlation "

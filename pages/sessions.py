@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 from pymongo.errors import PyMongoError
 
-from pages.common import get_store, require_user, run_inside_app
+from pages.common import error_text, get_store, require_user, run_inside_app
 from pipeline.auth import session_access_filter
 from pipeline.export import delete_session
 from pipeline.progress import (
@@ -64,7 +64,7 @@ access = session_access_filter(user, db)
 try:
     options = filter_options(db.name, repr(access), db, access)
 except PyMongoError as exc:
-    st.error(f"Could not read sessions from the database: {md(exc)}")
+    st.error(f"Could not read sessions from the database: {error_text(exc)}")
     st.stop()
 
 tab_list, tab_progress, tab_compare = st.tabs(["Sessions", "Progress", "Compare two sessions"])
@@ -98,7 +98,7 @@ with tab_list:
         page = list_session_page(db, filters, sort=sort, descending=descending, page=page_no, page_size=PAGE_SIZE,
                                  access=access)
     except PyMongoError as exc:
-        st.error(f"Could not read sessions from the database: {md(exc)}")
+        st.error(f"Could not read sessions from the database: {error_text(exc)}")
         st.stop()
     if not page.rows and page_no == 0:
         st.info("No sessions match these filters." if filters != SessionFilters()
@@ -147,7 +147,7 @@ with tab_list:
                 else:
                     st.error("That session is not there any more, or you may not delete it.")
             except PyMongoError as exc:
-                st.error(f"Could not delete the session: {md(exc)}")
+                st.error(f"Could not delete the session: {error_text(exc)}")
 
 # --------------------------------------------------------------------------- progress
 with tab_progress:
@@ -159,7 +159,7 @@ with tab_progress:
         try:
             progress = candidate_progress(db, who, access)
         except PyMongoError as exc:
-            st.error(f"Could not read the candidate's sessions: {md(exc)}")
+            st.error(f"Could not read the candidate's sessions: {error_text(exc)}")
             progress = None
         if progress is not None and not progress.sessions:
             st.info(f"No sessions of {md(who)} to show.")
@@ -186,7 +186,7 @@ with tab_compare:
         try:
             table = compare_sessions(db, first, second, access)
         except PyMongoError as exc:
-            st.error(f"Could not read the sessions: {md(exc)}")
+            st.error(f"Could not read the sessions: {error_text(exc)}")
             table = None
         if table is None:
             st.warning("One of these sessions is not there any more.")
