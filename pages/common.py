@@ -227,12 +227,27 @@ def get_sidecar():  # -> sidecar.supervisor.Sidecar
     return Sidecar(settings, store=True).start()
 
 
+def held_answer_note(result: dict[str, Any]) -> str | None:
+    """The candidate's note for an answer result the journal refused (a worker holds it in memory)."""
+    if not result.get("held"):
+        return None
+    cause = "the server's disk is full" if result.get("journal_full") else "the server could not write it"
+    return (f"Your answer is analysed but could not be saved yet ({cause}); it is kept in memory and will be "
+            "saved when space is back.")
+
+
 @st.fragment(run_every=2.0)
 def show_sidecar_status(sidecar) -> None:
     if sidecar is None:
         st.caption(":material/memory: Analysis engine off on this server")
         return
     status = sidecar.status()
+    held, dropped = status.get("journal_backlog", 0), status.get("journal_dropped", 0)
+    if held or status.get("journal_error"):  # the workers go on; what they produce waits in memory
+        cause = "the server's disk is full" if status.get("journal_full") else "the server cannot write to its disk"
+        st.warning(f"Analysis results cannot be saved right now ({cause}): {held} kept in memory, saved when "
+                   "space is back." + (f" {dropped} video samples were dropped." if dropped else ""),
+                   icon=":material/hard_drive:")
     if status["ready"]:
         st.caption(":material/memory: Analysis engine ready")
         return

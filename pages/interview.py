@@ -302,6 +302,10 @@ if state["step"] == "interview":
             if result is None:
                 result = {"status": "incomplete", "grade": None, "metrics": None, "transcript": "",
                           "error": "The analysis did not finish in time; the answer is kept and will be scored."}
+            elif result.get("held"):  # the journal refused it: the worker keeps it in memory and retries
+                from pages.common import held_answer_note
+
+                result["error"] = held_answer_note(result)
             result["question"] = q.question
             result["frames"] = sidecar.take_answer_frames(answer["answer_id"])
             result["feedback_s"] = round(time.perf_counter() - finished, 3)

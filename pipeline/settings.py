@@ -132,6 +132,13 @@ class Settings(BaseSettings):
     stale_answer_seconds: float = Field(
         20.0, gt=0, description="An answer with no audio this long (tab closed, connection lost) is ended as incomplete"
     )
+    worker_backlog_max: int = Field(
+        5000, ge=1,
+        description="Frame samples a worker keeps in memory while the journal refuses writes (oldest dropped past it; answers never)",
+    )
+    worker_backlog_retry_seconds: float = Field(
+        1.0, gt=0, description="How often a worker retries the writes it holds in memory (journal or disk full)"
+    )
 
     # --- access --------------------------------------------------------------------
     login_hours: float = Field(12.0, gt=0, description="A sign-in stays valid this many hours, then the user signs in again")

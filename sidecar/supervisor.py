@@ -253,6 +253,11 @@ class Sidecar:
                 self._open.pop(ev.data["answer_id"], None)
                 self._partials.pop(ev.data["answer_id"], None)
                 self._done[ev.data["answer_id"]] = ev.data
+            elif ev.kind == "answer_saved":
+                # An answer the full journal had refused is written now.
+                done = self._done.get(ev.data["answer_id"])
+                if done is not None:
+                    done.update(held=False, stored=ev.data["stored"], journal_error=None, journal_full=False)
             elif ev.kind == "frame":
                 self._live_frames[ev.data["session_id"]] = ev.data
                 if ev.data["answer_id"] in self._open or ev.data["answer_id"] in self._answer_frames:
@@ -340,12 +345,22 @@ class Sidecar:
                 name: {"state": w.state, "restarts": w.restarts, "last_error": w.last_error,
                        "alive": bool(w.process and w.process.is_alive()),
                        "heartbeat_age_s": round(time.time() - w.heartbeat.value, 2) if w.heartbeat else None,
-                       "warm_up": w.ready_timings, "metrics": w.metrics}
+                       "warm_up": w.ready_timings, "metrics": w.metrics,
+                       # Writes the journal refused (disk or journal full), held in the worker's memory.
+                       "journal_backlog": int(w.metrics.get("journal_backlog", 0)),
+                       "journal_dropped": int(w.metrics.get("journal_dropped", 0)),
+                       "journal_error": w.metrics.get("journal_error"),
+                       "journal_full": bool(w.metrics.get("journal_full", False))}
                 for name, w in self.workers.items()
             }
             open_audio_s = sum(a.samples for a in self._open.values()) / 16000
+            journal_errors = [w["journal_error"] for w in workers.values() if w["journal_error"]]
         with contextlib.suppress(NotImplementedError, OSError):
             workers["speech"]["inbox_depth"] = self.workers["speech"].inbox.qsize()
         return {"ready": self.ready, "workers": workers, "ring": self.ring.stats(),
                 "open_answers": len(self._open), "buffered_audio_s": round(open_audio_s, 2),
-                "audio_chunks_in": self.audio_chunks_in}
+                "audio_chunks_in": self.audio_chunks_in,
+                "journal_backlog": sum(w["journal_backlog"] for w in workers.values()),
+                "journal_dropped": sum(w["journal_dropped"] for w in workers.values()),
+                "journal_full": any(w["journal_full"] for w in workers.values()),
+                "journal_error": journal_errors[0] if journal_errors else None}

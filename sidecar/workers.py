@@ -9,6 +9,8 @@
 Each runs its own loop in a spawned process, beats a shared heartbeat every turn,
 and reports events (ready, live partials, results, stage latencies) on a queue.
 Results go to MongoDB through the process's own journaled writer (when storing).
+When the journal refuses a write (disk full, journal full), the worker keeps going and
+holds the write in memory (``JournalBacklog``), retrying until it is journaled.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -47,6 +51,114 @@ class _Latency:
             arr = np.fromiter(xs, float)
             out[stage] = {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)), "n": len(arr)}
         return out
+
+
+@dataclass(eq=False)
+class _HeldWrite:
+    op: str  # insert | update
+    collection: str
+    body: dict[str, Any]  # the document, or the fields of the update
+    doc_id: str | None = None
+    droppable: bool = False  # frame samples may go when the backlog overflows; answers never
+    on_written: Callable[[], None] | None = None
+
+
+class JournalBacklog:
+    """Writes the journal refused (disk full, journal full, I/O error), held in memory and retried.
+
+    The worker keeps analysing; nothing it produced is lost while the disk is full. Order is
+    kept (an answer's insert before its update) so a held write is never overtaken: once one
+    write is held, later ones queue behind it. Bounded: past ``max_items`` the oldest frame
+    sample is dropped (counted in ``dropped``); an answer document is never dropped.
+    """
+
+    def __init__(self, writer: Any, max_items: int, retry_seconds: float = 1.0) -> None:
+        self.writer = writer
+        self.max_items = max_items
+        self.retry_seconds = retry_seconds
+        self.dropped = 0
+        self.error: str | None = None
+        self.journal_full = False
+        self._held: deque[_HeldWrite] = deque()
+        self._next_try = 0.0
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def insert(self, collection: str, doc: dict[str, Any], droppable: bool = False) -> bool:
+        """True when journaled now; False when held in memory (or, for a frame, dropped)."""
+        return self._submit(_HeldWrite("insert", collection, doc, droppable=droppable))
+
+    def update(self, collection: str, doc_id: str, fields: dict[str, Any],
+               on_written: Callable[[], None] | None = None) -> bool:
+        """True when journaled now; False when held (``on_written`` runs once it is journaled)."""
+        return self._submit(_HeldWrite("update", collection, fields, doc_id, on_written=on_written))
+
+    def status(self) -> dict[str, Any]:
+        return {"journal_backlog": len(self._held), "journal_dropped": self.dropped,
+                "journal_error": self.error, "journal_full": self.journal_full}
+
+    def retry(self, force: bool = False) -> bool:
+        """Write what is held, oldest first, at most every ``retry_seconds``; True when none is left."""
+        if not self._held:
+            return True
+        now = time.monotonic()
+        if not force and now < self._next_try:
+            return False
+        while self._held:
+            held = self._held[0]
+            if not self._write(held):
+                self._next_try = now + self.retry_seconds
+                return False
+            self._held.popleft()
+            if held.on_written is not None:
+                held.on_written()
+        log.info("the journal takes writes again: all held writes are journaled")
+        return True
+
+    def _submit(self, w: _HeldWrite) -> bool:
+        if not self._held:
+            return self._write(w, hold=True)
+        # Queue behind the held ones; refuse a bad document now, as a direct write would.
+        from pipeline.schemas import validate, validate_fields
+
+        if w.op == "insert":
+            validate(w.collection, w.body)
+        else:
+            validate_fields(w.collection, w.body)
+        self._hold(w)
+        self.retry()
+        return not self._held  # FIFO: this one, the newest, is written only once all are
+
+    def _write(self, w: _HeldWrite, hold: bool = False) -> bool:
+        from pipeline.writer import JournalError
+
+        try:
+            if w.op == "insert":
+                self.writer.insert(w.collection, w.body)
+            else:
+                self.writer.update(w.collection, w.doc_id, w.body)
+        except JournalError as exc:
+            if self.error is None:
+                log.error("journal refused a write, holding it in memory: %s", exc)
+            self.error, self.journal_full = str(exc), exc.journal_full
+            if hold:
+                self._hold(w)
+                self._next_try = time.monotonic() + self.retry_seconds
+            return False
+        self.error, self.journal_full = None, False
+        return True
+
+    def _hold(self, w: _HeldWrite) -> None:
+        self._held.append(w)
+        if len(self._held) > self.max_items:
+            for i, held in enumerate(self._held):
+                if held.droppable:
+                    del self._held[i]
+                    self.dropped += 1
+                    if self.dropped in (1, 100) or self.dropped % 1000 == 0:
+                        log.warning("journal backlog full: %d frame samples dropped so far", self.dropped)
+                    break
 
 
 def _open_store(settings_data: dict[str, Any], name: str) -> Any:
@@ -116,6 +228,8 @@ def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[s
         events.put(WorkerEvent("error", "emotion", {"error": f"warm-up failed: {exc}", "trace": traceback.format_exc()}))
         raise
     latency = _Latency()
+    backlog = (JournalBacklog(writer, settings.worker_backlog_max, settings.worker_backlog_retry_seconds)
+               if writer is not None else None)
     current_answer = None
     processed = 0
     last_metrics = time.monotonic()
@@ -133,16 +247,26 @@ def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[s
             sample = analyzer.analyze(frame.image, frame.t_ms / 1000.0)
             latency.add("emotion", time.perf_counter() - start)
             doc = _frame_doc(frame, sample)
-            if writer is not None and not frame.answer_id.startswith("__"):  # "__preview__" is never stored
-                writer.insert("frames", doc)
+            if backlog is not None and not frame.answer_id.startswith("__"):  # "__preview__" is never stored
+                backlog.insert("frames", doc, droppable=True)  # held in memory if the journal refuses it
             events.put(WorkerEvent("frame", "emotion", doc))
             processed += 1
+        if backlog is not None:
+            backlog.retry()
         if time.monotonic() - last_metrics > METRICS_EVERY_S:
             last_metrics = time.monotonic()
-            events.put(WorkerEvent("metrics", "emotion", {"latency": latency.summary(), "processed": processed}))
+            events.put(WorkerEvent("metrics", "emotion", {"latency": latency.summary(), "processed": processed,
+                                                           **(backlog.status() if backlog is not None else {})}))
+    if backlog is not None:
+        _close_backlog(backlog, "emotion")
     if writer is not None:
         writer.close()
     events.cancel_join_thread()  # the supervisor may have stopped reading: exit anyway
+
+
+def _close_backlog(backlog: JournalBacklog, name: str) -> None:
+    if not backlog.retry(force=True):
+        log.error("%s worker stops with %d writes the journal never took (%s)", name, len(backlog), backlog.error)
 
 
 def _frame_doc(frame: Any, sample: dict[str, Any]) -> dict[str, Any]:
@@ -212,10 +336,15 @@ def speech_worker(inbox: Any, events: Any, heartbeat: Any, settings_data: dict[s
                 answer_id = getattr(msg, "answer_id", None)
                 log.exception("speech worker failed on %s", type(msg).__name__)
                 events.put(WorkerEvent("error", "speech", {"answer_id": answer_id, "error": str(exc)}))
+        if worker.backlog is not None:
+            worker.backlog.retry()
         if time.monotonic() - last_metrics > METRICS_EVERY_S:
             last_metrics = time.monotonic()
             events.put(WorkerEvent("metrics", "speech", {"latency": worker.latency.summary(),
-                                                         "open_answers": len(worker.answers)}))
+                                                         "open_answers": len(worker.answers),
+                                                         **(worker.backlog.status() if worker.backlog else {})}))
+    if worker.backlog is not None:
+        _close_backlog(worker.backlog, "speech")
     if writer is not None:
         writer.close()
     events.cancel_join_thread()  # the supervisor may have stopped reading: exit anyway
@@ -233,6 +362,8 @@ class _SpeechLoop:
         self.metrics_options = SpeechMetricsOptions.from_settings(settings)
         self.asr_options = AsrOptions.from_settings(settings)
         self.writer = writer
+        self.backlog = (JournalBacklog(writer, settings.worker_backlog_max, settings.worker_backlog_retry_seconds)
+                        if writer is not None else None)
         self.events = events
         self.answers: dict[str, SpeechSession] = {}
         self.latency = _Latency()
@@ -257,8 +388,8 @@ class _SpeechLoop:
 
         self.answers[msg.answer_id] = SpeechSession(msg, StreamingTranscriber(self.recognizer, options),
                                                     ProsodyAccumulator(16000, self.metrics_options))
-        if self.writer is not None:
-            self.writer.insert("answers", {
+        if self.backlog is not None:  # held in memory if the journal refuses it (never dropped)
+            self.backlog.insert("answers", {
                 "_id": msg.answer_id, "session_id": msg.session_id, "index": msg.index, "question": msg.question,
                 "reference": msg.reference, "key_points": list(msg.key_points), "status": "recording",
                 "started_ms": msg.started_ms or None,
@@ -310,15 +441,27 @@ class _SpeechLoop:
         if msg.capture:
             fields["capture"] = msg.capture
         t = time.perf_counter()
-        stored = False
-        if self.writer is not None:
-            self.writer.update("answers", msg.answer_id, fields)
-            stored = self.writer.flush(timeout=5.0)
+        stored = held = False
+        journal: dict[str, Any] = {}
+        if self.backlog is not None:
+            saved_later = lambda: self._saved_later(msg.answer_id, s.session_id)  # noqa: E731
+            if self.backlog.update("answers", msg.answer_id, fields, on_written=saved_later):
+                stored = self.writer.flush(timeout=5.0)
+            else:  # the journal refused it: kept in memory, written (and reported) once it can be
+                held = True
+                journal = {"journal_full": self.backlog.journal_full, "journal_error": self.backlog.error}
         timings["store_s"] = time.perf_counter() - t
         for stage, secs in timings.items():
             self.latency.add(stage.removesuffix("_s"), secs)
         self.events.put(WorkerEvent("answer_done", "speech", {"answer_id": msg.answer_id, "session_id": s.session_id,
-                                                              "stored": stored, "timings": timings, **fields}))
+                                                              "stored": stored, "held": held, **journal,
+                                                              "timings": timings, **fields}))
+
+    def _saved_later(self, answer_id: str, session_id: str) -> None:
+        """A held answer reached the journal: send it and say so."""
+        stored = self.writer.flush(timeout=5.0)
+        self.events.put(WorkerEvent("answer_saved", "speech", {"answer_id": answer_id, "session_id": session_id,
+                                                               "stored": stored}))
 
 
 def _clean_word(w: dict[str, Any]) -> dict[str, Any]:
