@@ -264,7 +264,7 @@ def test_sign_in_form_blocks_the_sessions_page_until_signed_in(app_db):
     assert not at.dataframe and any("Sign in" in i.value for i in at.info)
     for name, pw in (("coach1", "wrong-password"), ("nobody", "coach-pass-1"), ('{"$gt": ""}', "x")):
         _sign_in(at, name, pw)
-        assert [e.value for e in at.error] == [auth.SIGN_IN_FAILED]  # generic: never says which was wrong
+        assert [e.value for e in at.error] == [md(auth.SIGN_IN_FAILED)]  # generic: never says which was wrong
         assert not at.dataframe
     _sign_in(at, "coach1", "coach-pass-1")
     assert not at.error
