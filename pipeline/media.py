@@ -191,7 +191,8 @@ def _refuse_long_header(container: av.container.InputContainer, source: Source, 
     if max_seconds is None:
         return
     declared = _declared_seconds(container, source)
-    if declared is not None and declared > max_seconds:
+    # The slack: an Opus file of exactly the cap declares a few ms more (pre-skip, page granules).
+    if declared is not None and declared > max_seconds + _CAP_SLACK_S:
         raise MediaTooLongError(declared, max_seconds)
 
 

@@ -324,3 +324,15 @@ def test_live_answer_is_ended_at_the_cap(shared_data: Path, tmp_path: Path) -> N
         assert car.status()["buffered_audio_s"] == 0
     finally:
         car.stop()
+
+
+def test_an_answer_of_exactly_the_cap_is_accepted(tmp_path: Path) -> None:
+    """Opus declares a few ms more than it holds (pre-skip): a file of exactly the cap must pass."""
+    path = tmp_path / "exact.ogg"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "anullsrc=r=48000:cl=mono", "-t", "30",
+                    "-c:a", "libopus", str(path)], check=True)
+    declared = check_duration(path, 30.0)
+    assert declared is not None and declared > 30.0
+    assert len(load_audio(path, max_seconds=30.0)) == pytest.approx(30 * RATE, abs=RATE // 20)
+    with pytest.raises(MediaTooLongError):
+        load_audio(path, max_seconds=29.0)
