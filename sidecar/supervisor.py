@@ -249,12 +249,15 @@ class Sidecar:
             elif ev.kind == "partial":
                 self._partials.setdefault(ev.data["answer_id"], []).extend(ev.data["words"])
             elif ev.kind == "answer_done":
-                # Stored (or handed back): the buffered audio can go.
-                self._open.pop(ev.data["answer_id"], None)
+                # Stored (or handed back): the buffered audio can go. Held in the worker's memory
+                # (journal full): keep the audio, so a restarted worker re-does the answer.
+                if not ev.data.get("held"):
+                    self._open.pop(ev.data["answer_id"], None)
                 self._partials.pop(ev.data["answer_id"], None)
                 self._done[ev.data["answer_id"]] = ev.data
             elif ev.kind == "answer_saved":
                 # An answer the full journal had refused is written now.
+                self._open.pop(ev.data["answer_id"], None)
                 done = self._done.get(ev.data["answer_id"])
                 if done is not None:
                     done.update(held=False, stored=ev.data["stored"], journal_error=None, journal_full=False)

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import resource
+import signal
 import stat
 import subprocess
 import time
@@ -405,7 +406,8 @@ def test_workers_keep_working_on_a_full_disk_and_save_everything_later(
         small_disk, mongo_uri, shared_data, tmp_path, monkeypatch):
     """The real sidecar (both workers, real models) with its journal on a full disk: the emotion
     worker keeps analysing (no crash, no restart), the speech worker grades the answer and holds
-    it, the sidebar and the answer's note say so, and once space is back everything is stored.
+    it (even across a crash of that worker), the sidebar and the answer's note say so, and once
+    space is back everything is stored, once.
     (The "Finish answer" click itself needs a browser's WebRTC, which AppTest cannot run: the
     result it shows is the one this test gets from the real sidecar.)"""
     import streamlit as st
@@ -439,6 +441,9 @@ def test_workers_keep_working_on_a_full_disk_and_save_everything_later(
         frame_ids: list[str] = []
         car.subscribe(lambda ev: frame_ids.append(ev.data["_id"])
                       if ev.kind == "frame" and ev.data["answer_id"] == start.answer_id else None)
+        held_done: list[dict] = []
+        car.subscribe(lambda ev: held_done.append(ev.data)
+                      if ev.kind == "answer_done" and ev.data["answer_id"] == start.answer_id else None)
         car.start_answer(start)
         audio = load_audio(shared_data / "speech" / "jfk.flac")
         for i in range(0, len(audio), 8000):
@@ -487,6 +492,13 @@ def test_workers_keep_working_on_a_full_disk_and_save_everything_later(
         assert {n: w.process.pid for n, w in car.workers.items()} == pids
         assert all(w["restarts"] == 0 and w["alive"] for w in status["workers"].values()), status
 
+        # The speech worker dies while it holds the answer: the supervisor kept the audio, the
+        # restarted worker does the answer again and holds it again. Nothing is lost.
+        os.kill(pids["speech"], signal.SIGKILL)
+        _wait("the answer re-done by a restarted worker", lambda: len(held_done) == 2, 300)
+        assert held_done[1]["held"] and car.workers["speech"].restarts == 1
+        assert car.workers["emotion"].process.pid == pids["emotion"] and car.workers["emotion"].restarts == 0
+
         disk.free()  # space is back
         _wait("the backlogs written", lambda: car.status()["journal_backlog"] == 0 and not car.status()["journal_error"])
         _wait("the answer stored", lambda: (db.answers.find_one({"_id": start.answer_id}) or {}).get("grade"))
@@ -495,6 +507,7 @@ def test_workers_keep_working_on_a_full_disk_and_save_everything_later(
         assert "what you can do for your country" in stored["transcript"].lower()
         _wait("every frame stored", lambda: db.frames.count_documents({"answer_id": start.answer_id}) == len(frame_ids))
         assert sorted(db.frames.distinct("_id", {"answer_id": start.answer_id})) == sorted(frame_ids)
+        assert db.answers.count_documents({"session_id": session_id}) == 1
         assert db.frames.count_documents({"answer_id": "__preview__"}) == 0
         _wait("the page's result marked saved", lambda: car.result(start.answer_id).get("stored"))
         assert not car.result(start.answer_id)["held"]
