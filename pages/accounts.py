@@ -53,7 +53,7 @@ if reset and who:
     except (auth.AuthError, PyMongoError) as exc:
         st.error(error_text(exc))
     else:
-        st.success(f"Password of {md(who)} replaced; the account is unlocked.")
+        st.success(f"Password of {md(who)} replaced; its earlier sign-ins have ended.")
 
 st.subheader("All accounts", anchor=False)
 st.dataframe(users, hide_index=True, width="stretch")
