@@ -209,8 +209,9 @@ def show_storage_status(store: Store) -> None:
     else:
         st.caption(f":material/database: Database connected · {status.pending_ops} writes pending")
     if status.journal_full:
-        st.error("The local journal is full: new recordings cannot be kept until the database takes the "
-                 "waiting writes.", icon=":material/hard_drive:")
+        st.error("The local journal cannot take new writes (the database has been away too long, or the "
+                 "server's disk is full): new recordings cannot be kept until that is resolved.",
+                 icon=":material/hard_drive:")
     if status.quarantined_lines:
         st.warning(f"{status.quarantined_lines} unreadable journal lines were set aside (details in the server log).",
                    icon=":material/report:")

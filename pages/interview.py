@@ -14,6 +14,9 @@ from pipeline import interview as iv
 from pipeline.questions import custom_question, load_builtin_sets
 from pipeline.safe_text import md
 from pipeline.settings import get_settings
+from pipeline.writer import JournalError
+
+log = logging.getLogger(__name__)
 
 run_inside_app()
 
@@ -137,7 +140,13 @@ if state["step"] == "setup":
         session["questions"] = [q.to_dict() for q in questions]  # lets a reloaded page resume
         if user is not None and user.get("role") == "candidate":
             session["candidate_user"], session["coach"] = user["username"], user.get("coach")
-        store.writer.insert("sessions", session)  # journalled first: works with the database down
+        try:
+            store.writer.insert("sessions", session)  # journalled first: works with the database down
+        except JournalError:  # refused, not acknowledged: say so and keep the form as it is
+            log.warning("session insert refused by the journal", exc_info=True)
+            st.error("The server cannot save a new session right now (its local journal is full or its disk "
+                     "cannot be written). Nothing was recorded; please try again in a few minutes.")
+            st.stop()
         state.update(session_id=session["_id"], questions=[q.to_dict() for q in questions], index=0, results=[],
                      candidate=session["candidate"])
         remember_session(session["_id"])
@@ -338,11 +347,16 @@ if state["step"] == "summary":
     if summary.graded < summary.answered:
         st.info(f"{summary.answered - summary.graded} answer(s) had no gradable speech and were not scored.")
     if not state.get("closed"):
-        store.writer.update("sessions", state["session_id"], {
-            "status": "complete", "ended_at": iv.datetime.now(iv.UTC), "grade": summary.mean_score,
-            "band": summary.band, "flags": summary.flags,
-        })
-        state["closed"] = True
+        try:
+            store.writer.update("sessions", state["session_id"], {
+                "status": "complete", "ended_at": iv.datetime.now(iv.UTC), "grade": summary.mean_score,
+                "band": summary.band, "flags": summary.flags,
+            })
+            state["closed"] = True
+        except JournalError:  # the answers are stored; only the session's closing line waits (retried next run)
+            log.warning("session close refused by the journal", exc_info=True)
+            st.warning("Your answers are saved, but the session could not be marked finished yet (the server "
+                       "cannot write to its journal right now). Reload this page later to finish it.")
     st.page_link("pages/report.py", label="Open the full report", icon=":material/timeline:",
                  query_params={"session": state["session_id"]})
     if st.button("Start a new interview", key="restart"):

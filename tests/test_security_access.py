@@ -407,3 +407,19 @@ def test_interview_setup_after_the_database_died(fresh_app, monkeypatch, tmp_pat
     finally:
         server.stop()
     _setup_while_down(fresh_app, resume=browser.query_params[iv.RESUME_PARAM])
+
+
+def test_interview_setup_with_a_full_journal_says_so_and_records_nothing(page_db, sidecar_on, monkeypatch):
+    """Items 12-13 on the page side: a refused (not acknowledged) session insert is said plainly;
+    the page neither crashes nor moves on as if the session existed."""
+    monkeypatch.setenv("MOCKAI_JOURNAL_MAX_BYTES", "1024")  # smaller than one session document
+    get_settings.cache_clear()
+    at = _to_setup(open_page("pages/interview.py"))
+    at.text_input(key="candidate_name").input("Full Disk Person").run()
+    at.radio(key="mode").set_value("Upload a recording").run()
+    _ok(at.button(key="setup_next").click().run())
+    assert any("cannot save a new session right now" in e.value for e in at.error)
+    assert at.session_state["interview"]["step"] == "setup" and "session_id" not in at.session_state["interview"]
+    assert not at.query_params.get(iv.RESUME_PARAM)
+    assert pages.common.get_store().writer.status().pending_ops == 0
+    assert page_db.sessions.count_documents({"candidate": "Full Disk Person"}) == 0
