@@ -181,7 +181,7 @@ with tab_tune:
                            + ", ".join(f"{k} {v}" for k, v in result.speech.items() if v))
         st.markdown("**Mohler 2011 short answers** (human grades 0-5)")
         if not MOHLER.exists():
-            st.caption(f"Mohler data not found at {MOHLER}.")
+            st.caption("The Mohler human-graded answers are not installed on this server, so r/RMSE is not shown.")
         else:
             build = st.button("Compute Mohler features once (runs the sentence model)", key="mohler_build")
             try:
