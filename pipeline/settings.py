@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     db_status_cache_seconds: float = Field(
         2.0, ge=0, description="A database ping result is reused this long before the next real ping"
     )
-    db_ping_timeout_seconds: float = Field(1.0, gt=0, description="A database ping waits at most this long")
+    db_ping_timeout_seconds: float = Field(2.0, gt=0, description="A database ping waits at most this long")
 
     # --- capture -------------------------------------------------------------------
     frame_sample_every: int = Field(4, ge=1, le=60, description="Keep every Nth video frame (4 = 7.5 fps from 30)")

@@ -239,6 +239,33 @@ def test_restart_on_a_taken_port_reconnects_to_the_new_one(embedded_env: Path):
         store.close()
 
 
+def test_lost_external_database_is_retried_not_written_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """MONGODB_URI: nothing of ours to restart, but a server that comes back is used again."""
+    server = EmbeddedServer(tmp_path / "ext" / "db").start()
+    monkeypatch.setenv("MONGODB_URI", server.uri)
+    monkeypatch.setenv("MOCKAI_DATA_DIR", str(tmp_path / "app"))
+    monkeypatch.setenv("MOCKAI_DB_NAME", "sec_external")
+    monkeypatch.setenv("MOCKAI_FLUSH_SECONDS", "0.2")
+    monkeypatch.setenv("MOCKAI_RETRY_MAX_SECONDS", "0.5")
+    monkeypatch.setenv("MOCKAI_DB_STATUS_CACHE_SECONDS", "0.2")
+    store = Store(Settings())
+    try:
+        assert store.db is not None, store.error
+        port = _kill(server)
+        _wait_for(lambda: not store.ping(), what="the ping to notice the lost server")
+        assert store.db is None and store.error == UNREACHABLE
+        store.writer.insert("frames", _frame(1))  # kept in the journal meanwhile
+        server = EmbeddedServer(tmp_path / "ext" / "db", port=port).start()  # the operator brings it back
+        _wait_for(store.ping, what="the ping to see the server back")
+        db = store.db
+        assert db is not None and store.error is None
+        assert store.writer.flush(30)
+        assert db.frames.find_one({"_id": "f-1"}) is not None
+    finally:
+        store.close()
+        server.stop()
+
+
 def _page_text(at: AppTest) -> str:
     """Every string the page and its sidebar render (the raw element protos, walked)."""
     out: list[str] = [str(e.value) for e in at.exception]
