@@ -187,20 +187,25 @@ def run_analyze(root: Path, path: Path, data_dir: Path, timeout: float = 1800) -
     env = {**os.environ, "MOCKAI_DATA_DIR": str(data_dir), "PYTHONPATH": str(root)}
     env.pop("MONGODB_URI", None)
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "sidecar", "analyze", "--audio", str(path), "--json",
-                             "--question", "Tell me about a project you led."],
-                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak_kb = 0
-    hwm: dict[int, int] = {}
-    while proc.poll() is None and time.perf_counter() - t < timeout:
-        pids = _tree(proc.pid)
-        peak_kb = max(peak_kb, sum(_status_kb(p, "VmRSS") for p in pids))
-        for p in pids:
-            hwm[p] = max(hwm.get(p, 0), _status_kb(p, "VmHWM"))
-        time.sleep(0.05)
-    if proc.poll() is None:
-        proc.kill()
-    out, err = proc.communicate()
+    # The report goes to a file: a long answer's JSON overfills a pipe nobody reads until the end.
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        proc = subprocess.Popen([sys.executable, "-m", "sidecar", "analyze", "--audio", str(path), "--json",
+                                 "--question", "Tell me about a project you led."],
+                                cwd=root, env=env, stdout=out_file, stderr=err_file, text=True)
+        peak_kb = 0
+        hwm: dict[int, int] = {}
+        while proc.poll() is None and time.perf_counter() - t < timeout:
+            pids = _tree(proc.pid)
+            peak_kb = max(peak_kb, sum(_status_kb(p, "VmRSS") for p in pids))
+            for p in pids:
+                hwm[p] = max(hwm.get(p, 0), _status_kb(p, "VmHWM"))
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
     elapsed = time.perf_counter() - t
     procs = sorted(hwm.values(), reverse=True)
     result: dict[str, Any] = {"tree_peak_mb": peak_kb / 1024, "process_hwm_mb": [round(v / 1024) for v in procs],
