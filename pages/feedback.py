@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
 
+from pipeline.report import ReportOptions
 from pipeline.safe_text import md
+from pipeline.settings import get_settings
+
+
+def card_options(session_settings: Mapping[str, Any] | None = None) -> ReportOptions:
+    """The options every card view uses (feedback after an answer, the report, its export):
+    the current settings, with emotion off where the session was recorded with it off."""
+    return ReportOptions.from_settings(get_settings(), session_settings)
 
 
 def show_card(card: dict[str, Any]) -> None:
@@ -34,15 +43,17 @@ def show_card(card: dict[str, Any]) -> None:
         st.caption(md(note))
 
 
-def show_feedback(result: dict[str, Any], frames: list[dict[str, Any]] | None = None) -> None:
-    """Feedback right after an answer, from the sidecar's result and the answer's frame samples."""
+def show_feedback(result: dict[str, Any], frames: list[dict[str, Any]] | None = None,
+                  session_settings: Mapping[str, Any] | None = None) -> None:
+    """Feedback right after an answer, from the sidecar's result and the answer's frame samples,
+    built with the same options as the report (so MOCKAI_EMOTION_ENABLED=false hides it here too)."""
     from pipeline.report import answer_card, frame_summary
 
     st.subheader(f"Feedback: {md(result.get('question', ''))}")
     if result.get("error"):
         st.warning(md(result["error"]))
     answer = {**result, "_id": result.get("answer_id", "")}
-    card = answer_card(answer, frame_summary(frames) if frames else None)
+    card = answer_card(answer, frame_summary(frames) if frames else None, card_options(session_settings))
     show_card(card)
     with st.expander("Transcript"):
         st.markdown(md(result.get("transcript")) if result.get("transcript") else "_No speech detected._")

@@ -82,7 +82,7 @@ def resume_offer(candidate_user: str | None) -> None:
             "answer is marked incomplete and you can answer that question again.")
     if st.button("Resume that session", key="resume"):
         state.update(session_id=unfinished["_id"], questions=unfinished["questions"], index=min(index, total - 1),
-                     results=done, candidate=unfinished["candidate"])
+                     results=done, candidate=unfinished["candidate"], session_settings=unfinished.get("settings"))
         remember_session(unfinished["_id"])
         go(("device" if unfinished.get("source") != "upload" else "upload") if index < total else "summary")
 
@@ -148,7 +148,7 @@ if state["step"] == "setup":
                      "cannot be written). Nothing was recorded; please try again in a few minutes.")
             st.stop()
         state.update(session_id=session["_id"], questions=[q.to_dict() for q in questions], index=0, results=[],
-                     candidate=session["candidate"])
+                     candidate=session["candidate"], session_settings=session["settings"])
         remember_session(session["_id"])
         go("device" if mode.startswith("Live") else "upload")
     st.stop()
@@ -298,7 +298,7 @@ if state["step"] == "interview":
         if feedback:
             from pages.feedback import show_feedback
 
-            show_feedback(feedback, feedback.get("frames"))
+            show_feedback(feedback, feedback.get("frames"), state.get("session_settings"))
     else:
         live_panel()
         if st.button("Finish answer", type="primary", key="finish_answer"):
@@ -337,7 +337,7 @@ if state["step"] == "summary":
     if state.get("last_feedback"):
         from pages.feedback import show_feedback
 
-        show_feedback(state["last_feedback"], state["last_feedback"].get("frames"))
+        show_feedback(state["last_feedback"], state["last_feedback"].get("frames"), state.get("session_settings"))
     st.subheader("Session summary")
     cols = st.columns(4)
     cols[0].metric("Answers", summary.answered)

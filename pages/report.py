@@ -10,6 +10,7 @@ import streamlit as st
 from pymongo.errors import PyMongoError
 
 from pages.common import error_text, get_store, require_user, run_inside_app
+from pages.feedback import card_options
 from pipeline.auth import can_view_session, session_access_filter
 from pipeline.export import (
     SHARE_MAX_DAYS,
@@ -26,7 +27,6 @@ from pipeline.export import (
 )
 from pipeline.queries import find_session, list_answer_frames, list_report_answers, list_sessions
 from pipeline.report import (
-    ReportOptions,
     answer_card,
     answer_timeline,
     frame_summary,
@@ -34,7 +34,6 @@ from pipeline.report import (
     session_label,
 )
 from pipeline.safe_text import md
-from pipeline.settings import get_settings
 
 run_inside_app()
 
@@ -150,7 +149,7 @@ cols = st.columns(3)
 cols[0].metric(f"Overall grade · {md(header['band'])}" if header["band"] else "Overall grade", header["grade_text"])
 cols[1].metric("Answers graded", f"{header['graded_answers']} of {header['answers']}")
 
-options = ReportOptions.from_settings(get_settings(), session.get("settings"))
+options = card_options(session.get("settings"))
 show_emotion = st.toggle(
     "Show emotion", value=options.emotion_enabled, disabled=not options.emotion_enabled,
     help="Emotion estimates, with their confidence." if options.emotion_enabled

@@ -442,3 +442,55 @@ def test_report_page_says_when_the_database_is_down(tmp_path, monkeypatch):
     finally:
         st.cache_resource.clear()
         get_settings.cache_clear()
+
+
+# --------------------------------------------------------------------------- emotion switched off, every view
+
+
+def _feedback_script(result: dict, frames: list) -> None:  # runs as a script: plain annotations only
+    from pages.feedback import show_feedback
+
+    show_feedback(result, frames)
+
+
+def _shown(at: AppTest) -> str:
+    """Every piece of text a user reads on the page."""
+    parts = [e.value for e in [*at.markdown, *at.caption, *at.info, *at.warning, *at.subheader]]
+    parts += [f"{m.label}: {m.value}" for m in at.metric]
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_emotion_setting_governs_feedback_and_report_alike(report_db, monkeypatch, enabled):
+    """The feedback right after an answer and the report render the same stored answer with the
+    same options: with MOCKAI_EMOTION_ENABLED=false neither names an expression."""
+    monkeypatch.setenv("MOCKAI_EMOTION_ENABLED", str(enabled).lower())
+    get_settings.cache_clear()
+    frames = make_frames()
+    dominant = frame_summary(frames)["dominant"]
+    assert dominant in EMOTIONS  # the frames do carry an expression to show or hide
+    answer = make_answer()
+    # The session was recorded with emotion on: only the server setting switches it off.
+    report_db.sessions.insert_one({"_id": "s-1", "candidate": "Grace Hopper", "started_at": datetime.now(UTC),
+                                   "settings": {"emotion_enabled": True}})
+    report_db.answers.insert_one(answer)
+    report_db.frames.insert_many(frames)
+
+    result = {k: v for k, v in answer.items() if k != "_id"} | {"answer_id": answer["_id"]}  # as the sidecar sends
+    feedback = AppTest.from_function(_feedback_script, args=(result, frames), default_timeout=30).run()
+    assert not feedback.exception, [e.value for e in feedback.exception]
+    report = _page(session="s-1")
+    spec = json.loads(report.get("plotly_chart")[0].proto.spec)
+    emotion_traces = {t.get("name") for t in spec["data"]} & set(EMOTIONS)
+
+    feedback_text, report_text = _shown(feedback), _shown(report)
+    assert "You covered 2 of 3 key points" in feedback_text and "You covered 2 of 3 key points" in report_text
+    if enabled:
+        assert f"Most frequent expression: {dominant}" in feedback_text
+        assert f"Expression: {dominant}" in report_text and emotion_traces
+    else:
+        for text in (feedback_text, report_text):
+            assert not re.search(rf"\b{dominant}\b", text) and "Most frequent expression" not in text
+            assert md("Emotion feedback is switched off.") in text
+        assert "Expression: —" in report_text and not emotion_traces
+        assert report.toggle[0].value is False and report.toggle[0].disabled
