@@ -14,18 +14,16 @@ Embeddings are cached under --cache-dir (default data/cache, gitignored) keyed b
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import re
 import sys
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.grading import FEATURES_VERSION, Calibration, extract_features, texts_to_encode
+from pipeline.grading import FEATURES_VERSION, Calibration
+from pipeline.mohler import grading_features, load_mohler, pearson, rmse
 
 GRADING_FEATURES = (
     "cos_ref",
@@ -37,24 +35,7 @@ GRADING_FEATURES = (
     "soft_recall_sq",
 )
 DEFAULT_ALPHA = 10.0
-BAD_CELL = "#NAME?"  # spreadsheet formula errors in the edited Mohler CSV
 ANCHORS = "anchors: Mohler 2011 r=0.48 rmse=1.04; Sultan 2016 r=0.59 rmse=0.89; raw BERT cosine r=0.32"
-
-
-def load_mohler(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    keep = []
-    for r in rows:
-        texts = (r.get("question", ""), r.get("desired_answer", ""), r.get("student_answer", ""))
-        if any(t.strip() in ("", BAD_CELL) for t in texts):
-            continue
-        try:
-            float(r["score_avg"])
-        except (KeyError, ValueError):
-            continue
-        keep.append(r)
-    return keep
 
 
 def question_folds(questions: Sequence[str], k: int, seed: int) -> list[set[str]]:
@@ -91,53 +72,6 @@ def _predict(cal: Calibration, x: np.ndarray) -> np.ndarray:
     return np.clip(z @ np.asarray(cal.coef) + cal.intercept, 0.0, 1.0)
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def _rmse(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((a - b) ** 2)))
-
-
-def grading_features(
-    rows: list[dict[str, str]], model: str | None, cache_dir: Path | None, log, threads: int | None = None
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """All feature values (one row per answer, columns = every value the grader computes)."""
-    from pipeline.encoder import SentenceEncoder
-
-    t0 = time.perf_counter()
-    enc = SentenceEncoder(model, threads=threads)
-    cache = None
-    if cache_dir is not None:
-        cache = Path(cache_dir) / f"grading_{re.sub(r'[^A-Za-z0-9]+', '_', enc.model_id)[:60]}.npz"
-        log(f"cache: {cache} ({enc.load_cache(cache)} vectors)")
-    texts: dict[str, None] = {}
-    for r in rows:
-        texts.update(
-            dict.fromkeys(
-                texts_to_encode(r["question"], r["desired_answer"], None, r["student_answer"], spans=False)
-            )
-        )
-    before = enc.model_calls
-    todo = list(texts)
-    for i in range(0, len(todo), 4096):
-        enc.encode(todo[i : i + 4096])
-    if cache is not None and enc.model_calls > before:
-        enc.save_cache(cache)
-    log(f"encoded {len(todo)} texts in {time.perf_counter() - t0:.1f}s")
-    feats = [
-        extract_features(
-            enc, r["question"], r["desired_answer"], None, r["student_answer"], spans=False
-        ).values
-        for r in rows
-    ]
-    names = sorted(set().union(*feats))
-    x = np.array([[f.get(n, 0.0) for n in names] for f in feats], dtype=np.float64)
-    return x, np.array(names), enc.model_id
-
-
 def run_grading(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -170,10 +104,10 @@ def run_grading(args: argparse.Namespace) -> int:
         raw_pred[test] = np.clip(slope * raw[test] + icept, 0.0, 5.0)
         print(
             f"fold={i} questions={len(fold)} answers={int(test.sum())} "
-            f"pearson_r={_pearson(pred[test], y[test]):.4f} rmse={_rmse(pred[test], y[test]):.4f}"
+            f"pearson_r={pearson(pred[test], y[test]):.4f} rmse={rmse(pred[test], y[test]):.4f}"
         )
-    r, rmse = _pearson(pred, y), _rmse(pred, y)
-    print(f"raw_cosine pearson_r={_pearson(raw, y):.4f} linear_fit_rmse={_rmse(raw_pred, y):.4f}")
+    r, err = pearson(pred, y), rmse(pred, y)
+    print(f"raw_cosine pearson_r={pearson(raw, y):.4f} linear_fit_rmse={rmse(raw_pred, y):.4f}")
     print(
         f"calibrated ({len(feature_names)} features, ridge alpha={args.alpha:g}, {len(rows)} answers, "
         f"{len(set(questions))} questions, seed={args.seed})"
@@ -190,14 +124,14 @@ def run_grading(args: argparse.Namespace) -> int:
             "n_answers": len(rows),
             "n_questions": len(set(questions)),
             "fitted_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "cv": {"folds": args.folds, "seed": args.seed, "pearson_r": round(r, 4), "rmse": round(rmse, 4)},
+            "cv": {"folds": args.folds, "seed": args.seed, "pearson_r": round(r, 4), "rmse": round(err, 4)},
             "refit": "python -m pipeline.evaluate grading --data ../shared/data/grading/mohler_dataset_edited.csv "
             "--fit-out pipeline/grading_calibration.json",
         }
         out = {**cal.to_dict(), **meta}
         Path(args.fit_out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
         log(f"wrote calibration to {args.fit_out}")
-    print(f"pearson_r={r:.4f} rmse={rmse:.4f}", flush=True)
+    print(f"pearson_r={r:.4f} rmse={err:.4f}", flush=True)
     return 0
 
 

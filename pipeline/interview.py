@@ -22,8 +22,8 @@ from typing import Any
 
 from pipeline.queries import with_rescores
 from pipeline.questions import Question
+from pipeline.records import AnswerStart
 from pipeline.settings import Settings
-from sidecar.protocol import AnswerStart
 
 CONSENT_TEXT = """\
 **What MockAI records and keeps**

@@ -24,7 +24,7 @@ per document), plain otherwise. A previous re-score is the "before" of the next 
 
 ``mohler_effect(settings, data_path)``: Pearson r and RMSE (0-5 scale) of the grader on the
 Mohler 2011 data under the given grading thresholds. Features are computed once with the
-sentence model (``pipeline.evaluate.grading_features`` and its embedding cache), then cached
+sentence model (``pipeline.mohler.grading_features`` and its embedding cache), then cached
 as JSON keyed by the data file's hash, so every later call only applies ``score()``.
 """
 
@@ -49,6 +49,7 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from pipeline.grading import BANDS, GradeFeatures, GradeOptions, band_for, score
+from pipeline.mohler import grading_features, load_mohler, pearson, rmse
 from pipeline.profiles import SPEECH_FIELDS, thresholds_of
 from pipeline.queries import ANSWER_SCORES, merge_rescore, rescores_of
 from pipeline.settings import Settings
@@ -382,8 +383,6 @@ def mohler_features(
     if not path.exists():
         if not build:
             return None
-        from pipeline.evaluate import grading_features, load_mohler
-
         rows = load_mohler(Path(data_path))
         x, names, _ = grading_features(
             rows, settings.grading_model, path.parent, log.info, threads=settings.grading_threads
@@ -399,8 +398,6 @@ def mohler_effect(
     """Pearson r / RMSE of ``score()`` under ``settings`` against the human grades (no key points,
     as in the data; note the shipped calibration was fitted on these answers, so this is an
     in-sample figure: use it to compare threshold sets, not as the grader's accuracy)."""
-    from pipeline.evaluate import _pearson, _rmse
-
     loaded = mohler_features(settings, data_path, cache_dir, build)
     if loaded is None:
         return None
@@ -415,7 +412,7 @@ def mohler_effect(
         g = score(GradeFeatures(False, n_words, values, [], "none"), options)
         pred[i] = 5.0 * (g.score or 0.0)
         off += "off_topic" in g.flags
-    return MohlerEffect(pearson_r=_pearson(pred, y), rmse=_rmse(pred, y), n=len(y), off_topic=off)
+    return MohlerEffect(pearson_r=pearson(pred, y), rmse=rmse(pred, y), n=len(y), off_topic=off)
 
 
 # --------------------------------------------------------------------------- figures

@@ -11,17 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.records import AnswerStart  # defined in pipeline (which never imports sidecar), sent from here
 
-@dataclass(frozen=True)
-class AnswerStart:
-    session_id: str
-    answer_id: str
-    index: int
-    question: str
-    reference: str = ""
-    key_points: tuple[str, ...] = ()
-    started_ms: int = 0
-    hotwords: tuple[str, ...] = ()
+__all__ = ["AnswerEnd", "AnswerStart", "AudioChunk", "Shutdown", "WorkerEvent"]
 
 
 @dataclass(frozen=True)

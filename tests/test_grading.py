@@ -15,7 +15,8 @@ import pytest
 
 from pipeline import grading as gr
 from pipeline.encoder import PACKAGED_WEIGHTS_SHA256, ModelIntegrityError, SentenceEncoder, verify_weights
-from pipeline.evaluate import GRADING_FEATURES, fit_ridge, load_mohler, question_folds
+from pipeline.evaluate import GRADING_FEATURES, fit_ridge, question_folds
+from pipeline.mohler import load_mohler
 from pipeline.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
