@@ -25,12 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.media import load_audio  # noqa: E402
+from pipeline.records import SAMPLE_RATE  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.speech_metrics import SpeechMetricsOptions, compute_speech_metrics, word_error_rate  # noqa: E402
 from sidecar.asr import AsrOptions, SpeechRecognizer, StreamingTranscriber  # noqa: E402
 
 SPEECH = ROOT.parent / "shared" / "data" / "speech"
-RATE = 16000
+RATE = SAMPLE_RATE
 JFK_REF = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 LEFT_REF = "He began a confused complaint against the wizard, who had vanished behind the curtain on the left."
 RIGHT_REF = "The horizon seems extremely distant."

@@ -48,6 +48,7 @@ root, path, mode, cap = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]
 sys.path.insert(0, root)
 import numpy as np
 from pipeline import media, speech_metrics as sm
+from pipeline.records import SAMPLE_RATE
 
 def hwm_mb():
     for line in open("/proc/self/status"):
@@ -61,10 +62,10 @@ try:
     if mode == "new":
         media.check_duration(path, cap)
         audio = media.load_audio(path, max_seconds=cap)
-        acc = sm.ProsodyAccumulator(16000, sm.SpeechMetricsOptions())
+        acc = sm.ProsodyAccumulator(SAMPLE_RATE, sm.SpeechMetricsOptions())
         for i in range(0, len(audio), 8000):
             acc.feed(audio[i:i + 8000])
-        m = sm.compute_speech_metrics([], duration=len(audio) / 16000, prosody=acc.finish())
+        m = sm.compute_speech_metrics([], duration=len(audio) / SAMPLE_RATE, prosody=acc.finish())
     else:
         audio = media.load_audio(path)
         chunks = [audio[i:i + 8000].copy() for i in range(0, len(audio), 8000)]  # what the worker received

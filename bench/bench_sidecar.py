@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.media import load_audio  # noqa: E402
+from pipeline.records import SAMPLE_RATE  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.storage import EmbeddedServer  # noqa: E402
 from sidecar.protocol import AnswerEnd, AnswerStart, AudioChunk  # noqa: E402
@@ -35,8 +36,8 @@ KEY_POINTS = ("ask what you can do for your country", "service to the country")
 def _answer_audio(seconds: float) -> np.ndarray:
     jfk = load_audio(DATA / "speech" / "jfk.flac")
     gap = np.zeros(8000, np.float32)
-    reps = int(np.ceil(seconds * 16000 / (len(jfk) + len(gap))))
-    return np.concatenate([np.concatenate([jfk, gap]) for _ in range(reps)])[: int(seconds * 16000)]
+    reps = int(np.ceil(seconds * SAMPLE_RATE / (len(jfk) + len(gap))))
+    return np.concatenate([np.concatenate([jfk, gap]) for _ in range(reps)])[: int(seconds * SAMPLE_RATE)]
 
 
 def cold_vs_warm(settings: Settings, audio: np.ndarray) -> dict[str, float]:

@@ -16,9 +16,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 # Set before sentence-transformers / huggingface_hub are imported so no code path
 # ever tries the network (air-gapped servers, CI).
@@ -140,9 +143,9 @@ class SentenceEncoder:
         self.model_calls = 0  # batches sent to the model; tests use it to prove no re-encoding
 
     @classmethod
-    def from_settings(cls, s: Any) -> SentenceEncoder:
+    def from_settings(cls, s: Settings) -> SentenceEncoder:
         """Encoder named by ``Settings.grading_model`` (unset: the packaged, hash-checked model)."""
-        return cls(getattr(s, "grading_model", None), threads=getattr(s, "grading_threads", None))
+        return cls(s.grading_model, threads=s.grading_threads)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Return an (n, dim) float32 array of L2-normalized embeddings."""

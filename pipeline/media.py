@@ -17,6 +17,8 @@ from typing import Any, BinaryIO
 import av
 import numpy as np
 
+from pipeline.records import SAMPLE_RATE
+
 Source = str | os.PathLike[str] | bytes | bytearray | BinaryIO
 
 # A file whose decoded length falls short of its declared length by more than this
@@ -267,7 +269,7 @@ class _SampleBuffer:
 
 def load_audio(
     path_or_file: Source,
-    rate: int = 16000,
+    rate: int = SAMPLE_RATE,
     channel: int | None = None,
     *,
     allow_truncated: bool = False,
@@ -415,7 +417,7 @@ class AudioResampler16k:
     browser renegotiates to 44.1 kHz mono) rebuilds the resampler instead of failing.
     """
 
-    def __init__(self, rate: int = 16000) -> None:
+    def __init__(self, rate: int = SAMPLE_RATE) -> None:
         self.rate = rate
         self._resampler: av.AudioResampler | None = None
         self._input_key: tuple[str, str, int] | None = None

@@ -85,7 +85,7 @@ class ReportOptions:
             emotion_smoothing_window=int(settings.emotion_smoothing_window),
             pause_seconds=float(settings.pause_seconds),
             emotion_enabled=bool(settings.emotion_enabled) and bool(snapshot.get("emotion_enabled", True)),
-            max_display_points=int(getattr(settings, "report_max_points", cls.max_display_points)),
+            max_display_points=int(settings.report_max_points),
             pace_low_wpm=float(settings.pace_low_wpm),
             pace_high_wpm=float(settings.pace_high_wpm),
             emotion_confidence_floor=float(settings.emotion_confidence_floor),

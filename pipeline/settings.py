@@ -42,7 +42,6 @@ class Settings(BaseSettings):
     frame_sample_every: int = Field(4, ge=1, le=60, description="Keep every Nth video frame (4 = 7.5 fps from 30)")
     ring_slots: int = Field(32, ge=2, description="Shared-memory frame ring size in frames")
     frame_max_width: int = Field(640, ge=64, description="Sampled frames are downscaled to at most this width")
-    audio_rate: int = Field(16000, description="Sample rate the speech path runs at (Hz)")
     ice_servers: list[dict] = Field(
         default_factory=list,
         description="WebRTC ICE servers (STUN/TURN) as JSON; empty works on localhost and LANs",
@@ -55,6 +54,9 @@ class Settings(BaseSettings):
     face_confidence_floor: float = Field(0.5, ge=0, le=1, description="Faces below this detector confidence are ignored")
     emotion_confidence_floor: float = Field(0.35, ge=0, le=1, description="Dominant emotion below this is shown as uncertain")
     emotion_smoothing_window: int = Field(5, ge=1, description="Samples in the moving average of emotion tracks")
+    report_max_points: int = Field(
+        2000, ge=2, description="The report's timeline draws at most this many points per track (longer ones are averaged)"
+    )
     gaze_center_tolerance: float = Field(0.2, ge=0, le=1, description="Face centre within this fraction of frame centre counts as eye contact")
     emotion_enabled: bool = Field(True, description="Show emotion at all (candidates may switch it off)")
     emotion_model: str = Field(

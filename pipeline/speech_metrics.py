@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.records import SAMPLE_RATE
 from pipeline.settings import DEFAULT_FILLERS
 
 if TYPE_CHECKING:
@@ -285,7 +286,7 @@ YIN_BLOCK_FRAMES = 512
 _ENERGY_BLOCK_SAMPLES = 1 << 20
 
 
-def frame_energy_db(audio: np.ndarray, rate: int = 16000, hop_seconds: float = 0.05) -> np.ndarray:
+def frame_energy_db(audio: np.ndarray, rate: int = SAMPLE_RATE, hop_seconds: float = 0.05) -> np.ndarray:
     """RMS level in dBFS of consecutive ``hop_seconds`` frames (floored at ENERGY_FLOOR_DB)."""
     hop = max(1, round(hop_seconds * rate))
     n = len(audio) // hop
@@ -386,7 +387,7 @@ def _yin_frames(frames: np.ndarray, rate: int, g: _YinGeometry, threshold: float
 
 def yin_pitch(
     audio: np.ndarray,
-    rate: int = 16000,
+    rate: int = SAMPLE_RATE,
     hop_seconds: float = 0.05,
     fmin: float = 65.0,
     fmax: float = 400.0,
@@ -420,7 +421,7 @@ class ProsodyAccumulator:
     result equals ``prosody_track`` of the whole signal.
     """
 
-    def __init__(self, rate: int = 16000, options: SpeechMetricsOptions | None = None,
+    def __init__(self, rate: int = SAMPLE_RATE, options: SpeechMetricsOptions | None = None,
                  block_frames: int = YIN_BLOCK_FRAMES) -> None:
         self.rate = rate
         self.opts = options or SpeechMetricsOptions()
@@ -494,7 +495,7 @@ class ProsodyTrack:
         return asdict(self)
 
 
-def prosody_track(audio: np.ndarray, rate: int = 16000, options: SpeechMetricsOptions | None = None) -> ProsodyTrack:
+def prosody_track(audio: np.ndarray, rate: int = SAMPLE_RATE, options: SpeechMetricsOptions | None = None) -> ProsodyTrack:
     """Energy and pitch of a whole signal, computed in bounded blocks (``ProsodyAccumulator``)."""
     acc = ProsodyAccumulator(rate, options)
     acc.feed(audio)
@@ -553,7 +554,7 @@ def compute_speech_metrics(
     words: Sequence[Word],
     audio: np.ndarray | None = None,
     *,
-    rate: int = 16000,
+    rate: int = SAMPLE_RATE,
     duration: float | None = None,
     options: SpeechMetricsOptions | None = None,
     prosody: ProsodyTrack | None = None,

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.media import MediaError, check_duration, iter_video_frames, load_audio, probe
+from pipeline.records import SAMPLE_RATE
 from pipeline.settings import Settings
 from sidecar.protocol import AnswerStart, WorkerEvent
 from sidecar.supervisor import Sidecar
@@ -136,10 +137,10 @@ def _run(request: AnalyzeRequest, settings: Settings, store: bool, sidecar: Side
             raise
     duration_s = 0.0
     if audio is not None:
-        step = int(AUDIO_CHUNK_S * 16000)
+        step = int(AUDIO_CHUNK_S * SAMPLE_RATE)
         for i in range(0, len(audio), step):
-            sidecar.push_audio(answer_id, t0_ms + int(i * 1000 / 16000), audio[i:i + step])
-        duration_s = len(audio) / 16000
+            sidecar.push_audio(answer_id, t0_ms + int(i * 1000 / SAMPLE_RATE), audio[i:i + step])
+        duration_s = len(audio) / SAMPLE_RATE
     with collected.done:
         collected.done.wait_for(lambda: len(collected.frames) >= sampled, timeout=max(60.0, sampled))
     timings["frames_s"] = round(time.perf_counter() - t, 3)

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.records import SAMPLE_RATE
 from pipeline.speech_metrics import frame_energy_db, normalize_tokens
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
 
 
-SAMPLE_RATE = 16000
 ENGINES = ("faster-whisper", "openai-whisper")
 
 # Short on purpose: a prompt that already contains fillers makes Whisper keep "um"/"uh";

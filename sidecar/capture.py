@@ -25,6 +25,7 @@ import numpy as np
 
 from pipeline.clock import TrackClock
 from pipeline.media import AudioResampler16k
+from pipeline.records import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ class Capture:
     def _push_audio(self, frame: Any, t_ms: int, target: CaptureTarget) -> None:
         samples = self.resampler(frame)
         if samples.size:
-            self.audio_seconds += samples.size / 16000.0
+            self.audio_seconds += samples.size / SAMPLE_RATE
             # Device-check level: a peak meter that halves in about a second, so short sounds register.
             self.audio_level = max(float(np.abs(samples).max()), self.audio_level * 0.986)
             if target.answer_id is not None:

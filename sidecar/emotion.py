@@ -113,7 +113,6 @@ class EmotionOptions:
             from pipeline.settings import get_settings
 
             s = get_settings()
-        home = getattr(s, "deepface_home", None)
         return cls(
             detector=s.face_detector.strip().lower(),
             detect_width=s.detect_width,
@@ -121,9 +120,9 @@ class EmotionOptions:
             face_confidence_floor=s.face_confidence_floor,
             emotion_confidence_floor=s.emotion_confidence_floor,
             gaze_center_tolerance=s.gaze_center_tolerance,
-            deepface_home=str(home) if home else None,
-            emotion_model=getattr(s, "emotion_model", "auto"),
-            threads=getattr(s, "emotion_threads", 1),
+            deepface_home=str(s.deepface_home) if s.deepface_home else None,
+            emotion_model=s.emotion_model,
+            threads=s.emotion_threads,
         )
 
     def resolved_deepface_home(self) -> Path:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.records import SAMPLE_RATE
 from pipeline.settings import Settings
 from sidecar.protocol import AnswerEnd, AnswerStart, AudioChunk, Shutdown, WorkerEvent
 from sidecar.ring import FrameRing
@@ -220,7 +221,7 @@ class Sidecar:
             stale = [a for a in self._open.values()
                      if a.end is None and now - a.last_input > self.settings.stale_answer_seconds]
         for a in stale:
-            last_ms = a.chunks[-1].t_ms + len(a.chunks[-1].samples) * 1000 // 16000 if a.chunks else a.start.started_ms
+            last_ms = a.chunks[-1].t_ms + len(a.chunks[-1].samples) * 1000 // SAMPLE_RATE if a.chunks else a.start.started_ms
             log.warning("answer %s got no audio for %.0fs: ending it as incomplete", a.start.answer_id,
                         self.settings.stale_answer_seconds)
             self.end_answer(a.start.answer_id, last_ms, status="incomplete")
@@ -297,10 +298,10 @@ class Sidecar:
             answer.last_input = time.monotonic()
             self.audio_chunks_in += 1
             self.workers["speech"].inbox.put(chunk)
-            if answer.samples > (self.settings.max_answer_seconds + 1.0) * 16000:
+            if answer.samples > (self.settings.max_answer_seconds + 1.0) * SAMPLE_RATE:
                 # A live answer is capped like a file (max_answer_seconds): memory must not grow with it.
                 log.warning("answer %s reached max_answer_seconds: ending it", answer_id)
-                self.end_answer(answer_id, int(t_ms) + len(chunk.samples) * 1000 // 16000)
+                self.end_answer(answer_id, int(t_ms) + len(chunk.samples) * 1000 // SAMPLE_RATE)
 
     def push_frame(self, image: np.ndarray, t_ms: int, session_id: str, answer_id: str, block: bool = False) -> bool:
         return self.ring.put(image, t_ms, session_id, answer_id, block=block)
@@ -356,7 +357,7 @@ class Sidecar:
                        "journal_full": bool(w.metrics.get("journal_full", False))}
                 for name, w in self.workers.items()
             }
-            open_audio_s = sum(a.samples for a in self._open.values()) / 16000
+            open_audio_s = sum(a.samples for a in self._open.values()) / SAMPLE_RATE
             journal_errors = [w["journal_error"] for w in workers.values() if w["journal_error"]]
         with contextlib.suppress(NotImplementedError, OSError):
             workers["speech"]["inbox_depth"] = self.workers["speech"].inbox.qsize()

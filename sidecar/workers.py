@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.records import SAMPLE_RATE
 from sidecar.protocol import AnswerEnd, AnswerStart, AudioChunk, Shutdown, WorkerEvent
 
 log = logging.getLogger(__name__)
@@ -387,7 +388,7 @@ class _SpeechLoop:
         from pipeline.speech_metrics import ProsodyAccumulator
 
         self.answers[msg.answer_id] = SpeechSession(msg, StreamingTranscriber(self.recognizer, options),
-                                                    ProsodyAccumulator(16000, self.metrics_options))
+                                                    ProsodyAccumulator(SAMPLE_RATE, self.metrics_options))
         if self.backlog is not None:  # held in memory if the journal refuses it (never dropped)
             self.backlog.insert("answers", {
                 "_id": msg.answer_id, "session_id": msg.session_id, "index": msg.index, "question": msg.question,
@@ -423,7 +424,7 @@ class _SpeechLoop:
         words = [_clean_word(w) for w in transcript.words]
         t = time.perf_counter()
         prosody = session.prosody.finish() if samples else None
-        metrics = compute_speech_metrics(words, duration=samples / 16000 or None, options=self.metrics_options,
+        metrics = compute_speech_metrics(words, duration=samples / SAMPLE_RATE or None, options=self.metrics_options,
                                          prosody=prosody).as_dict()
         timings["metrics_s"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -436,7 +437,7 @@ class _SpeechLoop:
             "metrics": metrics, "grade": answer_grade.to_dict(), "features": features.to_dict(),
             "asr": {"engine": transcript.engine, "model": transcript.model, "language": transcript.language},
             "audio_started_ms": session.first_ms,
-            "audio_seconds": round(samples / 16000, 3),
+            "audio_seconds": round(samples / SAMPLE_RATE, 3),
         }
         if msg.capture:
             fields["capture"] = msg.capture
