@@ -9,7 +9,8 @@ grade they give, the settings snapshot), then times, with no model loaded:
 - preview (write=False) of a grading-only profile (band cut-offs, off-topic floor);
 - preview of a profile that also changes the filler list and pause length (speech metrics
   recomputed from the stored words);
-- apply (write=True) of each;
+- apply (write=True) of each, directly (one transaction) and through the app's journaled
+  writer (one journal batch, then flushed: what the Research page does);
 - the calibration view (aggregation per session).
 Goal: re-scoring 1,000 sessions x 3 answers in < 10 s. Prints a markdown table.
 """
@@ -48,6 +49,7 @@ from pipeline.rescore import rescore  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.speech_metrics import SpeechMetricsOptions, compute_speech_metrics  # noqa: E402
 from pipeline.storage import EmbeddedServer, ensure_indexes  # noqa: E402
+from pipeline.writer import BatchedWriter, WriterOptions  # noqa: E402
 
 VOCAB = ["the", "system", "uses", "a", "cache", "so", "we", "reduce", "latency", "and", "then", "I", "measured",
          "it", "with", "load", "tests", "which", "showed", "results", "um", "uh", "like"]
@@ -124,18 +126,22 @@ def main(argv: list[str] | None = None) -> int:
             setup_s = time.perf_counter() - t
             rows = []
             n = f"{args.sessions} x {args.answers}"
-            for label, settings, write, prof in (
-                ("preview, grading thresholds", grading, False, None),
-                ("preview, + fillers/pause/pace", speech, False, None),
-                ("apply (write), grading thresholds", grading, True, ("grading", 1)),
-                ("apply (write), + fillers/pause/pace", speech, True, ("speech", 1)),
+            writer = BatchedWriter(lambda: db, WriterOptions(journal_dir=Path(tmp) / "journal", name="bench"))
+            for label, settings, write, prof, via in (
+                ("preview, grading thresholds", grading, False, None, None),
+                ("preview, + fillers/pause/pace", speech, False, None, None),
+                ("apply (write), grading thresholds", grading, True, ("grading", 1), None),
+                ("apply (write), + fillers/pause/pace", speech, True, ("speech", 1), None),
+                ("apply through the journaled writer, grading thresholds", grading, True, ("grading", 2), writer),
+                ("apply through the journaled writer, + fillers/pause/pace", speech, True, ("speech", 2), writer),
             ):
-                r = rescore(db, settings, write=write, profile=prof)
+                r = rescore(db, settings, write=write, profile=prof, writer=via)
                 tm = r.timings
                 rows.append((label, n, r.rescored, r.band_changes, tm["read_s"], tm["score_s"], tm["speech_s"],
                              tm["write_s"], tm["total_s"]))
                 if write:
-                    split = {k: v for k, v in tm.items() if k.startswith(("write_", "commit")) and k != "write_s"}
+                    split = {k: v for k, v in tm.items()
+                             if k.startswith(("write_", "commit", "journal", "flush")) and k != "write_s"}
                     print(f"{label}: write split {split}", file=sys.stderr)
             # The write step as it was before answer_scores: the same new grades set in place on
             # the (large) answer documents, in one transaction.
@@ -151,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             view = calibration_view(db)
             cal_s = time.perf_counter() - t
+            writer.close()
         finally:
             client.close()
             server.stop()

@@ -229,11 +229,13 @@ if shared_id is None:
         sure = st.checkbox("Yes, delete it and everything recorded in it", key="report_delete_sure")
         if st.button("Delete session", type="primary", key="report_delete", disabled=not sure):
             try:
-                gone = delete_session(db, session_id)
+                gone = delete_session(db, session_id, store.writer)  # journaled: ordered with every other write
             except PyMongoError as exc:
                 st.error(f"Could not delete the session: {error_text(exc)}")
             else:
                 st.cache_data.clear()
                 st.query_params.clear()
-                st.success("Deleted: " + ", ".join(f"{n} {k}" for k, n in gone.items()) + ".")
+                st.success("Deleted: " + ", ".join(f"{n} {k}" for k, n in gone.items()) + "." if gone is not None
+                           else "Deleting: the database is slow to answer; the delete is kept in the journal and "
+                           "finishes once it does.")
                 st.stop()

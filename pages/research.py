@@ -220,9 +220,11 @@ with tab_tune:
                 try:
                     with st.spinner("Re-scoring and writing…"):
                         done = rescore(db, settings_with(settings, prof["thresholds"]), session_filter=access,
-                                       write=True, profile=(prof["name"], prof["version"]))
+                                       write=True, profile=(prof["name"], prof["version"]), writer=store.writer)
                     st.success(f"Applied {md(target)}: {done.rescored} answers in {done.sessions} sessions re-scored "
-                               f"({done.band_changes} changed band) in {done.timings['total_s']:.1f} s.")
+                               f"({done.band_changes} changed band) in {done.timings['total_s']:.1f} s."
+                               + (" Some grades are still in the journal and reach the database once it answers."
+                                  if done.pending else ""))
                 except (PyMongoError, ProfileError) as exc:
                     st.error(f"Not applied: {error_text(exc)}")
 

@@ -138,11 +138,13 @@ with tab_list:
         if st.button("Delete session", type="primary", key="delete_button", disabled=not (target and sure)):
             try:
                 if target and find_visible_session(db, target, access) is not None:
-                    gone = delete_session(db, target)
+                    gone = delete_session(db, target, store.writer)  # journaled: ordered with every other write
                     st.cache_data.clear()  # filter options and cached report frames
                     st.session_state.pop("delete_sure", None)
-                    st.session_state["deleted_msg"] = (f"Deleted session {md(target)}: "
-                                                       + ", ".join(f"{n} {k}" for k, n in gone.items()) + ".")
+                    st.session_state["deleted_msg"] = (
+                        f"Deleted session {md(target)}: " + ", ".join(f"{n} {k}" for k, n in gone.items()) + "."
+                        if gone is not None else f"Deleting session {md(target)}: the database is slow to answer; "
+                        "the delete is kept in the journal and finishes once it does.")
                     st.rerun()  # the list without it
                 else:
                     st.error("That session is not there any more, or you may not delete it.")

@@ -9,7 +9,8 @@
   session until it expires. Only the token's SHA-256 is stored (``shares._id``), so the
   collection itself opens nothing; a TTL index removes expired ones and ``resolve_share``
   checks the time itself (TTL pruning is lazy).
-- ``delete_session``: the session and everything stored for it.
+- ``delete_session``: the session and everything stored for it, through the app's
+  journaled writer (ordered with its other writes; never undone by a replay).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import io
 import json
 import secrets
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -31,11 +32,10 @@ from pymongo.database import Database
 
 from pipeline.queries import and_filters, list_report_answers
 from pipeline.report import ReportOptions, answer_card, answer_timeline, frame_summary, session_header
+from pipeline.writer import BatchedWriter, apply_session_delete
 
 SHARE_MAX_DAYS = 90
 TOKEN_MAX_CHARS = 200
-# Collections that are not per-session data: delete_session never touches them.
-NOT_SESSION_DATA = frozenset({"sessions", "users", "logins", "profiles", "questions"})
 
 
 # --------------------------------------------------------------------------- reading
@@ -314,21 +314,23 @@ def revoke_shares(db: Database, session_id: Any) -> int:
 # --------------------------------------------------------------------------- delete
 
 
-def delete_session(db: Database, session_id: Any) -> dict[str, int]:
-    """Delete a session and everything stored for it: answers, frames, share links, and any
-    other per-session collection (report caches, audio) holding its ``session_id``.
+def delete_session(db: Database, session_id: Any, writer: BatchedWriter | None = None,
+                   timeout: float = 30.0) -> dict[str, int] | None:
+    """Delete a session and everything stored for it: answers, frames, share links, re-scores and
+    any other per-session collection (report caches, audio) holding its ``session_id``.
 
-    The session document goes last, so an interrupted delete leaves it listed and can be
-    repeated. Returns the number of documents deleted per collection.
+    With ``writer`` (the app's) the delete is journaled behind that writer's earlier writes and
+    sent; a tombstone keeps any journaled write for the session, replayed later by any writer,
+    from bringing it back (pipeline.writer). Returns the number of documents deleted per
+    collection, or None when the database did not take it within ``timeout``: it is then kept
+    in the journal and done once the database is back. Without a writer (scripts, tests) it
+    is done at once, tombstone first as well. The session document goes last, so an
+    interrupted delete leaves it listed and is repeated.
     """
     sid = str(session_id)
-    linked: Sequence[str] = ["shares", "frames", "answers"]
-    others = sorted(n for n in db.list_collection_names()
-                    if n not in NOT_SESSION_DATA and n not in linked and not n.startswith("system."))
-    deleted: dict[str, int] = {}
-    for name in [*linked, *others]:
-        n = db[name].delete_many({"session_id": sid}).deleted_count
-        if n or name in linked:
-            deleted[name] = n
-    deleted["sessions"] = db.sessions.delete_one({"_id": sid}).deleted_count
-    return deleted
+    if writer is None:
+        return apply_session_delete(db, sid)
+    writer.delete_session(sid)
+    if not writer.flush(timeout):
+        return None
+    return writer.deleted(sid)

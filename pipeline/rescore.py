@@ -18,9 +18,12 @@ the band transition matrix); ``write=True`` stores the new grades with
 ``profile: {name, version}``: per answer in ``answer_scores`` (one small document each, read
 back through ``pipeline.queries.with_rescores``; the answer documents with their words are
 never rewritten, which on the embedded server costs in proportion to their size), per
-session on the session. One ``bulk_write(ordered=False)`` per collection, inside one
-transaction where the server supports it (all or nothing, and one disk sync instead of one
-per document), plain otherwise. A previous re-score is the "before" of the next one.
+session on the session. With the app's ``writer`` (what the pages pass) every grade goes
+through its journal in one record batch (all or nothing, ordered with the other writes, and
+dropped for a session deleted meanwhile: a re-score never brings a deleted session back),
+then the writer is flushed so the caller reads what it wrote. Without one (scripts, tests):
+one ``bulk_write(ordered=False)`` per collection, inside one transaction where the server
+supports it, plain otherwise. A previous re-score is the "before" of the next one.
 
 ``mohler_effect(settings, data_path)``: Pearson r and RMSE (0-5 scale) of the grader on the
 Mohler 2011 data under the given grading thresholds. Features are computed once with the
@@ -54,6 +57,7 @@ from pipeline.profiles import SPEECH_FIELDS, thresholds_of
 from pipeline.queries import ANSWER_SCORES, merge_rescore, rescores_of
 from pipeline.settings import Settings
 from pipeline.speech_metrics import SpeechMetricsOptions, filler_and_pause_metrics, pace_band
+from pipeline.writer import BatchedWriter, Update
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,7 @@ class RescoreResult:
     speech: dict[str, int] = field(default_factory=dict)  # answers whose fillers/pauses/pace band were recomputed
     timings: dict[str, float] = field(default_factory=dict)
     written: bool = False
+    pending: bool = False  # written to the journal, not yet in the database (it was slow or away)
 
     def transition_rows(self) -> list[dict[str, Any]]:
         """The transition matrix as table rows: one per band before, one column per band after."""
@@ -180,11 +185,14 @@ def rescore(
     limit: int | None = None,
     write: bool = False,
     profile: tuple[str, int] | None = None,
+    writer: BatchedWriter | None = None,
+    flush_timeout: float = 60.0,
 ) -> RescoreResult:
     """Grade stored answers again under ``settings`` (see module docstring).
 
     ``session_filter`` is a query on ``sessions`` (default: all), ``limit`` keeps the most
-    recent sessions. ``profile`` = (name, version) is stored with the grades when writing.
+    recent sessions. ``profile`` = (name, version) is stored with the grades when writing,
+    through ``writer`` when given (see the module docstring).
     """
     t_start = time.perf_counter()
     prof = {"name": str(profile[0]), "version": int(profile[1])} if profile else None
@@ -209,7 +217,7 @@ def rescore(
     everything = len(ids) >= FULL_SCAN_SHARE * max(1, total)
 
     per_session: dict[str, list[tuple[float | None, list[str]]]] = {}
-    answer_ops: list[UpdateOne] = []
+    answer_ops: list[Update] = []
     now = datetime.now(UTC)
     t_read = t_score = t_speech = 0.0
     t = time.perf_counter()
@@ -246,10 +254,10 @@ def rescore(
         t_speech += time.perf_counter() - t0
         if write:  # dotted metrics fields: what an earlier re-score recomputed and this one did not stays
             fields.update({"session_id": sid, "grade": new.to_dict(), "profile": prof, "rescored_at": now})
-            answer_ops.append(UpdateOne({"_id": doc["_id"]}, {"$set": fields}, upsert=True))
+            answer_ops.append(Update(ANSWER_SCORES, doc["_id"], fields, upsert=True))
         t = time.perf_counter()
 
-    session_ops: list[UpdateOne] = []
+    session_ops: list[Update] = []
     scored_thresholds = _json_thresholds(settings)
     for s in sessions:
         sid = str(s["_id"])
@@ -264,14 +272,22 @@ def rescore(
         result.session_band_changes += (s.get("band") or None) != band
         if write:
             flags = sorted({f for _, fl in rows for f in fl})
-            session_ops.append(UpdateOne({"_id": s["_id"]}, {"$set": {
+            session_ops.append(Update("sessions", s["_id"], {
                 "grade": mean, "band": band, "flags": flags, "profile": prof,
                 "scored_thresholds": scored_thresholds, "rescored_at": now,
-            }}))
+            }))
 
     t0 = time.perf_counter()
     write_timings: dict[str, float] = {}
-    if write:
+    if write and writer is not None:
+        t = time.perf_counter()
+        writer.update_many([*answer_ops, *session_ops])  # one journal batch: all of it or nothing
+        write_timings["journal_s"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        result.pending = not writer.flush(flush_timeout)  # so the caller reads what it wrote
+        write_timings["flush_s"] = round(time.perf_counter() - t, 3)
+        result.written = True
+    elif write:
         _write_all(db, {ANSWER_SCORES: answer_ops, "sessions": session_ops}, write_timings)
         result.written = True
     result.timings = {
@@ -314,9 +330,10 @@ def _speech_fields(
     return out
 
 
-def _write_all(db: Database, ops: Mapping[str, Sequence[UpdateOne]], timings: dict[str, float]) -> None:
+def _write_all(db: Database, updates: Mapping[str, Sequence[Update]], timings: dict[str, float]) -> None:
     """One unordered bulk write per collection; in one transaction when the server has them."""
-    ops = {name: list(o) for name, o in ops.items() if o}
+    ops = {name: [UpdateOne({"_id": u.doc_id}, {"$set": u.fields}, upsert=u.upsert) for u in o]
+           for name, o in updates.items() if o}
     if not ops:
         return
     try:

@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 COLLECTIONS = ("sessions", "answers", "answer_scores", "frames", "profiles", "questions", "users")
 
 # Every query the pages run has an index here (DESIGN.md: "Indexes on every query").
+# Tombstones of deleted sessions, the session id as _id (pipeline.writer): a journaled write for
+# one of them, replayed later by any writer, is dropped. Kept for good: an id is never reused.
+DELETED_SESSIONS = "deleted_sessions"
+# Collections that are not per-session data: deleting a session never touches them.
+NOT_SESSION_DATA = frozenset({"sessions", "users", "logins", "profiles", "questions", DELETED_SESSIONS})
+
 INDEXES: dict[str, list[IndexModel]] = {
     "sessions": [
         IndexModel([("started_at", DESCENDING)], name="by_started"),
@@ -64,6 +70,7 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     # Re-scored grades, one small document per answer (pipeline.queries.ANSWER_SCORES).
     "answer_scores": [IndexModel([("session_id", ASCENDING)], name="by_session")],
+    DELETED_SESSIONS: [IndexModel([("deleted_at", DESCENDING)], name="by_deleted_at")],
     "profiles": [
         IndexModel([("name", ASCENDING), ("version", DESCENDING)], name="by_name_version", unique=True),
     ],

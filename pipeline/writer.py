@@ -12,6 +12,15 @@ writer replays leftover segments, its own and any other dead writer's. Replays a
 idempotent: inserts carry their ``_id`` (a duplicate-key error means "already
 there") and updates are ``$set``.
 
+Deleting a session goes through the journal too (``delete_session``), so it is ordered
+with the writes before it. When its segment is sent, a tombstone (``deleted_sessions``)
+is stored first, then everything of the session is deleted. From then on any journaled
+write for that session (an insert, an upsert, a session update) is dropped when its
+segment is sent, whenever and by whichever writer: a later segment of this writer, or a
+dead writer's journal adopted afterwards. A segment whose writes raced a delete by
+another process is checked again after it was sent, and what it wrote for a session
+deleted meanwhile is deleted: a delete can never be undone by a replay.
+
 A record is journaled whole or not at all: short writes are continued, and on any
 write error (disk full, I/O error) the segment is cut back to where the record began
 and the caller gets a ``JournalError``: that write was NOT acknowledged. A line that
@@ -31,19 +40,21 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bson import json_util
 from pymongo import InsertOne, UpdateOne
+from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from pipeline.schemas import validate, validate_fields
 from pipeline.settings import Settings
-from pipeline.storage import DIR_MODE, FILE_MODE, secure_tree
+from pipeline.storage import DELETED_SESSIONS, DIR_MODE, FILE_MODE, NOT_SESSION_DATA, secure_tree
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +105,15 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} {unit}"
 
 
+class Update(NamedTuple):
+    """One ``$set`` for ``BatchedWriter.update_many``."""
+
+    collection: str
+    doc_id: str
+    fields: dict[str, Any]
+    upsert: bool = False
+
+
 @dataclass(frozen=True)
 class WriterOptions:
     journal_dir: Path
@@ -128,6 +148,7 @@ class WriterStatus:
     journal_full: bool = False  # the last write was refused for lack of space (cleared by the next good one)
     last_write_error: str | None = None  # why the last journal write was refused; None once one succeeds
     quarantined_lines: int = 0  # unreadable journal lines set aside into quarantine.jsonl
+    dropped_ops: int = 0  # journaled writes for a session deleted meanwhile, not sent
 
 
 class BatchedWriter:
@@ -139,6 +160,7 @@ class BatchedWriter:
         self._stop = threading.Event()
         self._flush_done = threading.Condition(self._lock)
         self._status = WriterStatus()
+        self._deleted: dict[str, dict[str, int]] = {}  # session id -> what its delete removed (recent ones)
         self._dir, self._dir_lock = self._claim_dir()
         self._adopt_orphans()
         self._seq = self._max_seq() + 1
@@ -162,10 +184,32 @@ class BatchedWriter:
     def insert_many(self, collection: str, docs: list[dict[str, Any]]) -> list[str]:
         return [self.insert(collection, d) for d in docs]
 
-    def update(self, collection: str, doc_id: str, fields: dict[str, Any]) -> None:
-        """Journal a ``$set`` of ``fields`` on the document ``doc_id``."""
+    def update(self, collection: str, doc_id: str, fields: dict[str, Any], upsert: bool = False) -> None:
+        """Journal a ``$set`` of ``fields`` on the document ``doc_id`` (created when ``upsert``)."""
         validate_fields(collection, fields)
-        self._append({"op": "set", "c": collection, "id": doc_id, "f": fields})
+        self._append({"op": "set", "c": collection, "id": doc_id, "f": fields, **({"u": True} if upsert else {})})
+
+    def update_many(self, updates: Sequence[Update]) -> None:
+        """Many ``update``s, journaled whole or not at all (one write under one lock)."""
+        records = []
+        for u in updates:
+            validate_fields(u.collection, u.fields)
+            records.append({"op": "set", "c": u.collection, "id": u.doc_id, "f": u.fields,
+                            **({"u": True} if u.upsert else {})})
+        self._append(*records)
+
+    def delete_session(self, session_id: str) -> None:
+        """Journal the delete of a session and everything stored for it (see the module docstring).
+
+        Once it is sent, ``deleted(session_id)`` says how many documents went per collection.
+        """
+        self._append({"op": "delete_session", "c": "sessions", "id": str(session_id)})
+
+    def deleted(self, session_id: str) -> dict[str, int] | None:
+        """What the sent delete of ``session_id`` removed per collection; None while it is unsent."""
+        with self._lock:
+            counts = self._deleted.get(str(session_id))
+            return dict(counts) if counts is not None else None
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Send everything journaled so far; True when the journal is empty."""
@@ -201,6 +245,7 @@ class BatchedWriter:
                 journal_full=s.journal_full,
                 last_write_error=s.last_write_error,
                 quarantined_lines=s.quarantined_lines,
+                dropped_ops=s.dropped_ops,
             )
 
     def close(self, flush_timeout: float = 10.0) -> None:
@@ -267,8 +312,10 @@ class BatchedWriter:
         segs = self._segments()
         return int(segs[0].stem.split("-")[1]) if segs else None
 
-    def _append(self, record: dict[str, Any]) -> None:
-        line = (json_util.dumps(record, json_options=_JSON) + "\n").encode()
+    def _append(self, *records: dict[str, Any]) -> None:
+        if not records:
+            return
+        line = b"".join((json_util.dumps(r, json_options=_JSON) + "\n").encode() for r in records)
         with self._lock:
             if self._journal_bytes + len(line) > self.options.journal_max_bytes:
                 full = JournalFullError(
@@ -287,8 +334,8 @@ class BatchedWriter:
                 raise refused from exc
             self._status.journal_full = False
             self._status.last_write_error = None
-            self._current_ops += 1
-            self._unsent_ops += 1
+            self._current_ops += len(records)
+            self._unsent_ops += len(records)
             self._current_bytes += len(line)
             self._journal_bytes += len(line)
             full = self._current_ops >= self.options.max_docs
@@ -380,7 +427,7 @@ class BatchedWriter:
                 break  # the open segment is still being written
             try:
                 ops, bad = _read_segment(seg)
-                rejected = self._send(ops)
+                rejected, dropped = self._send(ops)
             except PyMongoError as exc:
                 with self._lock:
                     self._status.last_error = f"{type(exc).__name__}: {exc}"[:500]
@@ -396,7 +443,8 @@ class BatchedWriter:
                 self._journal_bytes = max(0, self._journal_bytes - size)
                 self._unsent_ops = max(0, self._unsent_ops - len(ops) - len(bad))
                 self._status.quarantined_lines += len(bad)
-                self._status.flushed_ops += len(ops) - rejected
+                self._status.flushed_ops += len(ops) - rejected - dropped
+                self._status.dropped_ops += dropped
                 self._status.rejected_ops += rejected
                 self._status.last_flush = time.time()
                 self._status.last_error = None
@@ -404,11 +452,18 @@ class BatchedWriter:
                 self._flush_done.notify_all()
         return True
 
-    def _send(self, records: list[dict[str, Any]]) -> int:
-        """Write one segment; returns how many operations the database refused for good."""
+    def _send(self, records: list[dict[str, Any]]) -> tuple[int, int]:
+        """Write one segment; returns how many operations the database refused for good, and how
+        many were dropped as writes for a deleted session."""
         db = self._get_db()
+        deletes = list(dict.fromkeys(r["id"] for r in records if r["op"] == "delete_session"))
+        store_tombstones(db, deletes)  # first: from now on no replay writes these sessions again
+        linked = {sid for r in records if (sid := _session_of(r)) is not None}
+        dead = _tombstoned(db, linked)
+        kept = [r for r in records if r["op"] != "delete_session" and _session_of(r) not in dead]
+        dropped = len(records) - len(kept) - sum(r["op"] == "delete_session" for r in records)
         rejected = 0
-        for collection, ops in _coalesce(records).items():
+        for collection, ops in _coalesce(kept).items():
             try:
                 db[collection].bulk_write(ops, ordered=False)
             except BulkWriteError as exc:
@@ -417,7 +472,19 @@ class BatchedWriter:
                 if permanent:
                     self._reject(collection, permanent)
                     rejected += len(permanent)
-        return rejected
+        # A session another process deleted while these writes were on their way: take them out again
+        # (its tombstone was stored before its delete ran, so one of the two sees the other's writes).
+        raced = _tombstoned(db, linked - dead) if kept else set()
+        for sid in [*deletes, *sorted(raced - set(deletes))]:
+            counts = _purge_session(db, sid)
+            if sid in deletes:
+                with self._lock:
+                    self._deleted[sid] = counts
+                    while len(self._deleted) > 1000:  # only recent results are asked for
+                        self._deleted.pop(next(iter(self._deleted)))
+        if dropped:
+            log.info("%d journaled writes for deleted sessions dropped", dropped)
+        return rejected, dropped
 
     def _reject(self, collection: str, errors: list[dict[str, Any]]) -> None:
         # The server refused these for good (not a connectivity problem): keep them on disk.
@@ -498,7 +565,64 @@ def _record_problem(r: Any) -> str | None:
         return None if isinstance(r.get("d"), dict) and "_id" in r["d"] else "insert without a document id"
     if r.get("op") == "set":
         return None if "id" in r and isinstance(r.get("f"), dict) else "update without an id or fields"
+    if r.get("op") == "delete_session":
+        return None if isinstance(r.get("id"), str) and r["id"] else "delete without a session id"
     return "unknown operation"
+
+
+def _session_of(r: dict[str, Any]) -> str | None:
+    """The session a record writes for (None: not tied to one, or a plain update that creates nothing)."""
+    if r["op"] == "insert":
+        sid = r["d"]["_id"] if r["c"] == "sessions" else r["d"].get("session_id")
+    elif r["op"] == "set":
+        # A plain $set of a deleted document matches nothing; only an upsert could bring one back.
+        sid = r["id"] if r["c"] == "sessions" else r["f"].get("session_id") if r.get("u") else None
+    else:
+        return None
+    return sid if isinstance(sid, str) else None
+
+
+def _tombstoned(db: Database, session_ids: set[str]) -> set[str]:
+    """Which of these sessions were deleted (by any writer)."""
+    ids = sorted(session_ids)
+    found: set[str] = set()
+    for i in range(0, len(ids), 1000):
+        found.update(d["_id"] for d in db[DELETED_SESSIONS].find({"_id": {"$in": ids[i : i + 1000]}}, {"_id": 1}))
+    return found
+
+
+def store_tombstones(db: Database, session_ids: list[str]) -> None:
+    """Mark sessions deleted: from now on no journaled write for them is sent (idempotent)."""
+    if session_ids:
+        now = datetime.now(UTC)
+        db[DELETED_SESSIONS].bulk_write(
+            [UpdateOne({"_id": sid}, {"$setOnInsert": {"deleted_at": now}}, upsert=True) for sid in session_ids],
+            ordered=False)
+
+
+def apply_session_delete(db: Database, session_id: str) -> dict[str, int]:
+    """Tombstone, then delete, one session now (what a sent ``delete_session`` record does)."""
+    store_tombstones(db, [str(session_id)])
+    return _purge_session(db, str(session_id))
+
+
+def _purge_session(db: Database, session_id: str) -> dict[str, int]:
+    """Delete a session and every document holding its ``session_id``; per collection how many went.
+
+    The session document goes last, so an interrupted delete leaves it listed; the segment is
+    sent again and the delete repeated.
+    """
+    linked = ["shares", "frames", "answers"]
+    others = sorted(n for n in db.list_collection_names()
+                    if n not in NOT_SESSION_DATA and n not in linked and not n.startswith("system."))
+    deleted: dict[str, int] = {}
+    for name in [*linked, *others]:
+        coll: Collection = db[name]
+        n = coll.delete_many({"session_id": session_id}).deleted_count
+        if n or name in linked:
+            deleted[name] = n
+    deleted["sessions"] = db.sessions.delete_one({"_id": session_id}).deleted_count
+    return deleted
 
 
 def _coalesce(records: list[dict[str, Any]]) -> dict[str, list[InsertOne | UpdateOne]]:
@@ -512,16 +636,19 @@ def _coalesce(records: list[dict[str, Any]]) -> dict[str, list[InsertOne | Updat
         else:
             entry = docs.get(r["id"])
             if entry is None:
-                docs[r["id"]] = ["set", dict(r["f"])]
+                docs[r["id"]] = ["upsert" if r.get("u") else "set", dict(r["f"])]
             elif entry[0] == "insert":
                 for key, value in r["f"].items():
                     _set_path(entry[1], key, value)
             else:
                 entry[1].update(r["f"])
+                if r.get("u"):
+                    entry[0] = "upsert"
     out: dict[str, list[InsertOne | UpdateOne]] = {}
     for collection, docs in by_collection.items():
         out[collection] = [
-            InsertOne(body) if kind == "insert" else UpdateOne({"_id": doc_id}, {"$set": body})
+            InsertOne(body) if kind == "insert"
+            else UpdateOne({"_id": doc_id}, {"$set": body}, upsert=kind == "upsert")
             for doc_id, (kind, body) in docs.items()
         ]
     return out

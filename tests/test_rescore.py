@@ -217,6 +217,38 @@ def test_rescore_is_what_every_reader_sees_and_later_rescores_build_on_it(db):
     assert deleted["answer_scores"] == 3 and db.answer_scores.count_documents({}) == 0
 
 
+def test_rescore_through_the_writer_stores_what_a_direct_write_stores(db, tmp_path):
+    from pipeline.export import delete_session
+    from pipeline.writer import BatchedWriter, WriterOptions
+
+    store_session(db, "s1", [0.4, 0.6, 0.8])
+    store_session(db, "s2", [0.5, 0.7], minutes=5)
+    new = settings_with(BASE, {"filler_words": ["um", "uh", "so"], "band_cutoffs": (0.7, 0.85, 0.95)})
+    w = BatchedWriter(lambda: db, WriterOptions(journal_dir=tmp_path / "j", flush_seconds=3600))
+    try:
+        journaled = rescore(db, new, write=True, profile=("p", 1), writer=w)
+        assert journaled.written and not journaled.pending and journaled.rescored == 5
+        assert w.status().pending_ops == 0  # flushed: the caller reads what it wrote
+        scores = {d["_id"]: {k: v for k, v in d.items() if k != "rescored_at"} for d in db.answer_scores.find()}
+        sessions = {d["_id"]: (d["grade"], d["band"], d["flags"], d["profile"]) for d in db.sessions.find()}
+        assert len(scores) == 5 and all(s["profile"] == {"name": "p", "version": 1} for s in scores.values())
+        db.answer_scores.delete_many({})
+        db.sessions.update_many({}, {"$unset": {"grade": "", "band": "", "profile": "", "scored_thresholds": ""}})
+        direct = rescore(db, new, write=True, profile=("p", 1))
+        assert direct.before == journaled.before and direct.after == journaled.after
+        assert {d["_id"]: {k: v for k, v in d.items() if k != "rescored_at"} for d in db.answer_scores.find()} == scores
+        assert {d["_id"]: (d["grade"], d["band"], d["flags"], d["profile"]) for d in db.sessions.find()} == sessions
+
+        # A re-score journaled around a delete never brings the deleted session's grades back.
+        w.delete_session("s2")
+        rescore(db, settings_with(new, {"band_cutoffs": (0.3, 0.5, 0.9)}), write=True, profile=("p", 2), writer=w)
+        assert delete_session(db, "s2", w) is not None
+        assert db.answer_scores.count_documents({"session_id": "s2"}) == 0 and db.sessions.find_one({"_id": "s2"}) is None
+        assert db.answer_scores.count_documents({"session_id": "s1", "profile.version": 2}) == 3
+    finally:
+        w.close()
+
+
 def test_no_speech_answer_has_no_grade_before_or_after(db):
     store_session(db, "s1", [0.5])
     f = features(0.0, no_speech=True)
