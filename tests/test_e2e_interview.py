@@ -124,6 +124,9 @@ def test_reload_mid_answer_keeps_it_and_resumes(tmp_path, shared_data, mongo_uri
         from tests.browser import start_media
 
         start_media(page)
+        # As in go_to_interview: camera and microphone both flowing before the interview starts.
+        wait_text(page, "Face found|No face found", 60)
+        wait_text(page, "Microphone is picking up sound", 60)
         page.get_by_role("button", name="Start the interview").click()
         wait_text(page, "Question 1 of 1")
         page.get_by_role("button", name="Start answer").click()

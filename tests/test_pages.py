@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 import pymongo
 import pytest
@@ -34,15 +36,15 @@ def _run(page: str, **query) -> AppTest:
     return open_page(page, admin_token(), timeout=30, **query)
 
 
-def _labels(elements) -> list[str]:
+def _labels(elements: Iterable[Any]) -> list[str]:
     return [e.label for e in elements]
 
 
-def _values(elements) -> list[str]:
+def _values(elements: Iterable[Any]) -> list[str]:
     return [str(e.value) for e in elements]
 
 
-def _says(elements, text: str) -> bool:
+def _says(elements: Iterable[Any], text: str) -> bool:
     return any(text in v for v in _values(elements))
 
 
