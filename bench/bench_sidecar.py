@@ -9,6 +9,8 @@ warm = the same answer after warm-up at start, as MockAI does. Both measured in 
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import tempfile
 import time
@@ -105,9 +107,24 @@ def end_to_stored(settings: Settings, audio: np.ndarray) -> dict[str, float]:
         result = car.wait_result(start.answer_id, 120)
         assert result and result["stored"], result
         times.append(time.perf_counter() - t)
+    recovery = {"hung_emotion_restart_s": _restart_after(car, "emotion", signal.SIGSTOP),
+                "killed_speech_restart_s": _restart_after(car, "speech", signal.SIGKILL)}
     car.stop()
     return {"sidecar_ready_s": start_s, "end_to_stored_median_s": float(np.median(times)),
-            "end_to_stored_max_s": max(times)}
+            "end_to_stored_max_s": max(times), **recovery}
+
+
+def _restart_after(car: Sidecar, name: str, sig: signal.Signals) -> float:
+    """Seconds from ``sig`` to the worker's restart (tests/test_sidecar.py checks that it happens and why)."""
+    w = car.workers[name]
+    restarts = w.restarts
+    t = time.perf_counter()
+    os.kill(w.process.pid, sig)
+    while w.restarts == restarts:
+        time.sleep(0.01)
+    took = time.perf_counter() - t
+    assert car.wait_ready(300), car.status()
+    return took
 
 
 def main() -> None:
@@ -129,6 +146,9 @@ def main() -> None:
     print(f"| sidecar start to ready (both workers, load + warm-up) | {e2e['sidecar_ready_s']:.2f} | |")
     print(f"| end of a 60 s answer to stored grade, warm (median of 3) | {e2e['end_to_stored_median_s']:.2f} | |")
     print(f"| end of a 60 s answer to stored grade, warm (max of 3) | {e2e['end_to_stored_max_s']:.2f} | |")
+    print(f"| hung emotion worker (SIGSTOP) to restarted, heartbeat timeout {settings.heartbeat_timeout_seconds:g} s "
+          f"| {e2e['hung_emotion_restart_s']:.2f} | |")
+    print(f"| killed speech worker (SIGKILL) to restarted | {e2e['killed_speech_restart_s']:.2f} | |")
 
 
 if __name__ == "__main__":

@@ -187,20 +187,23 @@ class Heartbeat:
     stuck longer than ``stuck_seconds`` stops the beat too and gets the worker restarted.
     """
 
-    def __init__(self, value: Any, stuck_seconds: float, every: float = 0.25) -> None:
+    def __init__(
+        self, value: Any, stuck_seconds: float, every: float = 0.25, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.value = value
         self.stuck_seconds = stuck_seconds
         self.every = every
-        self._last = time.monotonic()
+        self._clock = clock  # a test moves its own clock instead of sleeping past stuck_seconds
+        self._last = clock()
         threading.Thread(target=self._beat, name="heartbeat", daemon=True).start()
 
     def progress(self) -> None:
-        self._last = time.monotonic()
+        self._last = self._clock()
         self.value.value = time.time()
 
     def _beat(self) -> None:
         while True:
-            if time.monotonic() - self._last < self.stuck_seconds:
+            if self._clock() - self._last < self.stuck_seconds:
                 self.value.value = time.time()
             time.sleep(self.every)
 

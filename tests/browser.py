@@ -104,6 +104,35 @@ def wait_text(page: Any, pattern: str, timeout_s: float = 60) -> re.Match:
     raise AssertionError(f"{pattern!r} did not appear; page says:\n{page.inner_text('body')[-2000:]}")
 
 
+AUDIO_CAPTION = r"audio: (\d+(?:\.\d+)?) s"  # the live panel's count of this answer's audio
+
+
+def answer_audio_seconds(page: Any, timeout_s: float = 60) -> float:
+    """Seconds of audio the app has captured for the current answer, as its live panel says."""
+    return float(wait_text(page, AUDIO_CAPTION, timeout_s).group(1))
+
+
+def wait_answer_audio(page: Any, seconds: float, timeout_s: float = 180) -> float:
+    """Wait until the app has captured ``seconds`` of the current answer's audio (not a fixed sleep:
+    a loaded machine delivers the fake microphone slower, and the test needs the audio, not the time)."""
+    deadline = time.monotonic() + timeout_s
+    got = None
+    while time.monotonic() < deadline:
+        m = re.search(AUDIO_CAPTION, page.inner_text("body"))
+        got = float(m.group(1)) if m else None
+        if got is not None and got >= seconds:
+            return got
+        page.wait_for_timeout(250)
+    raise AssertionError(f"{seconds:g} s of answer audio not captured (last count {got}); page says:\n"
+                         f"{page.inner_text('body')[-2000:]}")
+
+
+def wait_script_done(page: Any, timeout_s: float = 60) -> None:
+    """Wait until Streamlit reports the script run finished (the attribute its own e2e tests use)."""
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(
+        state="attached", timeout=timeout_s * 1000)
+
+
 def start_media(page: Any) -> None:
     """Press START in the webrtc component; wait on frames arriving, retry once (MODELS.md race)."""
     for attempt in range(2):

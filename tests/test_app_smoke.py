@@ -7,7 +7,7 @@ import urllib.request
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.browser import launch_chromium, running_app
+from tests.browser import launch_chromium, running_app, wait_script_done, wait_text
 
 PAGES = {"interview": "", "sessions": "sessions", "report": "report", "research": "research"}
 
@@ -23,7 +23,8 @@ def test_app_health_and_every_page(tmp_path, artifacts):
             for name, path in PAGES.items():
                 page.goto(f"{app.url}/{path}")
                 page.wait_for_selector("h1", timeout=60_000)
-                page.wait_for_timeout(1500)  # let the script run finish
+                wait_text(page, "Database connected")  # the sidebar's status: app.py's shell ran
+                wait_script_done(page)  # an exception further down the page would be drawn by now
                 page.screenshot(path=str(artifacts / f"smoke_{name}.png"), full_page=True)
                 text = page.inner_text("body")
                 assert page.locator('[data-testid="stException"]').count() == 0, text

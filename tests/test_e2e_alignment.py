@@ -12,7 +12,15 @@ import pymongo
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.browser import fake_media_args, go_to_interview, launch_chromium, running_app, shot, wait_text
+from tests.browser import (
+    fake_media_args,
+    go_to_interview,
+    launch_chromium,
+    running_app,
+    shot,
+    wait_answer_audio,
+    wait_text,
+)
 
 LOOP_S = 4.0
 EVENTS_S = (1.0, 3.0)  # flash + beep at these instants of each 4 s loop
@@ -71,7 +79,8 @@ def test_flash_and_beep_line_up(tmp_path, mongo_uri, artifacts):
         page.goto(app.url)
         go_to_interview(page, artifacts, "Alignment", 1)
         page.get_by_role("button", name="Start answer").click()
-        page.wait_for_timeout(13_000)
+        wait_text(page, "Live transcript:")  # the live panel of this answer: its counts start at 0
+        wait_answer_audio(page, 13.0)  # three loops and more: at least 3 flashes and 3 beeps recorded
         shot(page, artifacts, "Alignment_4_recording")
         page.get_by_role("button", name="Finish answer").click()
         wait_text(page, "Feedback:", 90)

@@ -12,7 +12,17 @@ import pymongo
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.browser import fake_media_args, go_to_interview, launch_chromium, running_app, shot, wait_text
+from tests.browser import (
+    answer_audio_seconds,
+    fake_media_args,
+    go_to_interview,
+    launch_chromium,
+    running_app,
+    shot,
+    wait_answer_audio,
+    wait_text,
+)
+from tests.waiting import wait_until
 
 
 def make_fake_media(shared_data: Path, out: Path) -> tuple[Path, Path]:
@@ -45,7 +55,8 @@ def test_candidate_answers_two_questions(tmp_path, shared_data, mongo_uri, artif
             wait_text(page, f"Question {n} of 2")
             page.get_by_role("button", name="Start answer").click()
             wait_text(page, r"Live transcript:.*\b(country|Americans|fellow)\b", 60)
-            page.wait_for_timeout(12_000)  # the candidate keeps talking
+            # The candidate keeps talking: 12 s more of this answer's audio reach the app.
+            wait_answer_audio(page, answer_audio_seconds(page) + 12)
             shot(page, artifacts, f"Ada Lovelace_4_answer{n}_live")
             frames_text = wait_text(page, r"frames received: (\d+)").group(1)
             finish = time.monotonic()
@@ -60,9 +71,7 @@ def test_candidate_answers_two_questions(tmp_path, shared_data, mongo_uri, artif
         browser.close()
 
         # Everything is in MongoDB, aligned on one clock.
-        deadline = time.time() + 30
-        while time.time() < deadline and db.sessions.count_documents({"status": "complete"}) < 1:
-            time.sleep(0.5)
+        wait_until(lambda: db.sessions.count_documents({"status": "complete"}) >= 1, "the session stored complete", 60)
         session = db.sessions.find_one({"candidate": "Ada Lovelace"})
         assert session and session["status"] == "complete"
         answers = list(db.answers.find({"session_id": session["_id"]}).sort("index", 1))
@@ -99,11 +108,8 @@ def test_reload_mid_answer_keeps_it_and_resumes(tmp_path, shared_data, mongo_uri
         page.get_by_role("button", name="Start answer").click()
         wait_text(page, r"Live transcript:.*\b(country|Americans|fellow)\b", 60)
         page.reload()  # the tab reloads mid-answer: the WebRTC connection drops
-        deadline = time.time() + 60
-        while time.time() < deadline and not db.answers.find_one({"status": "incomplete"}):
-            time.sleep(0.5)
-        cut = db.answers.find_one({"status": "incomplete"})
-        assert cut is not None, "the interrupted answer is stored and marked incomplete"
+        # The interrupted answer is stored and marked incomplete.
+        cut = wait_until(lambda: db.answers.find_one({"status": "incomplete"}), "the interrupted answer stored", 120)
         assert cut["words"], "what was said before the drop is kept"
         print(f"\ninterrupted answer kept as incomplete with {len(cut['words'])} words: {cut['transcript']!r}")
 
@@ -118,6 +124,9 @@ def test_reload_mid_answer_keeps_it_and_resumes(tmp_path, shared_data, mongo_uri
         from tests.browser import start_media
 
         start_media(page)
+        # As in go_to_interview: camera and microphone both flowing before the interview starts.
+        wait_text(page, "Face found|No face found", 60)
+        wait_text(page, "Microphone is picking up sound", 60)
         page.get_by_role("button", name="Start the interview").click()
         wait_text(page, "Question 1 of 1")
         page.get_by_role("button", name="Start answer").click()

@@ -298,15 +298,16 @@ def test_audio_resampler_16k() -> None:
     frames = webrtc_frames(tone(440, 2.0, 48000))
     assert frames[0].to_ndarray().shape == (1, 1920)
     resampler = AudioResampler16k()
-    start = time.perf_counter()
+    # CPU time of this thread, not wall time: another process on the cores does not count.
+    start = time.thread_time()
     parts = [resampler(f) for f in frames]
-    per_frame = (time.perf_counter() - start) / len(frames)
+    per_frame = (time.thread_time() - start) / len(frames)
     out = np.concatenate(parts + [resampler.flush()])
     assert out.dtype == np.float32
     assert abs(len(out) - 32000) <= 32
     assert dominant_hz(out[1600:]) == pytest.approx(440, abs=2)
     assert np.abs(out[1600:]).max() == pytest.approx(0.5, abs=0.02)
-    assert per_frame < 2e-3, f"{per_frame * 1e6:.0f} us a 20 ms frame is too slow for the WebRTC callback"
+    assert per_frame < 2e-3, f"{per_frame * 1e6:.0f} us of CPU a 20 ms frame is too slow for the WebRTC callback"
 
 
 def test_audio_resampler_format_change() -> None:

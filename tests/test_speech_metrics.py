@@ -181,11 +181,12 @@ def test_prosody_fast_for_a_minute() -> None:
     t = np.arange(60 * RATE) / RATE
     x = (0.3 * np.sin(2 * np.pi * (150 + 30 * np.sin(t)) * t) + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
     prosody_track(x[:RATE])  # warm numpy's FFT plan cache
-    start = time.perf_counter()
+    # CPU time of this thread, not wall time: another process on the cores does not count.
+    start = time.thread_time()
     track = prosody_track(x)
-    elapsed = time.perf_counter() - start
+    cpu = time.thread_time() - start
     assert len(track.t) == 1200
-    assert elapsed < 1.0, f"pitch/energy of 60 s took {elapsed:.2f} s"
+    assert cpu < 1.0, f"pitch/energy of 60 s took {cpu:.2f} s of CPU"
 
 
 # --------------------------------------------------------------------------- together

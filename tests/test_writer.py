@@ -19,6 +19,7 @@ import pytest
 from pipeline.schemas import InvalidDocumentError
 from pipeline.storage import EmbeddedServer, free_port
 from pipeline.writer import BatchedWriter, JournalFullError, WriterOptions
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,9 +82,8 @@ def test_database_down_at_start_then_up(tmp_path):
     w = BatchedWriter(lambda: client.t, WriterOptions(journal_dir=tmp_path / "j", flush_seconds=0.2, retry_max_seconds=0.5))
     for i in range(500):
         w.insert("frames", _frame(i))  # acknowledged into the journal though nothing listens
-    deadline = time.monotonic() + 20
-    while w.status().connected is None and time.monotonic() < deadline:
-        time.sleep(0.1)  # the first flush attempt has to time out first
+    # The first flush attempt has to time out first.
+    wait_until(lambda: w.status().connected is not None, "the first flush attempt to fail", 60)
     st = w.status()
     assert st.connected is False and st.last_error and st.pending_ops == 500
     server.start()
@@ -107,22 +107,29 @@ def test_server_killed_during_10000_writes(tmp_path):
         lambda: db,
         WriterOptions(journal_dir=tmp_path / "j", flush_seconds=0.1, max_docs=400, retry_max_seconds=0.5),
     )
-    written = threading.Event()
+    written, server_dead = threading.Event(), threading.Event()
+    produced = 0
 
     def produce() -> None:
+        nonlocal produced
         for i in range(10_000):
+            if i == 6_000:
+                server_dead.wait(300)  # the last 4,000 are written while the server is down
             w.insert("frames", _frame(i))
+            produced = i + 1
             if i % 500 == 0:
                 time.sleep(0.02)  # a stream, not one burst
         written.set()
 
     producer = threading.Thread(target=produce)
     producer.start()
-    while db.frames.estimated_document_count() < 2000:
-        time.sleep(0.01)
+    wait_until(lambda: db.frames.estimated_document_count() >= 2000, "2,000 frames in the database", 120)
     server.process.send_signal(signal.SIGKILL)
     server.process.wait()
-    time.sleep(1.5)  # writes keep coming while the server is dead
+    server_dead.set()
+    # Writes keep coming while the server is dead, and the writer has found it dead.
+    wait_until(lambda: produced >= 8_000 and w.status().connected is False,
+               "writes journaled while the server is dead", 120)
     server = EmbeddedServer(store, port=port).start()
     try:
         producer.join(120)
@@ -138,15 +145,33 @@ def test_server_killed_during_10000_writes(tmp_path):
 
 
 CHILD = r"""
-import sys, time
+import sys, threading
 sys.path.insert(0, sys.argv[1])
 import pymongo
 from pathlib import Path
+from pymongo.collection import Collection
 from pipeline.writer import BatchedWriter, WriterOptions
+
+# Fault injection: once the database has accepted two segments, say so and hold the flusher
+# before it deletes the second one; the test SIGKILLs this process exactly there.
+real_bulk_write, sent = Collection.bulk_write, 0
+
+def bulk_write(self, requests, *args, **kwargs):
+    global sent
+    result = real_bulk_write(self, requests, *args, **kwargs)
+    sent += len(requests)
+    if sent >= 2000:
+        print(f"WROTE {sent}", flush=True)
+        threading.Event().wait()
+    return result
+
+Collection.bulk_write = bulk_write
 db = pymongo.MongoClient(sys.argv[2]).killed
 w = BatchedWriter(lambda: db, WriterOptions(journal_dir=Path(sys.argv[3]), flush_seconds=3600, max_docs=10**9))
 for i in range(5000):
     w.insert("frames", {"_id": f"k-{i}", "session_id": "s", "answer_id": "a", "t": i, "face": False})
+    if i % 1000 == 999:
+        w.flush(0)  # close a segment of exactly 1,000 and hand it to the flusher; do not wait
 print("ACKED", flush=True)
 w.flush(None)
 print("FLUSHED", flush=True)
@@ -161,14 +186,15 @@ def test_writer_process_killed_mid_flush_replays_exactly_once(mongo_uri, tmp_pat
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(ROOT), mongo_uri, str(journal)], stdout=subprocess.PIPE, text=True
     )
-    assert child.stdout.readline().strip() == "ACKED"
-    # Kill once the flush has started writing but before it finished.
-    deadline = time.monotonic() + 60
-    while client.killed.frames.estimated_document_count() == 0 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    # Kill once all 5,000 are acknowledged and the flush is part-way: the database holds what the
+    # child reports written, and the journal still holds that last segment as unsent.
+    lines = {child.stdout.readline().strip() for _ in range(2)}
+    wrote = next((line for line in lines if line.startswith("WROTE ")), None)
+    assert "ACKED" in lines and wrote, lines
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     before = client.killed.frames.count_documents({})
+    assert before == int(wrote.split()[1]) < 5000
     assert list(journal.glob("*/seg-*.jsonl")), "the killed writer left its journal"
     w = BatchedWriter(lambda: client.killed, WriterOptions(journal_dir=journal, name="replayer", flush_seconds=0.1))
     assert w.flush(60)
