@@ -100,22 +100,18 @@ class Store:
             # An external server: the driver reconnects on its own and the ping that just
             # failed is tried again after db_status_cache_seconds; nothing to restart here.
             raise StorageError("external database did not answer the ping")
+        # First connect, or embedded: start it again on its data folder when it died (same port if free).
+        try:
+            uri = resolve_uri(self.settings)
+        except PyMongoError as exc:
+            raise StorageError(f"database unreachable: {exc}") from exc
         if self._db is not None:
-            # Embedded: start it again on its data folder when it died (same port if free).
-            try:
-                uri = resolve_uri(self.settings)
-            except PyMongoError as exc:
-                raise StorageError(f"embedded database could not be restarted: {exc}") from exc
             if uri == self._uri:
                 self._ping_after_restart_locked()
                 return
             log.warning("embedded database restarted on a new port: reconnecting")
             old, self._db = self._db, None
             old.client.close()
-        try:
-            uri = resolve_uri(self.settings)
-        except PyMongoError as exc:
-            raise StorageError(f"database unreachable: {exc}") from exc
         self._db = connect(self.settings, uri)
         self._uri = uri
 

@@ -18,9 +18,8 @@ import resource
 import signal
 import stat
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import pytest
 
 import pipeline.writer
 from pipeline.writer import BatchedWriter, JournalError, JournalFullError, JournalWriteError, WriterOptions
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.security
 
@@ -343,9 +343,7 @@ def test_worker_backlog_holds_answers_and_drops_only_oldest_frames(db, small_dis
     assert st["journal_full"] and "disk is full" in st["journal_error"] and st["journal_dropped"] == backlog.dropped
     assert not backlog.retry(force=True)  # still full: kept
     small_disk.free()
-    deadline = time.monotonic() + 30
-    while not backlog.retry() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(backlog.retry, "the held writes written once space is back", 30)
     assert len(backlog) == 0 and saved == ["ans-1"] and backlog.status()["journal_error"] is None
     assert w.flush(30)
     stored = db.answers.find_one({"_id": "ans-1"})
@@ -366,16 +364,6 @@ def _video_frames(shared_data: Path, n: int) -> list[np.ndarray]:
             if len(out) == n:
                 break
     return out
-
-
-def _wait(what: str, cond: Callable[[], Any], timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class _WorkerDisk:
@@ -451,9 +439,9 @@ def test_workers_keep_working_on_a_full_disk_and_save_everything_later(
         images = _video_frames(shared_data, 12)
         for k, image in enumerate(images):
             assert car.push_frame(image, start.started_ms + 100 + k * 133, session_id, start.answer_id, block=True)
-        _wait("every frame analysed", lambda: len(frame_ids) == len(images))
-        status = _wait("the held writes reported", lambda: (s := car.status())["workers"]["emotion"][
-            "journal_backlog"] == len(images) and s["workers"]["speech"]["journal_backlog"] == 1 and s)
+        wait_until(lambda: len(frame_ids) == len(images), "every frame analysed", 120)
+        status = wait_until(lambda: (s := car.status())["workers"]["emotion"]["journal_backlog"] == len(images)
+                            and s["workers"]["speech"]["journal_backlog"] == 1 and s, "the held writes reported", 120)
         assert status["journal_full"] and status["journal_error"]
         assert db.frames.count_documents({"answer_id": start.answer_id}) == 0
 
@@ -481,13 +469,13 @@ def test_workers_keep_working_on_a_full_disk_and_save_everything_later(
         assert held_answer_note(result) == (
             "Your answer is analysed but could not be saved yet (the server's disk is full); it is kept in "
             "memory and will be saved when space is back.")
-        _wait("the held update reported", lambda: car.status()["workers"]["speech"]["journal_backlog"] == 2)
+        wait_until(lambda: car.status()["workers"]["speech"]["journal_backlog"] == 2, "the held update reported", 120)
 
         # Both kept working: same processes, no restart, frames still analysed while full.
         car.push_frame(images[0], iv.now_ms(), session_id, "__preview__", block=True)  # never stored
         n_events = len(frame_ids)
         car.push_frame(images[1], start.started_ms + 5000, session_id, start.answer_id, block=True)
-        _wait("a frame analysed on the full disk", lambda: len(frame_ids) == n_events + 1)
+        wait_until(lambda: len(frame_ids) == n_events + 1, "a frame analysed on the full disk", 120)
         status = car.status()
         assert {n: w.process.pid for n, w in car.workers.items()} == pids
         assert all(w["restarts"] == 0 and w["alive"] for w in status["workers"].values()), status
@@ -495,21 +483,21 @@ def test_workers_keep_working_on_a_full_disk_and_save_everything_later(
         # The speech worker dies while it holds the answer: the supervisor kept the audio, the
         # restarted worker does the answer again and holds it again. Nothing is lost.
         os.kill(pids["speech"], signal.SIGKILL)
-        _wait("the answer re-done by a restarted worker", lambda: len(held_done) == 2, 300)
+        wait_until(lambda: len(held_done) == 2, "the answer re-done by a restarted worker", 300)
         assert held_done[1]["held"] and car.workers["speech"].restarts == 1
         assert car.workers["emotion"].process.pid == pids["emotion"] and car.workers["emotion"].restarts == 0
 
         disk.free()  # space is back
-        _wait("the backlogs written", lambda: car.status()["journal_backlog"] == 0 and not car.status()["journal_error"])
-        _wait("the answer stored", lambda: (db.answers.find_one({"_id": start.answer_id}) or {}).get("grade"))
+        wait_until(lambda: car.status()["journal_backlog"] == 0 and not car.status()["journal_error"], "the backlogs written", 120)
+        wait_until(lambda: (db.answers.find_one({"_id": start.answer_id}) or {}).get("grade"), "the answer stored", 120)
         stored = db.answers.find_one({"_id": start.answer_id})
         assert stored["status"] == "complete" and stored["session_id"] == session_id
         assert "what you can do for your country" in stored["transcript"].lower()
-        _wait("every frame stored", lambda: db.frames.count_documents({"answer_id": start.answer_id}) == len(frame_ids))
+        wait_until(lambda: db.frames.count_documents({"answer_id": start.answer_id}) == len(frame_ids), "every frame stored", 120)
         assert sorted(db.frames.distinct("_id", {"answer_id": start.answer_id})) == sorted(frame_ids)
         assert db.answers.count_documents({"session_id": session_id}) == 1
         assert db.frames.count_documents({"answer_id": "__preview__"}) == 0
-        _wait("the page's result marked saved", lambda: car.result(start.answer_id).get("stored"))
+        wait_until(lambda: car.result(start.answer_id).get("stored"), "the page's result marked saved", 120)
         assert not car.result(start.answer_id)["held"]
         at = AppTest.from_file(APP, default_timeout=60).run()
         assert not at.exception and "cannot be saved" not in " ".join(w.value for w in at.sidebar.warning)

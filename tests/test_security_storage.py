@@ -9,9 +9,8 @@ import os
 import signal
 import socket
 import stat
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +25,11 @@ from pipeline.settings import Settings, get_settings
 from pipeline.storage import EmbeddedServer
 from pipeline.store import UNREACHABLE, Store
 from tests.pages_support import APP
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.security
 
 INTERNALS = ("127.0.0.1", "Topology", "localhost", "ServerSelectionTimeout", "mongodb://", "Errno")
-
-
-def _wait_for(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def _modes(root: Path) -> dict[str, int]:
@@ -191,7 +184,7 @@ def test_killed_embedded_server_is_seen_restarted_and_written_to_again(embedded_
         old_port = _kill(server)
 
         # A real ping notices (the status line no longer says "connected").
-        _wait_for(lambda: not store.ping(), what="the ping to notice the dead server")
+        wait_until(lambda: not store.ping(), "the ping to notice the dead server")
         assert store.error == UNREACHABLE
         assert not any(s in store.error for s in INTERNALS)
         # Writes meanwhile are acknowledged into the journal.
@@ -206,7 +199,7 @@ def test_killed_embedded_server_is_seen_restarted_and_written_to_again(embedded_
         assert server.process.pid != old_pid and server.port == old_port
         assert db.frames.find_one({"_id": "f-1"}) is not None  # what was stored before the kill
         assert store.writer.flush(30)  # the writer's get_db gets the restarted database
-        _wait_for(lambda: db.frames.find_one({"_id": "f-2"}) is not None, what="the journaled write")
+        wait_until(lambda: db.frames.find_one({"_id": "f-2"}) is not None, "the journaled write")
     finally:
         store.close()
 
@@ -224,7 +217,7 @@ def test_restart_on_a_taken_port_reconnects_to_the_new_one(embedded_env: Path):
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", old_port))  # someone else took the port meanwhile
         squatter.listen()
-        _wait_for(lambda: not store.ping(), what="the ping to notice the dead server")
+        wait_until(lambda: not store.ping(), "the ping to notice the dead server")
         store.writer.insert("frames", _frame(2))
 
         db = store.db
@@ -233,7 +226,7 @@ def test_restart_on_a_taken_port_reconnects_to_the_new_one(embedded_env: Path):
         assert db.client.address == ("127.0.0.1", server.port)  # a client for the new URI
         assert db.frames.find_one({"_id": "f-1"}) is not None
         assert store.writer.flush(30)
-        _wait_for(lambda: db.frames.find_one({"_id": "f-2"}) is not None, what="the journaled write")
+        wait_until(lambda: db.frames.find_one({"_id": "f-2"}) is not None, "the journaled write")
     finally:
         squatter.close()
         store.close()
@@ -252,11 +245,11 @@ def test_lost_external_database_is_retried_not_written_off(tmp_path: Path, monke
     try:
         assert store.db is not None, store.error
         port = _kill(server)
-        _wait_for(lambda: not store.ping(), what="the ping to notice the lost server")
+        wait_until(lambda: not store.ping(), "the ping to notice the lost server")
         assert store.db is None and store.error == UNREACHABLE
         store.writer.insert("frames", _frame(1))  # kept in the journal meanwhile
         server = EmbeddedServer(tmp_path / "ext" / "db", port=port).start()  # the operator brings it back
-        _wait_for(store.ping, what="the ping to see the server back")
+        wait_until(store.ping, "the ping to see the server back")
         db = store.db
         assert db is not None and store.error is None
         assert store.writer.flush(30)

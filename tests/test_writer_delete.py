@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,13 +16,6 @@ from pipeline.storage import DELETED_SESSIONS, EmbeddedServer, ensure_indexes, f
 from pipeline.writer import BatchedWriter, WriterOptions
 
 NOW = datetime(2025, 11, 1, 9, 0, tzinfo=UTC)
-
-
-def _wait_for(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def _writer(get_db: Callable[[], pymongo.database.Database], journal: Path, name: str = "app",
