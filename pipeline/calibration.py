@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from pymongo.database import Database
 
+from pipeline.agreement import pearson
 from pipeline.queries import ANSWER_SCORES, rescores_of
 
 # metric -> (label, expression on an answer document)
@@ -109,9 +110,8 @@ def _per_session(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
-    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
-        return None
-    r = float(np.corrcoef(a, b)[0, 1])
+    """Pearson r over at least 3 pairs; None (not NaN) when it is undefined."""
+    r = pearson(a, b, min_n=3)
     return r if math.isfinite(r) else None
 
 

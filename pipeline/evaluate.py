@@ -21,9 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from sklearn.linear_model import Ridge
 
-from pipeline.grading import FEATURES_VERSION, Calibration
-from pipeline.mohler import grading_features, load_mohler, pearson, rmse
+from pipeline.agreement import pearson, rmse
+from pipeline.grading_features import FEATURES_VERSION
+from pipeline.grading_score import Calibration
+from pipeline.mohler import grading_features, load_mohler
 
 GRADING_FEATURES = (
     "cos_ref",
@@ -52,14 +55,14 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, names: Sequence[str], alpha: float) 
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale = np.where(scale > 1e-9, scale, 1.0)  # a constant feature gets weight 0, not NaN
-    z = (x - mean) / scale
-    coef = np.linalg.solve(z.T @ z + alpha * np.eye(z.shape[1]), z.T @ (y - y.mean()))
+    # z is centred, so the fitted intercept is y.mean() and only the coefficients are penalized.
+    model = Ridge(alpha=alpha, fit_intercept=True, solver="cholesky").fit((x - mean) / scale, y)
     return Calibration(
         features=tuple(names),
         mean=tuple(float(v) for v in mean),
         scale=tuple(float(v) for v in scale),
-        coef=tuple(float(v) for v in coef),
-        intercept=float(y.mean()),
+        coef=tuple(float(v) for v in model.coef_),
+        intercept=float(model.intercept_),
         lo=tuple(float(v) for v in x.min(axis=0)),
         hi=tuple(float(v) for v in x.max(axis=0)),
     )

@@ -19,37 +19,16 @@ Two stages, so stored answers can be re-scored without any model:
    - per key point, the best-matching answer span (the answer's sentences plus sliding
      windows of 8 words, half overlapping) with its similarity, text, and start/end seconds
      taken from ``words``.
-2. ``score(features, options)`` is pure and fast (no model): it applies the calibration and
-   thresholds in ``GradeOptions`` and returns a ``Grade``.
-
-Score formula (0-1):
-    calibrated = clip(intercept + sum_i coef_i * (x_i - mean_i) / scale_i, 0, 1)
-a ridge regression onto human grades / 5 of the features named in the calibration JSON
-(shipped: cos_ref, cos_ref_demoted, soft_recall, soft_precision, len_ratio, min(len_ratio, 0),
-soft_recall^2), fitted on the Mohler 2011 data by ``python -m pipeline.evaluate grading --fit-out
-pipeline/grading_calibration.json`` (question-disjoint 5-fold CV: pearson r 0.62, RMSE 0.87 on
-0-5, vs r 0.51 for the raw cosine). Each x_i is first clipped to the range seen in that data,
-so a spoken answer far longer than a written one cannot extrapolate the linear model. Then
-    score = calibrated                                        if key points were derived
-    score = (w_sim * calibrated + w_cov * coverage) / (w_sim + w_cov)   if the author gave them
-where coverage = matched key points / key points, a key point is matched when its best
-span similarity >= ``keypoint_match_threshold``, and w_sim / w_cov are
-``grade_weight_similarity`` / ``grade_weight_coverage``. Bands: score < cutoffs[0] weak,
-< cutoffs[1] fair, < cutoffs[2] good, else strong.
+2. ``score(features, options)`` (``pipeline.grading_score``, re-exported here) is pure and fast
+   (no model, imports no model code): it applies the calibration and thresholds in
+   ``GradeOptions`` and returns a ``Grade``. The stored record itself is in
+   ``pipeline.grading_features``; text cleaning and tokens in ``pipeline.text``.
 
 Derived key points: when the author gave none, the reference is split into sentences
 (. ! ?), then at ; and :, and clauses longer than 12 words again at commas; fragments with
 fewer than 3 content words are merged into the previous clause; at most 10 are kept. They
 are shown as evidence (matched / missed) but not added to the score, since the calibrated
 part already measures agreement with the whole reference.
-
-Flags: ``no_speech`` (no word in the transcript: score and band are None, never a guessed
-number), ``too_short`` (fewer than ``min_answer_words`` words), ``off_topic`` (cosine to
-both the question and the reference below ``off_topic_similarity``; an answer that matches
-the reference is not off topic even if it shares no words with the question), ``truncated``
-(input was capped). Only ``off_topic`` changes the score: the calibration data has no
-off-topic answers (its regression pulls them up towards the average grade), so the score
-becomes min(score, max(0, raw cosine)), i.e. at most ``off_topic_similarity``.
 
 Hostile input: every text is NFKC-normalized, HTML tags/entities and markdown markup are
 removed, control characters replaced, and lengths capped (characters, words, key points;
@@ -58,24 +37,53 @@ raw input is cut before the cleaning regexes run) before any model work.
 
 from __future__ import annotations
 
-import html
-import json
 import math
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from functools import lru_cache
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from pipeline.settings import Settings
+from pipeline.grading_features import FEATURES_VERSION, GradeFeatures, KeyPointEvidence, Token
+from pipeline.grading_score import (
+    BANDS,
+    DEFAULT_CALIBRATION_PATH,
+    Calibration,
+    Grade,
+    GradeOptions,
+    band_for,
+    default_calibration,
+    score,
+)
+from pipeline.text import MAX_WORD_CHARS, STOPWORDS, TOKEN, content_words, stem, tokens
+from pipeline.text import sanitize as _sanitize
 
-FEATURES_VERSION = 1
-DEFAULT_CALIBRATION_PATH = Path(__file__).with_name("grading_calibration.json")
+__all__ = [
+    "BANDS",
+    "DEFAULT_CALIBRATION_PATH",
+    "FEATURES_VERSION",
+    "Calibration",
+    "Encoder",
+    "Grade",
+    "GradeFeatures",
+    "GradeOptions",
+    "KeyPointEvidence",
+    "STOPWORDS",
+    "Token",
+    "band_for",
+    "content_words",
+    "default_calibration",
+    "derive_key_points",
+    "extract_features",
+    "grade",
+    "sanitize",
+    "score",
+    "stem",
+    "texts_to_encode",
+    "tokens",
+]
+
 
 # Caps: a 10-minute answer is ~1,500 words / ~9,000 characters; these leave room and bound work.
 MAX_TEXT_CHARS = 20_000
@@ -85,32 +93,16 @@ MAX_KEY_POINT_CHARS = 500
 MAX_KEY_POINTS = 20
 MAX_DERIVED_KEY_POINTS = 10
 MAX_WORDS = 3_000
-MAX_WORD_CHARS = 64
 CHUNK_WORDS = 120  # MiniLM truncates at 256 word pieces; longer answers are embedded in chunks
 WINDOW_SIZES = (8,)  # plus whole sentences; key points run ~5-12 words
 MAX_WINDOWS_PER_SIZE = 200
 ALIGN_THRESHOLD = 0.5
 
-BANDS = ("weak", "fair", "good", "strong")
 
-_STOPWORDS_TEXT = """a about above after again against all also am an and any are as at be because been before being
-    below between both but by can could did do does doing down during each either etc few for from
-    further had has have having he her here hers herself him himself his how i if in into is it its
-    itself just me more most my myself no nor not now of off on once only or other our ours ourselves
-    out over own same she should so some such than that the their theirs them themselves then there
-    these they this those through to too under until up us very was we were what when where which
-    while who whom why will with would you your yours yourself yourselves may might must shall one
-    it's i'm don't doesn't isn't um uh erm er ah hmm yeah okay ok"""
-STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
-
-_TOKEN = re.compile(r"\w+(?:['’\-]\w+)*")
-_HTML_TAG = re.compile(r"</?[A-Za-z!][^<>]{0,300}>")
-_MD_LINK = re.compile(r"!?\[([^\[\]]{0,300})\]\([^()\s]{0,500}\)")
-_MD_MARKUP = re.compile(r"[*#`~]+|_{2,}")
-_WS = re.compile(r"\s+")
 _SENT_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLAUSE = re.compile(r"\s*[;:]\s+")
 _COMMA = re.compile(r",\s+")
+_TOKEN = TOKEN
 
 
 class Encoder(Protocol):
@@ -119,50 +111,10 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
-# --- text utilities --------------------------------------------------------------------------
-
-
 def sanitize(text: Any, max_chars: int = MAX_TEXT_CHARS) -> str:
-    """Plain, single-spaced text: no HTML, markdown markup or control characters; capped."""
-    if text is None:
-        return ""
-    if not isinstance(text, str):
-        text = str(text)
-    text = text[: max_chars * 4]  # bound regex work before cleaning
-    text = unicodedata.normalize("NFKC", html.unescape(text))
-    text = _HTML_TAG.sub(" ", text)
-    text = _MD_LINK.sub(r"\1", text)
-    text = _MD_MARKUP.sub(" ", text)
-    # Drops control, format and lone-surrogate characters that break tokenizers and JSON.
-    text = "".join(ch if ch.isprintable() else " " for ch in text)
-    return _WS.sub(" ", text).strip()[:max_chars]
-
-
-def tokens(text: str) -> list[str]:
-    return _TOKEN.findall(text.lower())
-
-
-def stem(word: str) -> str:
-    """Light suffix stripping so 'simulates'/'simulating'/'simulate' meet; not a real lemmatizer."""
-    for suffix, repl in (
-        ("ies", "y"),
-        ("sses", "ss"),
-        ("ing", ""),
-        ("ed", ""),
-        ("ly", ""),
-        ("es", ""),
-        ("s", ""),
-    ):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            word = word[: -len(suffix)] + repl
-            break
-    if word.endswith("e") and len(word) > 3:
-        word = word[:-1]
-    return word
-
-
-def content_words(text: str) -> list[str]:
-    return [w[:MAX_WORD_CHARS] for w in tokens(text) if w not in STOPWORDS and (len(w) > 1 or w.isdigit())]
+    """Plain, single-spaced text: no HTML, markdown markup or control characters; capped
+    (``pipeline.text.sanitize``)."""
+    return _sanitize(text, max_chars)
 
 
 def derive_key_points(reference: str) -> list[str]:
@@ -187,185 +139,6 @@ def derive_key_points(reference: str) -> list[str]:
         out[1] = f"{out[0]}, {out[1]}"
         out = out[1:]
     return out[:MAX_DERIVED_KEY_POINTS]
-
-
-# --- records ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Token:
-    text: str
-    start: float | None
-    end: float | None
-
-
-@dataclass
-class KeyPointEvidence:
-    key_point: str
-    best_similarity: float | None  # None only when there was no speech to compare
-    span: str | None
-    start: float | None
-    end: float | None
-    word_start: int | None = None  # index into the answer's words, inclusive
-    word_end: int | None = None  # inclusive
-
-
-@dataclass
-class GradeFeatures:
-    """Everything score() needs; plain JSON types only (MongoDB-ready)."""
-
-    no_speech: bool
-    n_words: int
-    values: dict[str, float]
-    key_points: list[KeyPointEvidence]
-    key_point_source: str  # "author" | "reference" | "none"
-    truncated: bool = False
-    model_id: str = ""
-    version: int = FEATURES_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GradeFeatures:
-        return cls(
-            no_speech=bool(data["no_speech"]),
-            n_words=int(data["n_words"]),
-            values={str(k): float(v) for k, v in dict(data.get("values") or {}).items()},
-            key_points=[KeyPointEvidence(**dict(kp)) for kp in data.get("key_points") or []],
-            key_point_source=str(data.get("key_point_source", "none")),
-            truncated=bool(data.get("truncated", False)),
-            model_id=str(data.get("model_id", "")),
-            version=int(data.get("version", FEATURES_VERSION)),
-        )
-
-
-@dataclass
-class Grade:
-    score: float | None  # 0-1; None when there was no speech
-    band: str | None
-    raw_cosine: float | None  # sentence cosine answer-reference, shown beside the score
-    calibrated: float | None
-    coverage: float | None  # only when the author gave key points
-    matched: list[dict[str, Any]]
-    missed: list[dict[str, Any]]
-    flags: list[str]
-    key_point_source: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# --- options ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Standardized linear model from features to grade/5 (see pipeline.evaluate)."""
-
-    features: tuple[str, ...]
-    mean: tuple[float, ...]
-    scale: tuple[float, ...]
-    coef: tuple[float, ...]
-    intercept: float
-    # Range seen in the calibration data; inputs are clipped to it so a spoken answer far
-    # outside the training data (e.g. 10x longer) cannot extrapolate the linear model.
-    lo: tuple[float, ...] = ()
-    hi: tuple[float, ...] = ()
-    meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
-
-    def predict(self, values: Mapping[str, float]) -> float:
-        z = self.intercept
-        n = len(self.features)
-        lo = self.lo or (-math.inf,) * n
-        hi = self.hi or (math.inf,) * n
-        for name, mu, sd, w, a, b in zip(
-            self.features, self.mean, self.scale, self.coef, lo, hi, strict=True
-        ):
-            x = values.get(name, mu)  # a feature missing from old records counts as average
-            z += w * (min(b, max(a, x)) - mu) / sd
-        return min(1.0, max(0.0, z))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": "ridge",
-            "target": "score_avg / 5",
-            "features": list(self.features),
-            "mean": list(self.mean),
-            "scale": list(self.scale),
-            "coef": list(self.coef),
-            "intercept": self.intercept,
-            "lo": list(self.lo),
-            "hi": list(self.hi),
-            **dict(self.meta),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
-        keys = {"model", "target", "features", "mean", "scale", "coef", "intercept", "lo", "hi"}
-        cal = cls(
-            features=tuple(str(f) for f in data["features"]),
-            mean=tuple(float(v) for v in data["mean"]),
-            scale=tuple(float(v) for v in data["scale"]),
-            coef=tuple(float(v) for v in data["coef"]),
-            intercept=float(data["intercept"]),
-            lo=tuple(float(v) for v in data.get("lo") or ()),
-            hi=tuple(float(v) for v in data.get("hi") or ()),
-            meta={k: v for k, v in data.items() if k not in keys},
-        )
-        n = len(cal.features)
-        if not (len(cal.mean) == len(cal.scale) == len(cal.coef) == n) or any(s <= 0 for s in cal.scale):
-            raise ValueError("grading calibration: features/mean/scale/coef lengths differ or scale <= 0")
-        if (cal.lo or cal.hi) and not (len(cal.lo) == len(cal.hi) == n):
-            raise ValueError("grading calibration: lo/hi must have one value per feature")
-        return cal
-
-    @classmethod
-    def load(cls, path: Path | str) -> Calibration:
-        return _load_calibration(str(Path(path).resolve()))
-
-
-@lru_cache(maxsize=8)
-def _load_calibration(path: str) -> Calibration:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"grading calibration not found: {path}. Refit it with "
-            "`python -m pipeline.evaluate grading --data ../shared/data/grading/mohler_dataset_edited.csv "
-            "--fit-out pipeline/grading_calibration.json`"
-        ) from None
-    return Calibration.from_dict(data)
-
-
-def default_calibration() -> Calibration:
-    return Calibration.load(DEFAULT_CALIBRATION_PATH)
-
-
-@dataclass(frozen=True)
-class GradeOptions:
-    keypoint_match_threshold: float = 0.5
-    weight_similarity: float = 0.5
-    weight_coverage: float = 0.5
-    band_cutoffs: tuple[float, float, float] = (0.4, 0.6, 0.8)
-    min_answer_words: int = 8
-    off_topic_similarity: float = 0.15
-    calibration: Calibration = field(default_factory=default_calibration)
-
-    @classmethod
-    def from_settings(cls, s: Settings, calibration: Calibration | None = None) -> GradeOptions:
-        if calibration is None:
-            path = s.grading_calibration_path or DEFAULT_CALIBRATION_PATH
-            calibration = Calibration.load(path)
-        return cls(
-            keypoint_match_threshold=s.keypoint_match_threshold,
-            weight_similarity=s.grade_weight_similarity,
-            weight_coverage=s.grade_weight_coverage,
-            band_cutoffs=tuple(s.band_cutoffs),  # type: ignore[arg-type]
-            min_answer_words=s.min_answer_words,
-            off_topic_similarity=s.off_topic_similarity,
-            calibration=calibration,
-        )
 
 
 # --- stage 1: features ------------------------------------------------------------------------
@@ -633,76 +406,6 @@ def _alignment(
         "lex_recall": float(np.mean([s in ans_set for s in ref_stems])),
         "lex_precision": float(np.mean([s in ref_set for s in ans_stems])),
     }
-
-
-# --- stage 2: score ---------------------------------------------------------------------------
-
-
-def band_for(score: float, cutoffs: Sequence[float]) -> str:
-    c = sorted(cutoffs)
-    for name, cut in zip(BANDS, c, strict=False):
-        if score < cut:
-            return name
-    return BANDS[len(c)] if len(c) < len(BANDS) else BANDS[-1]
-
-
-def score(features: GradeFeatures | Mapping[str, Any], options: GradeOptions | None = None) -> Grade:
-    """Pure: grade stored features under ``options`` (no model, microseconds)."""
-    f = features if isinstance(features, GradeFeatures) else GradeFeatures.from_dict(features)
-    opt = options or GradeOptions()
-    thr = opt.keypoint_match_threshold
-    matched: list[dict[str, Any]] = []
-    missed: list[dict[str, Any]] = []
-    for e in f.key_points:
-        if e.best_similarity is not None and e.best_similarity >= thr:
-            matched.append(
-                {
-                    "key_point": e.key_point,
-                    "span": e.span,
-                    "start": e.start,
-                    "end": e.end,
-                    "similarity": e.best_similarity,
-                }
-            )
-        else:
-            missed.append({"key_point": e.key_point, "best_similarity": e.best_similarity})
-
-    if f.no_speech:
-        flags = ["no_speech"] + (["truncated"] if f.truncated else [])
-        return Grade(None, None, None, None, None, [], missed, flags, f.key_point_source)
-
-    v = f.values
-    flags = []
-    if f.n_words < opt.min_answer_words:
-        flags.append("too_short")
-    if max(v.get("cos_question", 0.0), v.get("cos_ref", 0.0)) < opt.off_topic_similarity:
-        flags.append("off_topic")
-    if f.truncated:
-        flags.append("truncated")
-
-    calibrated = opt.calibration.predict(v)
-    coverage: float | None = None
-    value = calibrated
-    if f.key_point_source == "author" and f.key_points:
-        coverage = len(matched) / len(f.key_points)
-        total = opt.weight_similarity + opt.weight_coverage
-        if total > 0:
-            value = (opt.weight_similarity * calibrated + opt.weight_coverage * coverage) / total
-    if "off_topic" in flags:
-        # The calibration data has no off-topic answers and regresses them to its mean;
-        # fall back to the measured raw cosine, which is below off_topic_similarity here.
-        value = min(value, max(0.0, v.get("cos_ref", 0.0)))
-    return Grade(
-        score=value,
-        band=band_for(value, opt.band_cutoffs),
-        raw_cosine=v.get("cos_ref"),
-        calibrated=calibrated,
-        coverage=coverage,
-        matched=matched,
-        missed=missed,
-        flags=flags,
-        key_point_source=f.key_point_source,
-    )
 
 
 def grade(

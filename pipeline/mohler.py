@@ -1,5 +1,5 @@
 """The Mohler 2011 short-answer data set: loading it, the grader's features for every answer,
-and the agreement figures (pearson r, RMSE) against its human grades.
+scored with ``pipeline.agreement`` (pearson r, RMSE) against its human grades.
 
 Shared by the offline CLI (``python -m pipeline.evaluate``) and re-scoring's Mohler effect on the
 Research page, so neither imports the other.
@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-from pipeline.grading import extract_features, texts_to_encode
 
 BAD_CELL = "#NAME?"  # spreadsheet formula errors in the edited Mohler CSV
 
@@ -37,24 +35,14 @@ def load_mohler(path: Path) -> list[dict[str, str]]:
     return keep
 
 
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson r of predictions against human grades; NaN when either side is constant."""
-    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def rmse(a: np.ndarray, b: np.ndarray) -> float:
-    """Root mean squared error, on the scale of its inputs (0-5 for Mohler grades)."""
-    return float(np.sqrt(np.mean((a - b) ** 2)))
-
-
 def grading_features(
     rows: list[dict[str, str]], model: str | None, cache_dir: Path | None,
     log: Callable[[str], object], threads: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """All feature values (one row per answer, columns = every value the grader computes)."""
+    # Imported here: loading the data and the agreement figures need no model code.
     from pipeline.encoder import SentenceEncoder
+    from pipeline.grading import extract_features, texts_to_encode
 
     t0 = time.perf_counter()
     enc = SentenceEncoder(model, threads=threads)

@@ -22,12 +22,10 @@ the ``by_set`` index (``set_id``, ``order``).
 from __future__ import annotations
 
 import hashlib
-import html
 import itertools
 import json
 import logging
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -38,6 +36,7 @@ from pymongo import ASCENDING, ReplaceOne
 from pymongo.database import Database
 
 from pipeline.storage import INDEXES
+from pipeline.text import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +57,6 @@ SET_FIELDS = ("id", "title", "role", "description", "questions")
 QUESTION_FIELDS = ("id", "question", "reference", "key_points", "type", "seconds")
 
 _ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_SCRIPT = re.compile(r"<(script|style)\b[^<>]{0,300}>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_HTML_TAG = re.compile(r"</?[A-Za-z!][^<>]{0,300}>")
-# Markdown links and images are reduced to their text. Link text may hold one level of brackets.
-_LINK_TEXT = r"((?:[^\[\]]|\[[^\[\]]{0,300}\]){0,300})"
-# [text](url), ![alt](url "title"), [go]( url ): the destination may hold spaces, quotes and
-# one level of parentheses (javascript:alert(1)); the two alternatives never overlap (no backtracking blow-up).
-_MD_LINK = re.compile(r"!?\[" + _LINK_TEXT + r"\]\((?:[^()]|\([^()]{0,200}\)){0,1000}\)")
-# Reference style: [text][ref], [text][] (kept as text) and the definition [ref]: url "title" (dropped:
-# markdown never shows it).
-_MD_REF_LINK = re.compile(r"!?\[" + _LINK_TEXT + r"\][ \t]?\[[^\[\]]{0,300}\]")
-_MD_REF_DEF = re.compile(r"\[([^\[\]]{1,300})\]:[ \t]*\S+(?:[ \t]+(?:\"[^\"\n]{0,300}\"|'[^'\n]{0,300}'|\([^()\n]{0,300}\)))?")
-_WS = re.compile(r"\s+")
 
 
 class QuestionSetError(ValueError):
@@ -118,34 +105,6 @@ class QuestionSet:
             "description": self.description,
             "questions": [q.to_dict() for q in self.questions],
         }
-
-
-# --- text cleaning ---------------------------------------------------------------------------
-
-
-def clean_text(value: Any, max_chars: int, *, field: str = "text") -> str:
-    """Plain single-spaced text: no HTML tags, markdown links or control characters; capped.
-
-    ``None`` is empty text; anything that is not a string (a dict such as ``{"$gt": ""}``,
-    a number) is refused with ``ValueError``. Text that merely *looks* like a query operator
-    ("$where") is kept: it is only ever stored as a string value, never as a key or a filter.
-    """
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ValueError(f"{field} must be text, not {type(value).__name__}")
-    text = value[: max_chars * 4]  # bound the work on huge input before any regex runs
-    text = unicodedata.normalize("NFKC", html.unescape(text))
-    text = _SCRIPT.sub(" ", text)
-    text = _HTML_TAG.sub(" ", text)
-    for _ in range(3):  # an image inside a link's text: [![img](a)](b)
-        stripped = _MD_REF_DEF.sub(" ", _MD_REF_LINK.sub(r"\1", _MD_LINK.sub(r"\1", text)))
-        if stripped == text:
-            break
-        text = stripped
-    # Control, format and lone-surrogate characters break tokenizers, JSON and the display.
-    text = "".join(ch if ch.isprintable() else " " for ch in text)
-    return _WS.sub(" ", text).strip()[:max_chars].rstrip()
 
 
 # --- custom questions ------------------------------------------------------------------------

@@ -51,8 +51,10 @@ from pymongo import DESCENDING, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from pipeline.grading import BANDS, GradeFeatures, GradeOptions, band_for, score
-from pipeline.mohler import grading_features, load_mohler, pearson, rmse
+from pipeline.agreement import pearson, rmse
+from pipeline.grading_features import GradeFeatures
+from pipeline.grading_score import BANDS, GradeOptions, band_for, score
+from pipeline.mohler import grading_features, load_mohler
 from pipeline.profiles import SPEECH_FIELDS, thresholds_of
 from pipeline.queries import ANSWER_SCORES, merge_rescore, rescores_of
 from pipeline.settings import Settings
@@ -363,11 +365,8 @@ class MohlerEffect:
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def mohler_cache_path(settings: Settings, data_path: Path | str, cache_dir: Path | str | None = None) -> Path:

@@ -18,6 +18,7 @@ from pipeline.encoder import PACKAGED_WEIGHTS_SHA256, ModelIntegrityError, Sente
 from pipeline.evaluate import GRADING_FEATURES, fit_ridge, question_folds
 from pipeline.mohler import load_mohler
 from pipeline.settings import Settings
+from pipeline.text import clean_text
 
 ROOT = Path(__file__).resolve().parents[1]
 MOHLER = ROOT.parent / "shared" / "data" / "grading" / "mohler_dataset_edited.csv"
@@ -107,6 +108,30 @@ def test_sanitize_strips_markup_controls_and_caps() -> None:
     assert "bold" in clean and "link" in clean and "& a < b" in clean
     assert len(gr.sanitize("word " * 100_000, 1000)) == 1000
     assert gr.sanitize(None) == "" and gr.sanitize(12.5) == "12.5"
+
+
+def test_grader_and_question_sets_share_one_cleaner() -> None:
+    """One link regex (pipeline.text): links with spaces or parentheses in the destination, nested
+    images, reference links and their definitions all reduce to their text, for both callers."""
+    hostile = 'Use [go]( javascript:alert(1) ) <script>x()</script>[![img](a.png)](b) [text][r] ok\n[r]: http://x "t"'
+    assert clean_text(hostile, 1000) == "Use go img text ok"
+    assert gr.sanitize(hostile) == "Use go img text ok"
+    # The grader also drops markdown emphasis; the question sets refuse it at load time instead.
+    assert gr.sanitize("**bold** `code`") == "bold code" and clean_text("**bold**", 100) == "**bold**"
+    with pytest.raises(ValueError, match="must be text, not dict"):
+        clean_text({"$gt": ""}, 100)
+
+
+def test_rescore_imports_no_model_code(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    code = (
+        "import sys, pipeline.rescore, pipeline.grading_score, pipeline.grading_features; "
+        "print(sorted(m for m in ('torch', 'sentence_transformers', 'pipeline.grading', 'pipeline.encoder', "
+        "'sklearn', 'jiwer') if m in sys.modules))"
+    )
+    with open(out, "w") as fh:
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, timeout=300, check=True)
+    assert out.read_text().strip() == "[]"
 
 
 def test_derive_key_points_splits_reference_into_clauses() -> None:

@@ -17,13 +17,13 @@ from pipeline.questions import (
     MAX_QUESTION_CHARS,
     MAX_REFERENCE_CHARS,
     QuestionSetError,
-    clean_text,
     custom_question,
     load_builtin_sets,
     sets_from_db,
     sync_to_db,
 )
 from pipeline.storage import ensure_indexes
+from pipeline.text import clean_text
 
 EXPECTED_SETS = {"behavioural", "software_engineering", "data_science", "product_management"}
 
