@@ -24,10 +24,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.evaluate import word_error_rate  # noqa: E402
 from pipeline.media import load_audio  # noqa: E402
 from pipeline.records import SAMPLE_RATE  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.speech_metrics import SpeechMetricsOptions, compute_speech_metrics, word_error_rate  # noqa: E402
+from pipeline.speech_metrics import SpeechMetricsOptions, compute_speech_metrics  # noqa: E402
 from sidecar.asr import AsrOptions, SpeechRecognizer, StreamingTranscriber  # noqa: E402
 
 SPEECH = ROOT.parent / "shared" / "data" / "speech"

@@ -9,6 +9,8 @@ and predicts the held-out questions (question-disjoint folds, seeded). The last 
 ``pearson_r=<r> rmse=<rmse>`` (RMSE on the 0-5 scale) over all held-out predictions.
 ``--fit-out`` also fits on every answer and writes the calibration JSON the grader loads.
 Embeddings are cached under --cache-dir (default data/cache, gitignored) keyed by model.
+
+Also the ASR evaluation's ``word_error_rate`` (jiwer: a test/evaluation dependency only).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import jiwer
 import numpy as np
 from sklearn.linear_model import Ridge
 
@@ -27,6 +30,7 @@ from pipeline.agreement import pearson, rmse
 from pipeline.grading_features import FEATURES_VERSION
 from pipeline.grading_score import Calibration
 from pipeline.mohler import grading_features, load_mohler
+from pipeline.speech_metrics import normalize_tokens
 
 GRADING_FEATURES = (
     "cos_ref",
@@ -39,6 +43,19 @@ GRADING_FEATURES = (
 )
 DEFAULT_ALPHA = 10.0
 ANCHORS = "anchors: Mohler 2011 r=0.48 rmse=1.04; Sultan 2016 r=0.59 rmse=0.89; raw BERT cosine r=0.32"
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word error rate (jiwer) on ``normalize_tokens`` of both texts (0 = identical).
+
+    An evaluation helper (ASR tests and benchmarks); the app never computes it.
+    """
+    ref, hyp = normalize_tokens(reference), normalize_tokens(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    if not hyp:
+        return 1.0  # every reference word deleted
+    return float(jiwer.wer(" ".join(ref), " ".join(hyp)))
 
 
 def question_folds(questions: Sequence[str], k: int, seed: int) -> list[set[str]]:

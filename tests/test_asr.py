@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pipeline.evaluate import word_error_rate
 from pipeline.media import load_audio
 from pipeline.settings import Settings
-from pipeline.speech_metrics import normalize_tokens, word_error_rate
+from pipeline.speech_metrics import normalize_tokens
 from sidecar import asr
 from sidecar.asr import (
     AsrError,

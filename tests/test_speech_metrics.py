@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+from pipeline.evaluate import word_error_rate
 from pipeline.settings import Settings
 from pipeline.speech_metrics import (
     SpeechMetricsOptions,
@@ -18,7 +19,6 @@ from pipeline.speech_metrics import (
     pace_band,
     pace_track,
     prosody_track,
-    word_error_rate,
     words_per_minute,
 )
 
@@ -234,3 +234,19 @@ def test_text_helpers() -> None:
     assert word_error_rate("a b c d", "a b c d") == 0.0
     assert word_error_rate("a b c d", "a x c") == pytest.approx(0.5)
     assert word_error_rate("", "") == 0.0
+    assert word_error_rate("", "a") == 1.0 and word_error_rate("a b", "") == 1.0
+    # Normalised first (case, punctuation, hyphens); substitutions + deletions + insertions / reference.
+    assert word_error_rate("Mm-hmm, the CAT sat.", "mm hmm the cat sat") == 0.0
+    assert word_error_rate("the cat sat on the mat", "the cat sat sat on mat now") == pytest.approx(3 / 6)
+
+
+def test_app_side_speech_metrics_do_not_import_jiwer(tmp_path) -> None:
+    """WER is an evaluation helper: the runtime speech metrics never load jiwer."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.txt"
+    code = "import sys, pipeline.speech_metrics, pipeline.prosody; print('jiwer' in sys.modules)"
+    with open(out, "w") as fh:
+        subprocess.run([sys.executable, "-c", code], stdout=fh, stderr=subprocess.STDOUT, timeout=120, check=True)
+    assert out.read_text().strip() == "False"
