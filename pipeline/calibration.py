@@ -12,7 +12,7 @@ correlation, never counted as 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,7 +115,7 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
     return r if math.isfinite(r) else None
 
 
-def calibration_view(db: Database, level: str = "session", session_ids: list[str] | None = None,
+def calibration_view(db: Database[dict[str, Any]], level: str = "session", session_ids: list[str] | None = None,
                      session_filter: Mapping[str, Any] | None = None) -> CalibrationView:
     """The view over ``session_ids`` (default: all), narrowed to the sessions matching
     ``session_filter`` when one is given (a user's access filter: a coach sees their own only)."""
@@ -135,7 +135,7 @@ def calibration_view(db: Database, level: str = "session", session_ids: list[str
     return summarize(_per_session(rows) if level == "session" else rows, level)
 
 
-def summarize(rows: list[Mapping[str, Any]], level: str = "session") -> CalibrationView:
+def summarize(rows: Sequence[Mapping[str, Any]], level: str = "session") -> CalibrationView:
     """Distribution and grade correlation of each metric from aggregated rows."""
     cols = {k: np.array([_f(r.get(k)) for r in rows], dtype=np.float64) for k in METRICS}
     grade = cols["grade"]

@@ -124,7 +124,7 @@ class SentenceEncoder:
         try:  # the weight-loading progress bar is noise in worker logs
             from transformers.utils import logging as hf_logging
 
-            hf_logging.disable_progress_bar()
+            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # unannotated upstream
         except Exception:  # pragma: no cover - optional nicety only
             pass
         self._model = SentenceTransformer(name, device=device)

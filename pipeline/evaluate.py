@@ -89,7 +89,8 @@ def _predict(cal: Calibration, x: np.ndarray) -> np.ndarray:
     """Vectorized Calibration.predict (same clipping of inputs and output)."""
     x = np.clip(x, np.asarray(cal.lo), np.asarray(cal.hi))
     z = (x - np.asarray(cal.mean)) / np.asarray(cal.scale)
-    return np.clip(z @ np.asarray(cal.coef) + cal.intercept, 0.0, 1.0)
+    pred: np.ndarray = np.clip(z @ np.asarray(cal.coef) + cal.intercept, 0.0, 1.0)
+    return pred
 
 
 def run_grading(args: argparse.Namespace) -> int:

@@ -37,7 +37,8 @@ def _energy_db(samples: np.ndarray, hop: int) -> np.ndarray:
     rms = np.sqrt(np.mean(frames * frames, axis=1))
     with np.errstate(divide="ignore"):
         db = 20.0 * np.log10(rms)
-    return np.maximum(db, ENERGY_FLOOR_DB)
+    out: np.ndarray = np.maximum(db, ENERGY_FLOOR_DB)
+    return out
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ def _windows(buf: np.ndarray, buf_start: int, signal_len: int, a: int, b: int, g
     if s1 > s0:
         seg[s0 - lo : s1 - lo] = buf[s0 - buf_start : s1 - buf_start]
     starts = np.arange(b - a) * g.hop
-    return seg[starts[:, None] + np.arange(g.length)[None, :]]
+    windows: np.ndarray = seg[starts[:, None] + np.arange(g.length)[None, :]]
+    return windows
 
 
 def _yin_frames(frames: np.ndarray, rate: int, g: _YinGeometry, threshold: float) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,7 @@ import hashlib
 import itertools
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -194,7 +194,7 @@ def load_set_file(path: Path) -> QuestionSet:
     return qset
 
 
-def _text(max_chars: int) -> Any:
+def _text(max_chars: int) -> Callable[[str], str]:
     """Validator of a text field: non-empty, within ``max_chars``, and already clean."""
 
     def check(value: str) -> str:
@@ -209,7 +209,7 @@ def _text(max_chars: int) -> Any:
     return check
 
 
-def _unique_in(what: str, key: Any) -> Any:
+def _unique_in(what: str, key: Callable[[str], str]) -> Callable[[list[str]], list[str]]:
     """Validator of a list: no two items with the same ``key``."""
 
     def check(values: list[str]) -> list[str]:
@@ -393,7 +393,7 @@ def question_doc(qset: QuestionSet, order: int, q: Question) -> dict[str, Any]:
     }
 
 
-def sync_to_db(db: Database, sets: Iterable[QuestionSet] | None = None) -> int:
+def sync_to_db(db: Database[dict[str, Any]], sets: Iterable[QuestionSet] | None = None) -> int:
     """Upsert ``sets`` (default: the built-in ones) into ``questions``; returns the question count.
 
     Idempotent: each question is a ``ReplaceOne`` upsert on its ``_id``. Questions that a synced
@@ -410,7 +410,7 @@ def sync_to_db(db: Database, sets: Iterable[QuestionSet] | None = None) -> int:
     return len(docs)
 
 
-def sets_from_db(db: Database, set_ids: Iterable[str] | None = None) -> list[QuestionSet]:
+def sets_from_db(db: Database[dict[str, Any]], set_ids: Iterable[str] | None = None) -> list[QuestionSet]:
     """The sets stored in ``questions`` (all, or those in ``set_ids``), sorted by set id.
 
     A malformed document is skipped with a warning rather than hiding every other set.

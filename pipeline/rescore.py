@@ -152,7 +152,7 @@ def _json_thresholds(settings: Settings) -> dict[str, Any]:
 
 
 def _select_sessions(
-    db: Database, session_filter: Mapping[str, Any] | None, limit: int | None
+    db: Database[dict[str, Any]], session_filter: Mapping[str, Any] | None, limit: int | None
 ) -> list[dict[str, Any]]:
     proj = {"grade": 1, "band": 1, "scored_thresholds": 1, **{f"settings.{n}": 1 for n in SPEECH_FIELDS}}
     cursor = db.sessions.find(dict(session_filter or {}), proj).sort("started_at", DESCENDING)
@@ -161,7 +161,7 @@ def _select_sessions(
     return list(cursor.batch_size(5000))
 
 
-def _answers(db: Database, ids: list[str], everything: bool, projection: dict[str, Any]) -> Iterable[dict[str, Any]]:
+def _answers(db: Database[dict[str, Any]], ids: list[str], everything: bool, projection: dict[str, Any]) -> Iterable[dict[str, Any]]:
     if everything:
         wanted = set(ids)
         for doc in db.answers.find({}, projection).batch_size(2000):
@@ -172,7 +172,7 @@ def _answers(db: Database, ids: list[str], everything: bool, projection: dict[st
         yield from db.answers.find({"session_id": {"$in": ids[i : i + IN_CHUNK]}}, projection).batch_size(2000)
 
 
-def _previous_rescores(db: Database, ids: list[str], everything: bool) -> dict[str, dict[str, Any]]:
+def _previous_rescores(db: Database[dict[str, Any]], ids: list[str], everything: bool) -> dict[str, dict[str, Any]]:
     if everything:
         wanted = set(ids)
         return {str(d["_id"]): d for d in db[ANSWER_SCORES].find({}).batch_size(10_000)
@@ -181,7 +181,7 @@ def _previous_rescores(db: Database, ids: list[str], everything: bool) -> dict[s
 
 
 def rescore(
-    db: Database,
+    db: Database[dict[str, Any]],
     settings: Settings,
     session_filter: Mapping[str, Any] | None = None,
     limit: int | None = None,
@@ -332,7 +332,7 @@ def _speech_fields(
     return out
 
 
-def _write_all(db: Database, updates: Mapping[str, Sequence[Update]], timings: dict[str, float]) -> None:
+def _write_all(db: Database[dict[str, Any]], updates: Mapping[str, Sequence[Update]], timings: dict[str, float]) -> None:
     """One unordered bulk write per collection; in one transaction when the server has them."""
     ops = {name: [UpdateOne({"_id": u.doc_id}, {"$set": u.fields}, upsert=u.upsert) for u in o]
            for name, o in updates.items() if o}

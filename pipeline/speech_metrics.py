@@ -150,8 +150,8 @@ def _pace_track(words: Sequence[Word], window: float, step: float) -> list[dict[
     if t_ends.size == 0 or t_ends[-1] < t_last - 1e-6:
         t_ends = np.append(t_ends, t_last)
     counts = np.searchsorted(mids, t_ends, side="right") - np.searchsorted(mids, t_ends - window, side="right")
-    wpm = counts / window * 60.0
-    return [{"t": round(float(t), 3), "wpm": round(float(v), 1)} for t, v in zip(t_ends, wpm, strict=True)]
+    rates = counts / window * 60.0
+    return [{"t": round(float(t), 3), "wpm": round(float(v), 1)} for t, v in zip(t_ends, rates, strict=True)]
 
 
 def find_fillers(words: Sequence[Word], fillers: Iterable[str]) -> list[dict[str, Any]]:
