@@ -36,14 +36,8 @@ if str(ROOT) not in sys.path:  # run as a script: make the repo importable
     sys.path.insert(0, str(ROOT))
 
 from pipeline.calibration import calibration_view  # noqa: E402
-from pipeline.grading import (  # noqa: E402
-    GradeFeatures,
-    GradeOptions,
-    KeyPointEvidence,
-    band_for,
-    default_calibration,
-    score,
-)
+from pipeline.grading_features import GradeFeatures, KeyPointEvidence  # noqa: E402
+from pipeline.grading_score import GradeOptions, band_for, default_calibration, score  # noqa: E402
 from pipeline.profiles import settings_with  # noqa: E402
 from pipeline.rescore import rescore  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402

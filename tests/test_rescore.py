@@ -13,7 +13,8 @@ import pytest
 
 from pipeline import encoder as encoder_module
 from pipeline.calibration import calibration_view, pipeline
-from pipeline.grading import GradeFeatures, GradeOptions, KeyPointEvidence, default_calibration, score
+from pipeline.grading_features import GradeFeatures, KeyPointEvidence
+from pipeline.grading_score import GradeOptions, default_calibration, score
 from pipeline.profiles import load_profile, save_profile, settings_with
 from pipeline.queries import list_report_answers, with_rescores
 from pipeline.rescore import BAND_LABELS, mohler_cache_path, mohler_effect, rescore, write_mohler_cache
@@ -83,7 +84,7 @@ def store_session(db, sid: str, qualities: list[float | None], settings: Setting
             flags.update(g.flags)
         answers.append(doc)
     mean = sum(scores) / len(scores) if scores else None
-    from pipeline.grading import band_for
+    from pipeline.grading_score import band_for
 
     db.sessions.insert_one({
         "_id": sid, "candidate": f"Candidate {sid}", "role": role, "status": "analysed",
