@@ -16,8 +16,9 @@ _LINK_TEXT = r"((?:[^\[\]]|\[[^\[\]]{0,300}\]){0,300})"
 # one level of parentheses (javascript:alert(1)); the two alternatives never overlap (no backtracking blow-up).
 MD_LINK = re.compile(r"!?\[" + _LINK_TEXT + r"\]\((?:[^()]|\([^()]{0,200}\)){0,1000}\)")
 # Reference style: [text][ref], [text][] (kept as text) and the definition [ref]: url "title" (dropped:
-# markdown never shows it).
-MD_REF_LINK = re.compile(r"!?\[" + _LINK_TEXT + r"\][ \t]?\[[^\[\]]{0,300}\]")
+# markdown never shows it). As in CommonMark, [text][ref] is a link only when ``ref`` (for [text][],
+# ``text``) is defined, so code such as ``a[2][4]`` or ``blah[][]`` is left alone.
+MD_REF_LINK = re.compile(r"!?\[" + _LINK_TEXT + r"\][ \t]?\[([^\[\]]{0,300})\]")
 MD_REF_DEF = re.compile(
     r"\[([^\[\]]{1,300})\]:[ \t]*\S+(?:[ \t]+(?:\"[^\"\n]{0,300}\"|'[^'\n]{0,300}'|\([^()\n]{0,300}\)))?"
 )
@@ -38,6 +39,11 @@ _MD_MARKUP = re.compile(r"[*#`~]+|_{2,}")
 _WS = re.compile(r"\s+")
 
 
+def _label(text: str) -> str:
+    """A reference label as markdown matches it: case-folded, inner whitespace collapsed."""
+    return _WS.sub(" ", text).strip().casefold()
+
+
 def strip_markup(text: str, max_chars: int, *, emphasis: bool = False) -> str:
     """Plain, single-spaced text capped at ``max_chars``: entities decoded, NFKC, no script/style
     blocks, HTML tags, markdown links or control characters (``emphasis``: also ``* # ` ~ __``)."""
@@ -45,8 +51,13 @@ def strip_markup(text: str, max_chars: int, *, emphasis: bool = False) -> str:
     text = unicodedata.normalize("NFKC", html.unescape(text))
     text = _SCRIPT.sub(" ", text)
     text = _HTML_TAG.sub(" ", text)
+    defined = {_label(m.group(1)) for m in MD_REF_DEF.finditer(text)}
+
+    def ref_link(m: re.Match[str]) -> str:
+        return m.group(1) if _label(m.group(2) or m.group(1)) in defined else m.group(0)
+
     for _ in range(3):  # an image inside a link's text: [![img](a)](b)
-        stripped = MD_REF_DEF.sub(" ", MD_REF_LINK.sub(r"\1", MD_LINK.sub(r"\1", text)))
+        stripped = MD_REF_DEF.sub(" ", MD_REF_LINK.sub(ref_link, MD_LINK.sub(r"\1", text)))
         if stripped == text:
             break
         text = stripped

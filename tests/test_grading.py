@@ -120,6 +120,10 @@ def test_grader_and_question_sets_share_one_cleaner() -> None:
     assert gr.sanitize("**bold** `code`") == "bold code" and clean_text("**bold**", 100) == "**bold**"
     with pytest.raises(ValueError, match="must be text, not dict"):
         clean_text({"$gt": ""}, 100)
+    # A reference link needs its definition (CommonMark): array code keeps its brackets, for both.
+    code = "int a[2][4]; blah[][] takes [x][y] and [z][]"
+    assert clean_text(code, 100) == gr.sanitize(code) == code
+    assert clean_text("[x][Ref Label] and [z][]\n[ref  label]: http://e\n[Z]: http://f", 100) == "x and z"
 
 
 def test_rescore_imports_no_model_code(tmp_path: Path) -> None:
