@@ -1,13 +1,15 @@
 """The two sidecar worker processes.
 
 - emotion: reads sampled frames from the shared-memory ring, runs face detection,
-  emotion and gaze, writes one ``frames`` sample per frame.
+  emotion and gaze, writes one ``frames`` sample per frame. The app gets only the latest
+  face status per session (``FaceStatus``), and ``FramesFlushed`` at an answer's flush marker.
 - speech: reads answer commands and 16 kHz audio, transcribes while the candidate
   speaks, and at the end of an answer computes speech metrics and the grade and
-  stores the answer.
+  stores the answer. The answer's audio has one owner, the supervisor (it replays it into a
+  restarted worker); the transcriber here keeps only what it has not transcribed yet.
 
 Each runs its own loop in a spawned process, beats a shared heartbeat every turn,
-and reports events (ready, live partials, results, stage latencies) on a queue.
+and reports typed events (``sidecar.protocol.WorkerEvent``) on a queue.
 Results go to MongoDB through the process's own journaled writer (when storing).
 When the journal refuses a write (disk full, journal full), the worker keeps going and
 holds the write in memory (``JournalBacklog``), retrying until it is journaled.
@@ -30,11 +32,29 @@ from typing import Any
 import numpy as np
 
 from pipeline.records import SAMPLE_RATE
-from sidecar.protocol import AnswerEnd, AnswerStart, AudioChunk, Shutdown, WorkerEvent
+from sidecar.protocol import (
+    AnswerDone,
+    AnswerEnd,
+    AnswerSaved,
+    AnswerStart,
+    AnswerSummary,
+    AudioChunk,
+    FaceStatus,
+    FrameSample,
+    FramesFlushed,
+    PartialWords,
+    Ready,
+    Shutdown,
+    WorkerError,
+    WorkerMetrics,
+)
+from sidecar.ring import RingFrame
 
 log = logging.getLogger(__name__)
 
 METRICS_EVERY_S = 1.0
+FACE_STATUS_EVERY_S = 0.5  # the live panel redraws once a second; a change of face found is sent at once
+FLUSH_TIMEOUT_S = 5.0
 
 
 class _Latency:
@@ -47,7 +67,7 @@ class _Latency:
         self.samples.setdefault(stage, deque(maxlen=200)).append(seconds * 1000.0)
 
     def summary(self) -> dict[str, dict[str, float]]:
-        out = {}
+        out: dict[str, dict[str, float]] = {}
         for stage, xs in self.samples.items():
             arr = np.fromiter(xs, float)
             out[stage] = {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)), "n": len(arr)}
@@ -227,15 +247,16 @@ def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[s
         analyzer = EmotionAnalyzer(EmotionOptions.from_settings(settings))
         timings = analyzer.warm_up()
         writer = _open_store(settings_data, "emotion").writer if store else None
-        events.put(WorkerEvent("ready", "emotion", {"timings": timings, "total_s": time.perf_counter() - t0}))
+        events.put(Ready("emotion", timings, time.perf_counter() - t0))
     except Exception as exc:
-        events.put(WorkerEvent("error", "emotion", {"error": f"warm-up failed: {exc}", "trace": traceback.format_exc()}))
+        events.put(WorkerError("emotion", f"warm-up failed: {exc}", trace=traceback.format_exc()))
         raise
     latency = _Latency()
     backlog = (JournalBacklog(writer, settings.worker_backlog_max, settings.worker_backlog_retry_seconds)
                if writer is not None else None)
     current_answer = None
     processed = 0
+    faces = _FaceStatuses(events)
     last_metrics = time.monotonic()
     beat = Heartbeat(heartbeat, settings.worker_stuck_seconds)
     while True:
@@ -244,6 +265,9 @@ def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[s
         if frame is not None:
             if frame.answer_id == "__shutdown__":
                 break
+            if frame.flush_marker:
+                events.put(FramesFlushed(frame.answer_id, _flush(backlog, writer), faces.analysed(frame.answer_id)))
+                continue
             if frame.answer_id != current_answer:
                 analyzer.reset()  # a new answer is a new track
                 current_answer = frame.answer_id
@@ -253,14 +277,16 @@ def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[s
             doc = _frame_doc(frame, sample)
             if backlog is not None and not frame.answer_id.startswith("__"):  # "__preview__" is never stored
                 backlog.insert("frames", doc, droppable=True)  # held in memory if the journal refuses it
-            events.put(WorkerEvent("frame", "emotion", doc))
+            if frame.collect:
+                events.put(FrameSample(doc))
+            faces.seen(frame, doc)
             processed += 1
         if backlog is not None:
             backlog.retry()
         if time.monotonic() - last_metrics > METRICS_EVERY_S:
             last_metrics = time.monotonic()
-            events.put(WorkerEvent("metrics", "emotion", {"latency": latency.summary(), "processed": processed,
-                                                           **(backlog.status() if backlog is not None else {})}))
+            events.put(WorkerMetrics("emotion", {"latency": latency.summary(), "processed": processed,
+                                                 **(backlog.status() if backlog is not None else {})}))
     if backlog is not None:
         _close_backlog(backlog, "emotion")
     if writer is not None:
@@ -268,12 +294,46 @@ def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[s
     events.cancel_join_thread()  # the supervisor may have stopped reading: exit anyway
 
 
+class _FaceStatuses:
+    """The latest face status per session, sent on a change of face found or every FACE_STATUS_EVERY_S;
+    and how many frames of each recent answer were analysed."""
+
+    keep = 200  # sessions and answers remembered (oldest forgotten first)
+
+    def __init__(self, events: Any) -> None:
+        self.events = events
+        self._sent: dict[str, tuple[float, bool]] = {}
+        self._analysed: dict[str, int] = {}
+
+    def analysed(self, answer_id: str) -> int:
+        return self._analysed.get(answer_id, 0)
+
+    def seen(self, frame: RingFrame, doc: dict[str, Any]) -> None:
+        self._analysed[frame.answer_id] = self._analysed.pop(frame.answer_id, 0) + 1
+        face, now = bool(doc["face"]), time.monotonic()
+        last = self._sent.get(frame.session_id)
+        if last is None or last[1] != face or now - last[0] >= FACE_STATUS_EVERY_S:
+            self._sent.pop(frame.session_id, None)
+            self._sent[frame.session_id] = (now, face)
+            self.events.put(FaceStatus(frame.session_id, frame.answer_id, int(frame.t_ms), face, float(doc["luma"])))
+        for d in (self._sent, self._analysed):
+            while len(d) > self.keep:
+                d.pop(next(iter(d)))
+
+
+def _flush(backlog: JournalBacklog | None, writer: Any) -> bool:
+    """Everything analysed so far written to MongoDB? (False when not storing or not writable now.)"""
+    if backlog is None or writer is None:
+        return False
+    return bool(backlog.retry(force=True) and writer.flush(timeout=FLUSH_TIMEOUT_S))
+
+
 def _close_backlog(backlog: JournalBacklog, name: str) -> None:
     if not backlog.retry(force=True):
         log.error("%s worker stops with %d writes the journal never took (%s)", name, len(backlog), backlog.error)
 
 
-def _frame_doc(frame: Any, sample: dict[str, Any]) -> dict[str, Any]:
+def _frame_doc(frame: RingFrame, sample: dict[str, Any]) -> dict[str, Any]:
     keep = ("face", "box", "emotions", "dominant", "confidence", "uncertain", "gaze", "head", "tracked")
     doc = {k: sample.get(k) for k in keep}
     if doc["box"] is not None:
@@ -315,12 +375,9 @@ def speech_worker(inbox: Any, events: Any, heartbeat: Any, settings_data: dict[s
         enc_timings = encoder.warm_up()
         writer = _open_store(settings_data, "speech").writer if store else None
         grade_options = GradeOptions.from_settings(settings)
-        events.put(
-            WorkerEvent("ready", "speech", {"timings": {"asr": asr_timings, "encoder": enc_timings},
-                                            "total_s": time.perf_counter() - t0})
-        )
+        events.put(Ready("speech", {"asr": asr_timings, "encoder": enc_timings}, time.perf_counter() - t0))
     except Exception as exc:
-        events.put(WorkerEvent("error", "speech", {"error": f"warm-up failed: {exc}", "trace": traceback.format_exc()}))
+        events.put(WorkerError("speech", f"warm-up failed: {exc}", trace=traceback.format_exc()))
         raise
     worker = _SpeechLoop(settings, recognizer, encoder, grade_options, writer, events)
     last_metrics = time.monotonic()
@@ -339,14 +396,14 @@ def speech_worker(inbox: Any, events: Any, heartbeat: Any, settings_data: dict[s
             except Exception as exc:  # one bad answer must not take the worker down
                 answer_id = getattr(msg, "answer_id", None)
                 log.exception("speech worker failed on %s", type(msg).__name__)
-                events.put(WorkerEvent("error", "speech", {"answer_id": answer_id, "error": str(exc)}))
+                events.put(WorkerError("speech", str(exc), answer_id=answer_id))
         if worker.backlog is not None:
             worker.backlog.retry()
         if time.monotonic() - last_metrics > METRICS_EVERY_S:
             last_metrics = time.monotonic()
-            events.put(WorkerEvent("metrics", "speech", {"latency": worker.latency.summary(),
-                                                         "open_answers": len(worker.answers),
-                                                         **(worker.backlog.status() if worker.backlog else {})}))
+            events.put(WorkerMetrics("speech", {"latency": worker.latency.summary(),
+                                                "open_answers": len(worker.answers),
+                                                **(worker.backlog.status() if worker.backlog else {})}))
     if worker.backlog is not None:
         _close_backlog(worker.backlog, "speech")
     if writer is not None:
@@ -410,7 +467,9 @@ class _SpeechLoop:
         new_words = session.transcriber.feed(msg.samples, msg.t_ms)
         if new_words:
             self.latency.add("asr_chunk", time.perf_counter() - start)
-            self.events.put(WorkerEvent("partial", "speech", {"answer_id": msg.answer_id, "words": new_words}))
+            # Transcribed audio may go: the supervisor keeps the answer's audio (one owner) for a restart.
+            session.transcriber.ack()
+            self.events.put(PartialWords(msg.answer_id, new_words))
 
     def end(self, msg: AnswerEnd) -> None:
         from pipeline.grading import grade
@@ -435,7 +494,7 @@ class _SpeechLoop:
         answer_grade, features = grade(self.encoder, s.question, s.reference, list(s.key_points),
                                        transcript.text, words, self.grade_options)
         timings["grade_s"] = time.perf_counter() - t
-        fields = {
+        fields: AnswerSummary = {
             "status": msg.status, "ended_ms": msg.ended_ms, "transcript": transcript.text, "words": words,
             "metrics": metrics, "grade": answer_grade.to_dict(), "features": features.to_dict(),
             "asr": {"engine": transcript.engine, "model": transcript.model, "language": transcript.language},
@@ -446,26 +505,27 @@ class _SpeechLoop:
             fields["capture"] = msg.capture
         t = time.perf_counter()
         stored = held = False
-        journal: dict[str, Any] = {}
+        journal_full, journal_error = False, None
         if self.backlog is not None:
             saved_later = lambda: self._saved_later(msg.answer_id, s.session_id)  # noqa: E731
-            if self.backlog.update("answers", msg.answer_id, fields, on_written=saved_later):
+            if self.backlog.update("answers", msg.answer_id, dict(fields), on_written=saved_later):
                 stored = self.writer.flush(timeout=5.0)
             else:  # the journal refused it: kept in memory, written (and reported) once it can be
                 held = True
-                journal = {"journal_full": self.backlog.journal_full, "journal_error": self.backlog.error}
+                journal_full, journal_error = self.backlog.journal_full, self.backlog.error
         timings["store_s"] = time.perf_counter() - t
         for stage, secs in timings.items():
             self.latency.add(stage.removesuffix("_s"), secs)
-        self.events.put(WorkerEvent("answer_done", "speech", {"answer_id": msg.answer_id, "session_id": s.session_id,
-                                                              "stored": stored, "held": held, **journal,
-                                                              "timings": timings, **fields}))
+        summary: AnswerSummary = {"answer_id": msg.answer_id, "session_id": s.session_id, "stored": stored,
+                                  "held": held, "timings": timings, **fields}
+        if held:
+            summary["journal_full"], summary["journal_error"] = journal_full, journal_error
+        self.events.put(AnswerDone(summary))
 
     def _saved_later(self, answer_id: str, session_id: str) -> None:
         """A held answer reached the journal: send it and say so."""
         stored = self.writer.flush(timeout=5.0)
-        self.events.put(WorkerEvent("answer_saved", "speech", {"answer_id": answer_id, "session_id": session_id,
-                                                               "stored": stored}))
+        self.events.put(AnswerSaved(answer_id, session_id, stored))
 
 
 def _clean_word(w: dict[str, Any]) -> dict[str, Any]:
