@@ -116,7 +116,8 @@ class FrameRing:
             deadline = time.monotonic() + block_timeout
             while int(self._header[_WRITE]) - int(self._header[_READ]) >= self.slots:
                 if time.monotonic() > deadline:
-                    self._header[_PUT_DROPPED] += 1
+                    if not flags & FLUSH:  # a marker that could not be queued dropped no frame
+                        self._header[_PUT_DROPPED] += 1
                     return False
                 time.sleep(0.002)  # let the reader catch up
         pixels = np.ascontiguousarray(image, dtype=np.uint8).reshape(-1)

@@ -300,8 +300,9 @@ class _FaceStatuses:
 
     keep = 200  # sessions and answers remembered (oldest forgotten first)
 
-    def __init__(self, events: Any) -> None:
+    def __init__(self, events: Any, clock: Callable[[], float] = time.monotonic) -> None:
         self.events = events
+        self._clock = clock  # a test moves its own clock
         self._sent: dict[str, tuple[float, bool]] = {}
         self._analysed: dict[str, int] = {}
 
@@ -310,7 +311,7 @@ class _FaceStatuses:
 
     def seen(self, frame: RingFrame, doc: dict[str, Any]) -> None:
         self._analysed[frame.answer_id] = self._analysed.pop(frame.answer_id, 0) + 1
-        face, now = bool(doc["face"]), time.monotonic()
+        face, now = bool(doc["face"]), self._clock()
         last = self._sent.get(frame.session_id)
         if last is None or last[1] != face or now - last[0] >= FACE_STATUS_EVERY_S:
             self._sent.pop(frame.session_id, None)
