@@ -100,7 +100,7 @@ class FaceReading(Protocol):
     def luma(self) -> float | None: ...
 
 
-def device_advice(stats: Mapping[str, Any], live_frame: FaceReading | None, audio_level: float,
+def device_advice(stats: Mapping[str, Any], face_status: FaceReading | None, audio_level: float,
                   seconds_since_start: float) -> list[tuple[str, str]]:
     """Plain advice for the device check: (level, message) with level ok/warn/error."""
     out: list[tuple[str, str]] = []
@@ -110,11 +110,11 @@ def device_advice(stats: Mapping[str, Any], live_frame: FaceReading | None, audi
                                  "(the camera icon in the address bar) and that no other app holds it."))
         else:
             out.append(("warn", "Waiting for the camera…"))
-    elif live_frame is not None:
-        luma = live_frame.luma
+    elif face_status is not None:
+        luma = face_status.luma
         if luma is not None and luma < 40:
             out.append(("warn", "The picture is very dark: turn on a light facing you."))
-        if not live_frame.face:
+        if not face_status.face:
             out.append(("warn", "No face found: sit centred, facing the camera, about an arm's length away."))
         else:
             out.append(("ok", "Face found."))

@@ -23,7 +23,7 @@ from sidecar.protocol import (
     WorkerError,
     WorkerMetrics,
 )
-from sidecar.ring import COLLECT, FrameRing
+from sidecar.ring import COLLECT, FrameRing, RingFrame
 from sidecar.supervisor import Sidecar
 from sidecar.workers import FACE_STATUS_EVERY_S, _FaceStatuses
 from tests.test_report import make_answer, make_frames
@@ -75,7 +75,7 @@ def test_face_status_is_sent_on_a_change_or_once_per_interval_not_per_frame():
     sent: list[Any] = []
     now = [100.0]
     faces = _FaceStatuses(type("Q", (), {"put": staticmethod(sent.append)})(), clock=lambda: now[0])
-    ring_frame = type("F", (), {"session_id": "s", "answer_id": "a", "t_ms": 5})
+    ring_frame = RingFrame(5, 0, "s", "a", _image())
     faces.seen(ring_frame, {"face": True, "luma": 80.0})
     faces.seen(ring_frame, {"face": True, "luma": 81.0})  # same status, same instant: nothing sent
     assert len(sent) == 1 and isinstance(sent[0], FaceStatus) and sent[0].face and sent[0].luma == 80.0
