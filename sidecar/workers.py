@@ -12,7 +12,7 @@ Each runs its own loop in a spawned process, beats a shared heartbeat every turn
 and reports typed events (``sidecar.protocol.WorkerEvent``) on a queue.
 Results go to MongoDB through the process's own journaled writer (when storing).
 When the journal refuses a write (disk full, journal full), the worker keeps going and
-holds the write in memory (``JournalBacklog``), retrying until it is journaled.
+holds the write in memory (``sidecar.journal_backlog.JournalBacklog``), retrying until it is journaled.
 """
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ import contextlib
 import logging
 import os
 import queue
-import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from pipeline.records import SAMPLE_RATE
+from sidecar.heartbeat import Heartbeat
+from sidecar.journal_backlog import JournalBacklog
 from sidecar.protocol import (
     AnswerDone,
     AnswerEnd,
@@ -74,114 +74,6 @@ class _Latency:
         return out
 
 
-@dataclass(eq=False)
-class _HeldWrite:
-    op: str  # insert | update
-    collection: str
-    body: dict[str, Any]  # the document, or the fields of the update
-    doc_id: str | None = None
-    droppable: bool = False  # frame samples may go when the backlog overflows; answers never
-    on_written: Callable[[], None] | None = None
-
-
-class JournalBacklog:
-    """Writes the journal refused (disk full, journal full, I/O error), held in memory and retried.
-
-    The worker keeps analysing; nothing it produced is lost while the disk is full. Order is
-    kept (an answer's insert before its update) so a held write is never overtaken: once one
-    write is held, later ones queue behind it. Bounded: past ``max_items`` the oldest frame
-    sample is dropped (counted in ``dropped``); an answer document is never dropped.
-    """
-
-    def __init__(self, writer: Any, max_items: int, retry_seconds: float = 1.0) -> None:
-        self.writer = writer
-        self.max_items = max_items
-        self.retry_seconds = retry_seconds
-        self.dropped = 0
-        self.error: str | None = None
-        self.journal_full = False
-        self._held: deque[_HeldWrite] = deque()
-        self._next_try = 0.0
-
-    def __len__(self) -> int:
-        return len(self._held)
-
-    def insert(self, collection: str, doc: dict[str, Any], droppable: bool = False) -> bool:
-        """True when journaled now; False when held in memory (or, for a frame, dropped)."""
-        return self._submit(_HeldWrite("insert", collection, doc, droppable=droppable))
-
-    def update(self, collection: str, doc_id: str, fields: dict[str, Any],
-               on_written: Callable[[], None] | None = None) -> bool:
-        """True when journaled now; False when held (``on_written`` runs once it is journaled)."""
-        return self._submit(_HeldWrite("update", collection, fields, doc_id, on_written=on_written))
-
-    def status(self) -> dict[str, Any]:
-        return {"journal_backlog": len(self._held), "journal_dropped": self.dropped,
-                "journal_error": self.error, "journal_full": self.journal_full}
-
-    def retry(self, force: bool = False) -> bool:
-        """Write what is held, oldest first, at most every ``retry_seconds``; True when none is left."""
-        if not self._held:
-            return True
-        now = time.monotonic()
-        if not force and now < self._next_try:
-            return False
-        while self._held:
-            held = self._held[0]
-            if not self._write(held):
-                self._next_try = now + self.retry_seconds
-                return False
-            self._held.popleft()
-            if held.on_written is not None:
-                held.on_written()
-        log.info("the journal takes writes again: all held writes are journaled")
-        return True
-
-    def _submit(self, w: _HeldWrite) -> bool:
-        if not self._held:
-            return self._write(w, hold=True)
-        # Queue behind the held ones; refuse a bad document now, as a direct write would.
-        from pipeline.schemas import validate, validate_fields
-
-        if w.op == "insert":
-            validate(w.collection, w.body)
-        else:
-            validate_fields(w.collection, w.body)
-        self._hold(w)
-        self.retry()
-        return not self._held  # FIFO: this one, the newest, is written only once all are
-
-    def _write(self, w: _HeldWrite, hold: bool = False) -> bool:
-        from pipeline.writer import JournalError
-
-        try:
-            if w.op == "insert":
-                self.writer.insert(w.collection, w.body)
-            else:
-                self.writer.update(w.collection, w.doc_id, w.body)
-        except JournalError as exc:
-            if self.error is None:
-                log.error("journal refused a write, holding it in memory: %s", exc)
-            self.error, self.journal_full = str(exc), exc.journal_full
-            if hold:
-                self._hold(w)
-                self._next_try = time.monotonic() + self.retry_seconds
-            return False
-        self.error, self.journal_full = None, False
-        return True
-
-    def _hold(self, w: _HeldWrite) -> None:
-        self._held.append(w)
-        if len(self._held) > self.max_items:
-            for i, held in enumerate(self._held):
-                if held.droppable:
-                    del self._held[i]
-                    self.dropped += 1
-                    if self.dropped in (1, 100) or self.dropped % 1000 == 0:
-                        log.warning("journal backlog full: %d frame samples dropped so far", self.dropped)
-                    break
-
-
 def _open_store(settings_data: dict[str, Any], name: str) -> Any:
     from pipeline.settings import Settings
     from pipeline.store import Store
@@ -195,37 +87,6 @@ def _lower_priority(niceness: int) -> None:
     # speech worker, which has to keep up with real time. So it takes what CPU is left.
     with contextlib.suppress(OSError):  # not allowed here: run at normal priority
         os.nice(int(niceness))
-
-
-class Heartbeat:
-    """Beats from its own thread while the worker's main loop is alive and not stuck.
-
-    The main loop calls ``progress()`` once per iteration. A decode or grade that runs long
-    on a starved CPU is not a hang: the thread keeps beating for up to ``stuck_seconds`` of
-    no progress, so the supervisor does not kill a busy worker (and replay all its audio,
-    making it busier still). A stopped or dead process stops beating at once; a main loop
-    stuck longer than ``stuck_seconds`` stops the beat too and gets the worker restarted.
-    """
-
-    def __init__(
-        self, value: Any, stuck_seconds: float, every: float = 0.25, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.value = value
-        self.stuck_seconds = stuck_seconds
-        self.every = every
-        self._clock = clock  # a test moves its own clock instead of sleeping past stuck_seconds
-        self._last = clock()
-        threading.Thread(target=self._beat, name="heartbeat", daemon=True).start()
-
-    def progress(self) -> None:
-        self._last = self._clock()
-        self.value.value = time.time()
-
-    def _beat(self) -> None:
-        while True:
-            if self._clock() - self._last < self.stuck_seconds:
-                self.value.value = time.time()
-            time.sleep(self.every)
 
 
 def _limit_threads(n: int) -> None:

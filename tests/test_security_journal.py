@@ -327,7 +327,7 @@ def test_journal_full_error_says_the_real_size(db, tmp_path):
 
 def test_worker_backlog_holds_answers_and_drops_only_oldest_frames(db, small_disk):
     """The workers' in-memory backlog against a real full disk: bounded for frames, never for answers."""
-    from sidecar.workers import JournalBacklog
+    from sidecar.journal_backlog import JournalBacklog
 
     w = _writer(db, small_disk.path / "journal", flush_seconds=0.2)
     backlog = JournalBacklog(w, max_items=5, retry_seconds=0.05)

@@ -156,7 +156,7 @@ class _HandClock:
 
 
 def test_heartbeat_covers_a_long_step_but_not_a_stuck_loop():
-    from sidecar.workers import Heartbeat
+    from sidecar.heartbeat import Heartbeat
 
     clock = _HandClock()
     value = mp.get_context("spawn").Value("d", 0.0, lock=False)
