@@ -145,13 +145,9 @@ class Sidecar:
         return self
 
     def wait_ready(self, timeout: float = WARMUP_TIMEOUT_S) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.ready:
-                return True
-            if any(w.state == "failed" for w in self.workers.values()):
-                return False
-            time.sleep(0.1)
+        with self._changed:  # notified by every event (Ready) and by the watcher (failed)
+            self._changed.wait_for(lambda: self.ready or any(w.state == "failed" for w in self.workers.values()),
+                                   timeout)
         return self.ready
 
     @property
@@ -227,7 +223,9 @@ class Sidecar:
                     continue
                 if not w.process.is_alive():
                     if w.state == "warming" and w.restarts >= 3:
-                        w.state = "failed"
+                        with self._changed:
+                            w.state = "failed"
+                            self._changed.notify_all()
                         continue
                     self.restart(w.name, f"process exited with code {w.process.exitcode}")
                 elif w.state == "ready" and time.time() - w.heartbeat.value > timeout:

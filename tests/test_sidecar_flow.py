@@ -178,3 +178,13 @@ def test_feedback_reads_the_stored_answer_or_nothing(db):
     assert answer["_id"] == "a-1" and answer["grade"] == make_answer("a-1")["grade"]
     assert [f["t"] for f in frames] == [f["t"] for f in make_frames()]
     assert iv.stored_answer(db, "s-2", "a-1") is None  # another session's id finds nothing
+
+
+def test_wait_ready_wakes_when_both_workers_are_ready_or_one_failed(car):
+    assert not car.wait_ready(timeout=0.01)
+    t = threading.Thread(target=lambda: [car._handle(Ready(n, {}, 0.1)) for n in ("emotion", "speech")])
+    t.start()
+    assert car.wait_ready(timeout=60)
+    t.join()
+    car.workers["speech"].state = "failed"
+    assert not car.wait_ready(timeout=60)  # returns at once: a failed worker is not coming
