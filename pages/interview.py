@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 from pymongo.errors import PyMongoError
@@ -85,6 +87,33 @@ def resume_offer(candidate_user: str | None) -> None:
                      results=done, candidate=unfinished["candidate"], session_settings=unfinished.get("settings"))
         remember_session(unfinished["_id"])
         go(("device" if unfinished.get("source") != "upload" else "upload") if index < total else "summary")
+
+
+def show_stored_feedback(feedback: dict[str, Any]) -> None:
+    """Feedback on the last answer, rendered from the answer as stored (what the report shows),
+    never from an in-memory copy; said plainly while the stored answer is not there yet."""
+    from pages.feedback import show_feedback
+
+    found = None
+    db = store.db
+    if db is not None:
+        try:
+            found = iv.stored_answer(db, state["session_id"], feedback["answer_id"])
+        except PyMongoError as exc:
+            log.warning("feedback lookup failed: %s", exc)
+    if found is None:
+        st.subheader(f"Feedback: {md(feedback.get('question', ''))}")
+        if feedback.get("error"):
+            st.warning(md(feedback["error"]))
+        st.info("Your answer is kept, but it is not in the database yet, so there is no score to show here. "
+                "Its feedback appears in the session report once it is stored.", icon=":material/cloud_sync:")
+        return
+    answer, frames = found
+    if not feedback.get("frames_stored", True):
+        st.caption("Some frame samples of this answer are not in the database yet: expression and eye contact "
+                   "below may be incomplete (the report shows them once they are stored).")
+    show_feedback({**answer, "answer_id": answer["_id"], "question": feedback.get("question", ""),
+                   "error": feedback.get("error")}, frames, state.get("session_settings"))
 
 
 def remember_session(session_id: str) -> None:
@@ -173,7 +202,8 @@ if state["step"] == "upload":
 
         ctx = get_script_run_ctx()
         if ctx is not None:
-            ctx.uploaded_file_mgr.remove_file(ctx.session_id, upload.file_id)
+            # The in-memory manager (Streamlit's only one) has it; its Protocol does not declare it.
+            ctx.uploaded_file_mgr.remove_file(ctx.session_id, upload.file_id)  # type: ignore[attr-defined]
         upload.close()
 
     q = questions[state["index"]]
@@ -213,7 +243,9 @@ if state["step"] == "upload":
             st.rerun()
         state["results"].append({"status": "complete", "grade": report["grade"], "metrics": report["metrics"],
                                  "transcript": report["transcript"], "question": q.question})
-        state["last_feedback"] = state["results"][-1]
+        flushed = sidecar.flush_frames(state["session_id"], report["answer_id"])  # its frames in MongoDB first
+        state["last_feedback"] = {"answer_id": report["answer_id"], "question": q.question,
+                                  "frames_stored": bool(flushed and flushed.stored)}
         state["index"] += 1
         go("upload" if state["index"] < len(questions) else "summary")
     st.stop()
@@ -246,7 +278,7 @@ def live_panel() -> None:
     st.caption(f"frames received: {stats['frames_seen']} · sampled: {stats['frames_sampled']} · "
                f"audio: {stats['audio_seconds']:.1f} s" + (f" · callback p99: {p99:.2f} ms" if p99 else ""))
     answer = state.get("answer")
-    frame = sidecar.live_frame(state["session_id"])
+    frame = sidecar.face_status(state["session_id"])
     if state["step"] == "device":
         if capture.preview is not None:  # SENDONLY has no local video: show the last sampled frame
             st.image(capture.preview, channels="BGR", width=320, caption="Camera preview")
@@ -258,7 +290,7 @@ def live_panel() -> None:
     words = sidecar.partial_words(answer["answer_id"])
     spoken = max(0.0, time.time() - answer["started_ms"] / 1000)
     cols = st.columns(3)
-    cols[0].metric("Face", "found" if frame and frame.get("face") else "not found")
+    cols[0].metric("Face", "found" if frame and frame.face else "not found")
     cols[1].metric("Pace", f"{len(words) / spoken * 60:.0f} wpm" if spoken > 5 and words else "—")
     cols[2].metric("Time", f"{spoken:.0f} s")
     spoken_text = " ".join(str(w["word"]).strip() for w in words)
@@ -296,9 +328,7 @@ if state["step"] == "interview":
             st.rerun()
         feedback = state.get("last_feedback")
         if feedback:
-            from pages.feedback import show_feedback
-
-            show_feedback(feedback, feedback.get("frames"), state.get("session_settings"))
+            show_stored_feedback(feedback)
     else:
         live_panel()
         if st.button("Finish answer", type="primary", key="finish_answer"):
@@ -307,26 +337,31 @@ if state["step"] == "interview":
             capture.flush(1.0)  # the last sampled frames of this answer into the ring first
             sidecar.end_answer(answer["answer_id"], iv.now_ms(), capture=capture.stats())
             with st.spinner("Scoring your answer…"):
-                result = sidecar.wait_result(answer["answer_id"], timeout=60)
-            if result is None:
+                done = sidecar.wait_result(answer["answer_id"], timeout=60)
+                # The feedback reads the stored answer and its frame samples: wait for both writers.
+                flushed = sidecar.flush_frames(state["session_id"], answer["answer_id"])
+            result: dict[str, Any]
+            if done is None:
                 result = {"status": "incomplete", "grade": None, "metrics": None, "transcript": "",
                           "error": "The analysis did not finish in time; the answer is kept and will be scored."}
-            elif result.get("held"):  # the journal refused it: the worker keeps it in memory and retries
-                from pages.common import held_answer_note
+            else:
+                result = dict(done)
+                if done.get("held"):  # the journal refused it: the worker keeps it in memory and retries
+                    from pages.common import held_answer_note
 
-                result["error"] = held_answer_note(result)
+                    result["error"] = held_answer_note(result)
             result["question"] = q.question
-            result["frames"] = sidecar.take_answer_frames(answer["answer_id"])
             result["feedback_s"] = round(time.perf_counter() - finished, 3)
             state["results"].append(result)
-            state["last_feedback"] = result
+            state["last_feedback"] = {"answer_id": answer["answer_id"], "question": q.question,
+                                      "error": result.get("error"), "feedback_s": result["feedback_s"],
+                                      "frames_stored": bool(flushed and flushed.stored)}
             state["answer"] = None
             state["index"] += 1
             go("interview" if state["index"] < len(questions) else "summary")
         if st.button("Discard and retry this question", key="retry_answer"):
             capture.aim(state["session_id"], None)
             sidecar.end_answer(answer["answer_id"], iv.now_ms(), status="incomplete")
-            sidecar.take_answer_frames(answer["answer_id"])
             state["answer"] = None
             st.rerun()
     st.stop()
@@ -335,9 +370,7 @@ if state["step"] == "interview":
 if state["step"] == "summary":
     summary = iv.summarise(state["results"], settings.band_cutoffs)
     if state.get("last_feedback"):
-        from pages.feedback import show_feedback
-
-        show_feedback(state["last_feedback"], state["last_feedback"].get("frames"), state.get("session_settings"))
+        show_stored_feedback(state["last_feedback"])
     st.subheader("Session summary")
     cols = st.columns(4)
     cols[0].metric("Answers", summary.answered)
@@ -349,7 +382,7 @@ if state["step"] == "summary":
     if not state.get("closed"):
         try:
             store.writer.update("sessions", state["session_id"], {
-                "status": "complete", "ended_at": iv.datetime.now(iv.UTC), "grade": summary.mean_score,
+                "status": "complete", "ended_at": datetime.now(UTC), "grade": summary.mean_score,
                 "band": summary.band, "flags": summary.flags,
             })
             state["closed"] = True

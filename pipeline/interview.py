@@ -14,13 +14,14 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from pipeline.queries import with_rescores
+from pipeline.queries import list_answer_frames, list_report_answers, with_rescores
 from pipeline.questions import Question
 from pipeline.records import AnswerStart
 from pipeline.settings import Settings
@@ -89,7 +90,17 @@ def summarise(results: list[dict[str, Any]], band_cutoffs: tuple[float, float, f
     )
 
 
-def device_advice(stats: dict[str, Any], live_frame: dict[str, Any] | None, audio_level: float,
+class FaceReading(Protocol):
+    """The latest face status of a session (the sidecar's ``FaceStatus``)."""
+
+    @property
+    def face(self) -> bool: ...
+
+    @property
+    def luma(self) -> float | None: ...
+
+
+def device_advice(stats: Mapping[str, Any], face_status: FaceReading | None, audio_level: float,
                   seconds_since_start: float) -> list[tuple[str, str]]:
     """Plain advice for the device check: (level, message) with level ok/warn/error."""
     out: list[tuple[str, str]] = []
@@ -99,11 +110,11 @@ def device_advice(stats: dict[str, Any], live_frame: dict[str, Any] | None, audi
                                  "(the camera icon in the address bar) and that no other app holds it."))
         else:
             out.append(("warn", "Waiting for the camera…"))
-    elif live_frame is not None:
-        luma = live_frame.get("luma")
+    elif face_status is not None:
+        luma = face_status.luma
         if luma is not None and luma < 40:
             out.append(("warn", "The picture is very dark: turn on a light facing you."))
-        if not live_frame.get("face"):
+        if not face_status.face:
             out.append(("warn", "No face found: sit centred, facing the camera, about an arm's length away."))
         else:
             out.append(("ok", "Face found."))
@@ -115,6 +126,15 @@ def device_advice(stats: dict[str, Any], live_frame: dict[str, Any] | None, audi
     else:
         out.append(("ok", "Microphone is picking up sound."))
     return out
+
+
+def stored_answer(db: Any, session_id: str, answer_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """The answer as stored (re-scores applied, as the report reads it) and its frame samples;
+    None while it is not in the database (feedback then says so instead of showing a score)."""
+    answer = next((a for a in list_report_answers(db, session_id) if a.get("_id") == answer_id), None)
+    if answer is None or answer.get("status") == "recording":
+        return None
+    return answer, list_answer_frames(db, session_id, answer_id)
 
 
 # --------------------------------------------------------------------------- resuming
@@ -208,13 +228,15 @@ def unfinished_session(db: Any, *, session_id: str | None = None,
     """
     unfinished = {"status": "recording", "questions": {"$exists": True}}
     if session_id is not None:
-        doc = db.sessions.find_one({**unfinished, "_id": str(session_id)})
+        doc: dict[str, Any] | None = db.sessions.find_one({**unfinished, "_id": str(session_id)})
         owner = doc.get("candidate_user") if doc else None
         if doc is None or (owner and owner != candidate_user):
             return None
         return doc
     if candidate_user:
-        return db.sessions.find_one({**unfinished, "candidate_user": str(candidate_user)}, sort=[("started_at", -1)])
+        latest: dict[str, Any] | None = db.sessions.find_one({**unfinished, "candidate_user": str(candidate_user)},
+                                                             sort=[("started_at", -1)])
+        return latest
     return None
 
 

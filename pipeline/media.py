@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import av
 import numpy as np
@@ -126,7 +126,7 @@ def _open(source: Source) -> av.container.InputContainer:
     else:
         target = source
     try:
-        return av.open(target, mode="r")
+        return cast("av.container.InputContainer", av.open(target, mode="r"))
     except av.error.FFmpegError as exc:
         # InvalidDataError is what FFmpeg says for text files, random bytes, a moov-less MP4...
         raise MediaError(f"{name}: not a readable media file ({exc.__class__.__name__}: {exc})") from exc
@@ -335,7 +335,7 @@ def _decode_audio(container: av.container.InputContainer, stream: av.stream.Stre
     try:
         for frame in container.decode(stream):
             frame.pts = None  # resample by sample count; broken pts must not drop audio
-            add(resampler.resample(frame))
+            add(resampler.resample(cast(av.AudioFrame, frame)))
         add(resampler.resample(None))
     except av.error.FFmpegError as exc:
         if not (allow_truncated and buffer.n):
@@ -402,61 +402,7 @@ def iter_video_frames(
             raise MediaError(f"{name}: video stream decodes to no frames (empty or corrupt)")
         frame_s = 1.0 / float(rate) if rate else 0.0
         missing = (declared or 0.0) - (last_t + frame_s)
-        if not allow_truncated and missing > _TRUNCATION_TOLERANCE_S and missing > _TRUNCATION_TOLERANCE_FRACTION * declared:
+        if not allow_truncated and missing > _TRUNCATION_TOLERANCE_S and missing > _TRUNCATION_TOLERANCE_FRACTION * (declared or 0.0):
             raise MediaError(f"{name}: truncated: video stops at {last_t + frame_s:.2f} s of a declared {declared:.2f} s")
     finally:
         container.close()
-
-
-class AudioResampler16k:
-    """WebRTC ``av.AudioFrame`` (48 kHz stereo s16 packed, 20 ms) -> 16 kHz mono float32.
-
-    Runs in the WebRTC audio callback, so it stays cheap: one FFmpeg swr call per
-    frame (anti-aliased, stateful across frames so there are no clicks at frame
-    edges) and one numpy mean over the channels. A change of input format (e.g. the
-    browser renegotiates to 44.1 kHz mono) rebuilds the resampler instead of failing.
-    """
-
-    def __init__(self, rate: int = SAMPLE_RATE) -> None:
-        self.rate = rate
-        self._resampler: av.AudioResampler | None = None
-        self._input_key: tuple[str, str, int] | None = None
-        self.samples_in = 0
-        self.samples_out = 0
-
-    def _ensure(self, frame: av.AudioFrame) -> av.AudioResampler:
-        key = (frame.format.name, frame.layout.name, frame.sample_rate)
-        if self._resampler is None or key != self._input_key:
-            # Keep the channels and average them here, like load_audio: swr's own stereo
-            # downmix is -3 dB per channel, which would make live audio 3 dB louder than files.
-            self._resampler = av.AudioResampler(format="fltp", rate=self.rate)
-            self._input_key = key
-        return self._resampler
-
-    def __call__(self, frame: av.AudioFrame) -> np.ndarray:
-        return self.resample(frame)
-
-    def resample(self, frame: av.AudioFrame) -> np.ndarray:
-        resampler = self._ensure(frame)
-        self.samples_in += frame.samples
-        frame.pts = None  # browsers' pts jumps after packet loss; we only need the sample flow
-        outs = resampler.resample(frame)
-        return self._collect(outs)
-
-    def flush(self) -> np.ndarray:
-        """Return the few samples still inside the resampler's filter."""
-        if self._resampler is None:
-            return np.zeros(0, dtype=np.float32)
-        out = self._collect(self._resampler.resample(None))
-        self._resampler = None
-        self._input_key = None
-        return out
-
-    def _collect(self, outs: list[av.AudioFrame]) -> np.ndarray:
-        if not outs:
-            return np.zeros(0, dtype=np.float32)
-        arrays = [o.to_ndarray() for o in outs]
-        planar = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1)
-        data = planar[0] if planar.shape[0] == 1 else planar.mean(axis=0)
-        self.samples_out += data.shape[0]
-        return data.astype(np.float32, copy=False)

@@ -21,7 +21,7 @@ import numpy as np
 from pipeline.media import MediaError, check_duration, iter_video_frames, load_audio, probe
 from pipeline.records import SAMPLE_RATE
 from pipeline.settings import Settings
-from sidecar.protocol import AnswerStart, WorkerEvent
+from sidecar.protocol import AnswerStart, FrameSample, WorkerEvent
 from sidecar.supervisor import Sidecar
 
 AUDIO_CHUNK_S = 0.5
@@ -112,9 +112,9 @@ def _run(request: AnalyzeRequest, settings: Settings, store: bool, sidecar: Side
     collected = _Collected()
 
     def on_event(ev: WorkerEvent) -> None:
-        if ev.kind == "frame" and ev.data["answer_id"] == answer_id:
+        if isinstance(ev, FrameSample) and ev.answer_id == answer_id:
             with collected.done:
-                collected.frames.append(ev.data)
+                collected.frames.append(ev.record)
                 collected.done.notify_all()
 
     sidecar.subscribe(on_event)
@@ -128,7 +128,7 @@ def _run(request: AnalyzeRequest, settings: Settings, store: bool, sidecar: Side
                                                max_width=settings.frame_max_width,
                                                max_seconds=settings.max_answer_seconds):
                 sidecar.push_frame(_fit(image, sidecar), t0_ms + int(round(ts * 1000)), session_id, answer_id,
-                                   block=True)
+                                   block=True, collect=True)
                 sampled += 1
                 if progress is not None:
                     progress("video", sampled)

@@ -23,9 +23,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.clock import TrackClock
-from pipeline.media import AudioResampler16k
 from pipeline.records import SAMPLE_RATE
+from sidecar.clock import TrackClock
+from sidecar.resample import AudioResampler16k
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,11 @@ META = np.dtype(
         ("width", "i4"),
         ("session", "S40"),
         ("answer", "S40"),
+        ("flags", "i4"),
     ]
 )
+COLLECT = 1  # send this frame's sample back to the app (offline analysis of a file)
+FLUSH = 2  # no pixels: a marker; the reader flushes what it analysed of this answer and says so
 # header: next seq to write (producers), next seq to read (reader), frames the reader found
 # overwritten, frames put, frames a blocking producer gave up on
 _WRITE, _READ, _DROPPED, _TOTAL, _PUT_DROPPED = range(5)
@@ -48,6 +51,15 @@ class RingFrame:
     session_id: str
     answer_id: str
     image: np.ndarray  # BGR uint8, owned by the reader
+    flags: int = 0
+
+    @property
+    def collect(self) -> bool:
+        return bool(self.flags & COLLECT)
+
+    @property
+    def flush_marker(self) -> bool:
+        return bool(self.flags & FLUSH)
 
 
 class FrameRing:
@@ -89,12 +101,13 @@ class FrameRing:
     # ------------------------------------------------------------------ producer
     def put(
         self, image: np.ndarray, t_ms: int, session_id: str, answer_id: str,
-        block: bool = False, block_timeout: float = 60.0,
+        block: bool = False, block_timeout: float = 60.0, flags: int = 0,
     ) -> bool:
         """Copy one BGR frame into the ring. Returns False if it had to be dropped.
 
         Never waits for the reader unless ``block`` (then at most ``block_timeout``: a reader
-        gone for that long is not coming back, and the caller must not hang).
+        gone for that long is not coming back, and the caller must not hang). ``flags``:
+        ``COLLECT`` and/or ``FLUSH`` (see ``put_flush``).
         """
         h, w = image.shape[:2]
         if h > self.max_height or w > self.max_width or image.ndim != 3 or image.shape[2] != 3:
@@ -103,7 +116,8 @@ class FrameRing:
             deadline = time.monotonic() + block_timeout
             while int(self._header[_WRITE]) - int(self._header[_READ]) >= self.slots:
                 if time.monotonic() > deadline:
-                    self._header[_PUT_DROPPED] += 1
+                    if not flags & FLUSH:  # a marker that could not be queued dropped no frame
+                        self._header[_PUT_DROPPED] += 1
                     return False
                 time.sleep(0.002)  # let the reader catch up
         pixels = np.ascontiguousarray(image, dtype=np.uint8).reshape(-1)
@@ -115,9 +129,11 @@ class FrameRing:
             self._pixels[slot, : h * w * 3] = pixels
             m["t_ms"], m["height"], m["width"] = t_ms, h, w
             m["session"], m["answer"] = session_id.encode()[:40], answer_id.encode()[:40]
+            m["flags"] = flags
             m["seq"] = write
             self._header[_WRITE] = write + 1
-            self._header[_TOTAL] += 1
+            if not flags & FLUSH:  # a marker is not a frame
+                self._header[_TOTAL] += 1
         return True
 
     # ------------------------------------------------------------------ consumer
@@ -140,7 +156,8 @@ class FrameRing:
                     if int(self._meta[slot]["seq"]) == read:  # not overwritten while we copied
                         self._header[_READ] = read + 1
                         return RingFrame(
-                            int(m["t_ms"]), read, m["session"].decode(), m["answer"].decode(), image
+                            int(m["t_ms"]), read, m["session"].decode(), m["answer"].decode(), image,
+                            int(m["flags"]),
                         )
                 self._header[_DROPPED] += 1  # overwritten under us: skip it
                 self._header[_READ] = read + 1
@@ -148,6 +165,13 @@ class FrameRing:
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.003)
+
+    def put_flush(self, session_id: str, answer_id: str, timeout: float = 5.0) -> bool:
+        """Queue a flush marker behind every frame put so far (the ring is FIFO): when the reader
+        gets it, all of this answer's earlier frames have been analysed. Waits (at most ``timeout``)
+        for a free slot instead of overwriting a frame; False when it could not be queued."""
+        return self.put(np.zeros((1, 1, 3), np.uint8), 0, session_id, answer_id, block=True,
+                        block_timeout=timeout, flags=FLUSH)
 
     def stats(self) -> dict[str, int]:
         h = self._header

@@ -5,7 +5,13 @@ creates the frame ring and the audio inbox, starts the emotion and speech worker
 (spawn), and watches their heartbeats: a worker that dies or stays silent longer than
 ``heartbeat_timeout_seconds`` is killed and restarted. Audio of every answer in
 progress is kept here until the speech worker reports the answer stored, and is
-replayed into a restarted worker, so a crash mid-answer loses no speech.
+replayed into a restarted worker, so a crash mid-answer loses no speech: this is the one
+place an answer's audio is kept (the worker's transcriber drops what it has transcribed).
+
+What comes back from the workers is only what the live panel needs (typed events of
+``sidecar.protocol``): the latest face status per session, partial words, and each answer's
+summary; frame samples go to MongoDB, never through here (offline analysis asks for them with
+``push_frame(collect=True)``).
 """
 
 from __future__ import annotations
@@ -28,8 +34,23 @@ import numpy as np
 
 from pipeline.records import SAMPLE_RATE
 from pipeline.settings import Settings
-from sidecar.protocol import AnswerEnd, AnswerStart, AudioChunk, Shutdown, WorkerEvent
-from sidecar.ring import FrameRing
+from sidecar.protocol import (
+    AnswerDone,
+    AnswerEnd,
+    AnswerSaved,
+    AnswerStart,
+    AnswerSummary,
+    AudioChunk,
+    FaceStatus,
+    FramesFlushed,
+    PartialWords,
+    Ready,
+    Shutdown,
+    WorkerError,
+    WorkerEvent,
+    WorkerMetrics,
+)
+from sidecar.ring import COLLECT, FrameRing
 from sidecar.workers import drain, emotion_worker, speech_worker
 
 log = logging.getLogger(__name__)
@@ -92,12 +113,12 @@ class Sidecar:
             "speech": WorkerState("speech", speech_worker),
         }
         self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)  # notified on every event handled
         self._open: dict[str, OpenAnswer] = {}
-        self._done: dict[str, dict[str, Any]] = {}
+        self._done: dict[str, AnswerSummary] = {}
         self._partials: dict[str, list[dict[str, Any]]] = {}
-        self._live_frames: dict[str, dict[str, Any]] = {}
-        # Frame samples per answer, for feedback the moment an answer ends (the DB lags a flush).
-        self._answer_frames: dict[str, list[dict[str, Any]]] = {}
+        self._faces: dict[str, FaceStatus] = {}  # latest face status per session
+        self._flushed: dict[str, FramesFlushed] = {}  # the last frame flush per answer
         self._listeners: list[Callable[[WorkerEvent], None]] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -124,13 +145,9 @@ class Sidecar:
         return self
 
     def wait_ready(self, timeout: float = WARMUP_TIMEOUT_S) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.ready:
-                return True
-            if any(w.state == "failed" for w in self.workers.values()):
-                return False
-            time.sleep(0.1)
+        with self._changed:  # notified by every event (Ready) and by the watcher (failed)
+            self._changed.wait_for(lambda: self.ready or any(w.state == "failed" for w in self.workers.values()),
+                                   timeout)
         return self.ready
 
     @property
@@ -206,7 +223,9 @@ class Sidecar:
                     continue
                 if not w.process.is_alive():
                     if w.state == "warming" and w.restarts >= 3:
-                        w.state = "failed"
+                        with self._changed:
+                            w.state = "failed"
+                            self._changed.notify_all()
                         continue
                     self.restart(w.name, f"process exited with code {w.process.exitcode}")
                 elif w.state == "ready" and time.time() - w.heartbeat.value > timeout:
@@ -240,35 +259,39 @@ class Sidecar:
     def _handle(self, ev: WorkerEvent) -> None:
         w = self.workers.get(ev.worker)
         with self._lock:
-            if ev.kind == "ready" and w is not None:
+            if isinstance(ev, Ready) and w is not None:
                 w.state = "ready"
-                w.ready_timings = ev.data
-            elif ev.kind == "metrics" and w is not None:
+                w.ready_timings = {"timings": ev.timings, "total_s": ev.total_s}
+            elif isinstance(ev, WorkerMetrics) and w is not None:
                 w.metrics = ev.data
-            elif ev.kind == "error" and w is not None:
-                w.last_error = ev.data.get("error")
-            elif ev.kind == "partial":
-                self._partials.setdefault(ev.data["answer_id"], []).extend(ev.data["words"])
-            elif ev.kind == "answer_done":
+            elif isinstance(ev, WorkerError) and w is not None:
+                w.last_error = ev.error
+            elif isinstance(ev, PartialWords):
+                self._partials.setdefault(ev.answer_id, []).extend(ev.words)
+            elif isinstance(ev, AnswerDone):
                 # Stored (or handed back): the buffered audio can go. Held in the worker's memory
                 # (journal full): keep the audio, so a restarted worker re-does the answer.
-                if not ev.data.get("held"):
-                    self._open.pop(ev.data["answer_id"], None)
-                self._partials.pop(ev.data["answer_id"], None)
-                self._done[ev.data["answer_id"]] = ev.data
-            elif ev.kind == "answer_saved":
+                if not ev.summary.get("held"):
+                    self._open.pop(ev.answer_id, None)
+                self._partials.pop(ev.answer_id, None)
+                self._done[ev.answer_id] = ev.summary
+                _forget_oldest(self._done)
+            elif isinstance(ev, AnswerSaved):
                 # An answer the full journal had refused is written now.
-                self._open.pop(ev.data["answer_id"], None)
-                done = self._done.get(ev.data["answer_id"])
+                self._open.pop(ev.answer_id, None)
+                done = self._done.get(ev.answer_id)
                 if done is not None:
-                    done.update(held=False, stored=ev.data["stored"], journal_error=None, journal_full=False)
-            elif ev.kind == "frame":
-                self._live_frames[ev.data["session_id"]] = ev.data
-                if ev.data["answer_id"] in self._open or ev.data["answer_id"] in self._answer_frames:
-                    self._answer_frames.setdefault(ev.data["answer_id"], []).append(ev.data)
-                    while len(self._answer_frames) > 50:  # answers nobody collected (batch runs)
-                        self._answer_frames.pop(next(iter(self._answer_frames)))
+                    done["held"], done["stored"] = False, ev.stored
+                    done["journal_error"], done["journal_full"] = None, False
+            elif isinstance(ev, FaceStatus):
+                self._faces.pop(ev.session_id, None)
+                self._faces[ev.session_id] = ev
+                _forget_oldest(self._faces)
+            elif isinstance(ev, FramesFlushed):
+                self._flushed[ev.answer_id] = ev
+                _forget_oldest(self._flushed)
             listeners = list(self._listeners)
+            self._changed.notify_all()
         for fn in listeners:
             fn(ev)
 
@@ -303,8 +326,10 @@ class Sidecar:
                 log.warning("answer %s reached max_answer_seconds: ending it", answer_id)
                 self.end_answer(answer_id, int(t_ms) + len(chunk.samples) * 1000 // SAMPLE_RATE)
 
-    def push_frame(self, image: np.ndarray, t_ms: int, session_id: str, answer_id: str, block: bool = False) -> bool:
-        return self.ring.put(image, t_ms, session_id, answer_id, block=block)
+    def push_frame(self, image: np.ndarray, t_ms: int, session_id: str, answer_id: str, block: bool = False,
+                   collect: bool = False) -> bool:
+        """``collect``: send this frame's sample back as a ``FrameSample`` event (offline analysis only)."""
+        return self.ring.put(image, t_ms, session_id, answer_id, block=block, flags=COLLECT if collect else 0)
 
     def end_answer(self, answer_id: str, ended_ms: int, status: str = "complete",
                    capture: dict[str, Any] | None = None) -> None:
@@ -316,31 +341,36 @@ class Sidecar:
             self.workers["speech"].inbox.put(answer.end)
 
     # ------------------------------------------------------------------ outputs
-    def result(self, answer_id: str) -> dict[str, Any] | None:
+    def result(self, answer_id: str) -> AnswerSummary | None:
+        """The answer's summary from the speech worker (``stored``: it is in MongoDB)."""
         with self._lock:
             return self._done.get(answer_id)
 
-    def wait_result(self, answer_id: str, timeout: float = 60.0) -> dict[str, Any] | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            r = self.result(answer_id)
-            if r is not None:
-                return r
-            time.sleep(0.02)
-        return None
+    def wait_result(self, answer_id: str, timeout: float = 60.0) -> AnswerSummary | None:
+        with self._changed:
+            self._changed.wait_for(lambda: answer_id in self._done, timeout)
+            return self._done.get(answer_id)
 
-    def take_answer_frames(self, answer_id: str) -> list[dict[str, Any]]:
-        """The answer's frame samples seen so far (handed over once, then forgotten)."""
+    def flush_frames(self, session_id: str, answer_id: str, timeout: float = 30.0) -> FramesFlushed | None:
+        """Wait until the emotion worker has analysed every frame of the answer put so far and written
+        them to MongoDB (a flush marker queued behind them in the ring). None when it did not answer
+        within ``timeout``; ``stored`` False when storing is off or the database is not taking writes."""
         with self._lock:
-            return self._answer_frames.pop(answer_id, [])
+            self._flushed.pop(answer_id, None)  # an earlier flush says nothing about the frames put since
+        if not self.ring.put_flush(session_id, answer_id, timeout=min(timeout, 5.0)):
+            return None
+        with self._changed:
+            self._changed.wait_for(lambda: answer_id in self._flushed, timeout)
+            return self._flushed.get(answer_id)
 
     def partial_words(self, answer_id: str) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._partials.get(answer_id, []))
 
-    def live_frame(self, session_id: str) -> dict[str, Any] | None:
+    def face_status(self, session_id: str) -> FaceStatus | None:
+        """The latest face status of the session (for the device check and the live panel)."""
         with self._lock:
-            return self._live_frames.get(session_id)
+            return self._faces.get(session_id)
 
     def status(self) -> dict[str, Any]:
         """What the pages show: each worker's state, restarts, warm-up and stage latencies, queue depths."""
@@ -368,3 +398,9 @@ class Sidecar:
                 "journal_dropped": sum(w["journal_dropped"] for w in workers.values()),
                 "journal_full": any(w["journal_full"] for w in workers.values()),
                 "journal_error": journal_errors[0] if journal_errors else None}
+
+
+def _forget_oldest(d: dict[str, Any], keep: int = 500) -> None:
+    """Bounded per-session and per-answer records: the oldest go first (a server runs for months)."""
+    while len(d) > keep:
+        d.pop(next(iter(d)))

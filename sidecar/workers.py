@@ -1,16 +1,18 @@
 """The two sidecar worker processes.
 
 - emotion: reads sampled frames from the shared-memory ring, runs face detection,
-  emotion and gaze, writes one ``frames`` sample per frame.
+  emotion and gaze, writes one ``frames`` sample per frame. The app gets only the latest
+  face status per session (``FaceStatus``), and ``FramesFlushed`` at an answer's flush marker.
 - speech: reads answer commands and 16 kHz audio, transcribes while the candidate
   speaks, and at the end of an answer computes speech metrics and the grade and
-  stores the answer.
+  stores the answer. The answer's audio has one owner, the supervisor (it replays it into a
+  restarted worker); the transcriber here keeps only what it has not transcribed yet.
 
 Each runs its own loop in a spawned process, beats a shared heartbeat every turn,
-and reports events (ready, live partials, results, stage latencies) on a queue.
+and reports typed events (``sidecar.protocol.WorkerEvent``) on a queue.
 Results go to MongoDB through the process's own journaled writer (when storing).
 When the journal refuses a write (disk full, journal full), the worker keeps going and
-holds the write in memory (``JournalBacklog``), retrying until it is journaled.
+holds the write in memory (``sidecar.journal_backlog.JournalBacklog``), retrying until it is journaled.
 """
 
 from __future__ import annotations
@@ -19,22 +21,40 @@ import contextlib
 import logging
 import os
 import queue
-import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from pipeline.records import SAMPLE_RATE
-from sidecar.protocol import AnswerEnd, AnswerStart, AudioChunk, Shutdown, WorkerEvent
+from sidecar.heartbeat import Heartbeat
+from sidecar.journal_backlog import JournalBacklog
+from sidecar.protocol import (
+    AnswerDone,
+    AnswerEnd,
+    AnswerSaved,
+    AnswerStart,
+    AnswerSummary,
+    AudioChunk,
+    FaceStatus,
+    FrameSample,
+    FramesFlushed,
+    PartialWords,
+    Ready,
+    Shutdown,
+    WorkerError,
+    WorkerMetrics,
+)
+from sidecar.ring import RingFrame
 
 log = logging.getLogger(__name__)
 
 METRICS_EVERY_S = 1.0
+FACE_STATUS_EVERY_S = 0.5  # the live panel redraws once a second; a change of face found is sent at once
+FLUSH_TIMEOUT_S = 5.0
 
 
 class _Latency:
@@ -47,119 +67,11 @@ class _Latency:
         self.samples.setdefault(stage, deque(maxlen=200)).append(seconds * 1000.0)
 
     def summary(self) -> dict[str, dict[str, float]]:
-        out = {}
+        out: dict[str, dict[str, float]] = {}
         for stage, xs in self.samples.items():
             arr = np.fromiter(xs, float)
             out[stage] = {"p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)), "n": len(arr)}
         return out
-
-
-@dataclass(eq=False)
-class _HeldWrite:
-    op: str  # insert | update
-    collection: str
-    body: dict[str, Any]  # the document, or the fields of the update
-    doc_id: str | None = None
-    droppable: bool = False  # frame samples may go when the backlog overflows; answers never
-    on_written: Callable[[], None] | None = None
-
-
-class JournalBacklog:
-    """Writes the journal refused (disk full, journal full, I/O error), held in memory and retried.
-
-    The worker keeps analysing; nothing it produced is lost while the disk is full. Order is
-    kept (an answer's insert before its update) so a held write is never overtaken: once one
-    write is held, later ones queue behind it. Bounded: past ``max_items`` the oldest frame
-    sample is dropped (counted in ``dropped``); an answer document is never dropped.
-    """
-
-    def __init__(self, writer: Any, max_items: int, retry_seconds: float = 1.0) -> None:
-        self.writer = writer
-        self.max_items = max_items
-        self.retry_seconds = retry_seconds
-        self.dropped = 0
-        self.error: str | None = None
-        self.journal_full = False
-        self._held: deque[_HeldWrite] = deque()
-        self._next_try = 0.0
-
-    def __len__(self) -> int:
-        return len(self._held)
-
-    def insert(self, collection: str, doc: dict[str, Any], droppable: bool = False) -> bool:
-        """True when journaled now; False when held in memory (or, for a frame, dropped)."""
-        return self._submit(_HeldWrite("insert", collection, doc, droppable=droppable))
-
-    def update(self, collection: str, doc_id: str, fields: dict[str, Any],
-               on_written: Callable[[], None] | None = None) -> bool:
-        """True when journaled now; False when held (``on_written`` runs once it is journaled)."""
-        return self._submit(_HeldWrite("update", collection, fields, doc_id, on_written=on_written))
-
-    def status(self) -> dict[str, Any]:
-        return {"journal_backlog": len(self._held), "journal_dropped": self.dropped,
-                "journal_error": self.error, "journal_full": self.journal_full}
-
-    def retry(self, force: bool = False) -> bool:
-        """Write what is held, oldest first, at most every ``retry_seconds``; True when none is left."""
-        if not self._held:
-            return True
-        now = time.monotonic()
-        if not force and now < self._next_try:
-            return False
-        while self._held:
-            held = self._held[0]
-            if not self._write(held):
-                self._next_try = now + self.retry_seconds
-                return False
-            self._held.popleft()
-            if held.on_written is not None:
-                held.on_written()
-        log.info("the journal takes writes again: all held writes are journaled")
-        return True
-
-    def _submit(self, w: _HeldWrite) -> bool:
-        if not self._held:
-            return self._write(w, hold=True)
-        # Queue behind the held ones; refuse a bad document now, as a direct write would.
-        from pipeline.schemas import validate, validate_fields
-
-        if w.op == "insert":
-            validate(w.collection, w.body)
-        else:
-            validate_fields(w.collection, w.body)
-        self._hold(w)
-        self.retry()
-        return not self._held  # FIFO: this one, the newest, is written only once all are
-
-    def _write(self, w: _HeldWrite, hold: bool = False) -> bool:
-        from pipeline.writer import JournalError
-
-        try:
-            if w.op == "insert":
-                self.writer.insert(w.collection, w.body)
-            else:
-                self.writer.update(w.collection, w.doc_id, w.body)
-        except JournalError as exc:
-            if self.error is None:
-                log.error("journal refused a write, holding it in memory: %s", exc)
-            self.error, self.journal_full = str(exc), exc.journal_full
-            if hold:
-                self._hold(w)
-                self._next_try = time.monotonic() + self.retry_seconds
-            return False
-        self.error, self.journal_full = None, False
-        return True
-
-    def _hold(self, w: _HeldWrite) -> None:
-        self._held.append(w)
-        if len(self._held) > self.max_items:
-            for i, held in enumerate(self._held):
-                if held.droppable:
-                    del self._held[i]
-                    self.dropped += 1
-                    if self.dropped in (1, 100) or self.dropped % 1000 == 0:
-                        log.warning("journal backlog full: %d frame samples dropped so far", self.dropped)
-                    break
 
 
 def _open_store(settings_data: dict[str, Any], name: str) -> Any:
@@ -175,37 +87,6 @@ def _lower_priority(niceness: int) -> None:
     # speech worker, which has to keep up with real time. So it takes what CPU is left.
     with contextlib.suppress(OSError):  # not allowed here: run at normal priority
         os.nice(int(niceness))
-
-
-class Heartbeat:
-    """Beats from its own thread while the worker's main loop is alive and not stuck.
-
-    The main loop calls ``progress()`` once per iteration. A decode or grade that runs long
-    on a starved CPU is not a hang: the thread keeps beating for up to ``stuck_seconds`` of
-    no progress, so the supervisor does not kill a busy worker (and replay all its audio,
-    making it busier still). A stopped or dead process stops beating at once; a main loop
-    stuck longer than ``stuck_seconds`` stops the beat too and gets the worker restarted.
-    """
-
-    def __init__(
-        self, value: Any, stuck_seconds: float, every: float = 0.25, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.value = value
-        self.stuck_seconds = stuck_seconds
-        self.every = every
-        self._clock = clock  # a test moves its own clock instead of sleeping past stuck_seconds
-        self._last = clock()
-        threading.Thread(target=self._beat, name="heartbeat", daemon=True).start()
-
-    def progress(self) -> None:
-        self._last = self._clock()
-        self.value.value = time.time()
-
-    def _beat(self) -> None:
-        while True:
-            if self._clock() - self._last < self.stuck_seconds:
-                self.value.value = time.time()
-            time.sleep(self.every)
 
 
 def _limit_threads(n: int) -> None:
@@ -227,15 +108,16 @@ def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[s
         analyzer = EmotionAnalyzer(EmotionOptions.from_settings(settings))
         timings = analyzer.warm_up()
         writer = _open_store(settings_data, "emotion").writer if store else None
-        events.put(WorkerEvent("ready", "emotion", {"timings": timings, "total_s": time.perf_counter() - t0}))
+        events.put(Ready("emotion", timings, time.perf_counter() - t0))
     except Exception as exc:
-        events.put(WorkerEvent("error", "emotion", {"error": f"warm-up failed: {exc}", "trace": traceback.format_exc()}))
+        events.put(WorkerError("emotion", f"warm-up failed: {exc}", trace=traceback.format_exc()))
         raise
     latency = _Latency()
     backlog = (JournalBacklog(writer, settings.worker_backlog_max, settings.worker_backlog_retry_seconds)
                if writer is not None else None)
     current_answer = None
     processed = 0
+    faces = _FaceStatuses(events)
     last_metrics = time.monotonic()
     beat = Heartbeat(heartbeat, settings.worker_stuck_seconds)
     while True:
@@ -244,6 +126,9 @@ def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[s
         if frame is not None:
             if frame.answer_id == "__shutdown__":
                 break
+            if frame.flush_marker:
+                events.put(FramesFlushed(frame.answer_id, _flush(backlog, writer), faces.analysed(frame.answer_id)))
+                continue
             if frame.answer_id != current_answer:
                 analyzer.reset()  # a new answer is a new track
                 current_answer = frame.answer_id
@@ -253,14 +138,16 @@ def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[s
             doc = _frame_doc(frame, sample)
             if backlog is not None and not frame.answer_id.startswith("__"):  # "__preview__" is never stored
                 backlog.insert("frames", doc, droppable=True)  # held in memory if the journal refuses it
-            events.put(WorkerEvent("frame", "emotion", doc))
+            if frame.collect:
+                events.put(FrameSample(doc))
+            faces.seen(frame, doc)
             processed += 1
         if backlog is not None:
             backlog.retry()
         if time.monotonic() - last_metrics > METRICS_EVERY_S:
             last_metrics = time.monotonic()
-            events.put(WorkerEvent("metrics", "emotion", {"latency": latency.summary(), "processed": processed,
-                                                           **(backlog.status() if backlog is not None else {})}))
+            events.put(WorkerMetrics("emotion", {"latency": latency.summary(), "processed": processed,
+                                                 **(backlog.status() if backlog is not None else {})}))
     if backlog is not None:
         _close_backlog(backlog, "emotion")
     if writer is not None:
@@ -268,12 +155,47 @@ def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[s
     events.cancel_join_thread()  # the supervisor may have stopped reading: exit anyway
 
 
+class _FaceStatuses:
+    """The latest face status per session, sent on a change of face found or every FACE_STATUS_EVERY_S;
+    and how many frames of each recent answer were analysed."""
+
+    keep = 200  # sessions and answers remembered (oldest forgotten first)
+
+    def __init__(self, events: Any, clock: Callable[[], float] = time.monotonic) -> None:
+        self.events = events
+        self._clock = clock  # a test moves its own clock
+        self._sent: dict[str, tuple[float, bool]] = {}
+        self._analysed: dict[str, int] = {}
+
+    def analysed(self, answer_id: str) -> int:
+        return self._analysed.get(answer_id, 0)
+
+    def seen(self, frame: RingFrame, doc: dict[str, Any]) -> None:
+        self._analysed[frame.answer_id] = self._analysed.pop(frame.answer_id, 0) + 1
+        face, now = bool(doc["face"]), self._clock()
+        last = self._sent.get(frame.session_id)
+        if last is None or last[1] != face or now - last[0] >= FACE_STATUS_EVERY_S:
+            self._sent.pop(frame.session_id, None)
+            self._sent[frame.session_id] = (now, face)
+            self.events.put(FaceStatus(frame.session_id, frame.answer_id, int(frame.t_ms), face, float(doc["luma"])))
+        for d in (self._sent, self._analysed):
+            while len(d) > self.keep:
+                d.pop(next(iter(d)))
+
+
+def _flush(backlog: JournalBacklog | None, writer: Any) -> bool:
+    """Everything analysed so far written to MongoDB? (False when not storing or not writable now.)"""
+    if backlog is None or writer is None:
+        return False
+    return bool(backlog.retry(force=True) and writer.flush(timeout=FLUSH_TIMEOUT_S))
+
+
 def _close_backlog(backlog: JournalBacklog, name: str) -> None:
     if not backlog.retry(force=True):
         log.error("%s worker stops with %d writes the journal never took (%s)", name, len(backlog), backlog.error)
 
 
-def _frame_doc(frame: Any, sample: dict[str, Any]) -> dict[str, Any]:
+def _frame_doc(frame: RingFrame, sample: dict[str, Any]) -> dict[str, Any]:
     keep = ("face", "box", "emotions", "dominant", "confidence", "uncertain", "gaze", "head", "tracked")
     doc = {k: sample.get(k) for k in keep}
     if doc["box"] is not None:
@@ -315,12 +237,9 @@ def speech_worker(inbox: Any, events: Any, heartbeat: Any, settings_data: dict[s
         enc_timings = encoder.warm_up()
         writer = _open_store(settings_data, "speech").writer if store else None
         grade_options = GradeOptions.from_settings(settings)
-        events.put(
-            WorkerEvent("ready", "speech", {"timings": {"asr": asr_timings, "encoder": enc_timings},
-                                            "total_s": time.perf_counter() - t0})
-        )
+        events.put(Ready("speech", {"asr": asr_timings, "encoder": enc_timings}, time.perf_counter() - t0))
     except Exception as exc:
-        events.put(WorkerEvent("error", "speech", {"error": f"warm-up failed: {exc}", "trace": traceback.format_exc()}))
+        events.put(WorkerError("speech", f"warm-up failed: {exc}", trace=traceback.format_exc()))
         raise
     worker = _SpeechLoop(settings, recognizer, encoder, grade_options, writer, events)
     last_metrics = time.monotonic()
@@ -339,14 +258,14 @@ def speech_worker(inbox: Any, events: Any, heartbeat: Any, settings_data: dict[s
             except Exception as exc:  # one bad answer must not take the worker down
                 answer_id = getattr(msg, "answer_id", None)
                 log.exception("speech worker failed on %s", type(msg).__name__)
-                events.put(WorkerEvent("error", "speech", {"answer_id": answer_id, "error": str(exc)}))
+                events.put(WorkerError("speech", str(exc), answer_id=answer_id))
         if worker.backlog is not None:
             worker.backlog.retry()
         if time.monotonic() - last_metrics > METRICS_EVERY_S:
             last_metrics = time.monotonic()
-            events.put(WorkerEvent("metrics", "speech", {"latency": worker.latency.summary(),
-                                                         "open_answers": len(worker.answers),
-                                                         **(worker.backlog.status() if worker.backlog else {})}))
+            events.put(WorkerMetrics("speech", {"latency": worker.latency.summary(),
+                                                "open_answers": len(worker.answers),
+                                                **(worker.backlog.status() if worker.backlog else {})}))
     if worker.backlog is not None:
         _close_backlog(worker.backlog, "speech")
     if writer is not None:
@@ -410,7 +329,9 @@ class _SpeechLoop:
         new_words = session.transcriber.feed(msg.samples, msg.t_ms)
         if new_words:
             self.latency.add("asr_chunk", time.perf_counter() - start)
-            self.events.put(WorkerEvent("partial", "speech", {"answer_id": msg.answer_id, "words": new_words}))
+            # Transcribed audio may go: the supervisor keeps the answer's audio (one owner) for a restart.
+            session.transcriber.ack()
+            self.events.put(PartialWords(msg.answer_id, new_words))
 
     def end(self, msg: AnswerEnd) -> None:
         from pipeline.grading import grade
@@ -435,7 +356,7 @@ class _SpeechLoop:
         answer_grade, features = grade(self.encoder, s.question, s.reference, list(s.key_points),
                                        transcript.text, words, self.grade_options)
         timings["grade_s"] = time.perf_counter() - t
-        fields = {
+        fields: AnswerSummary = {
             "status": msg.status, "ended_ms": msg.ended_ms, "transcript": transcript.text, "words": words,
             "metrics": metrics, "grade": answer_grade.to_dict(), "features": features.to_dict(),
             "asr": {"engine": transcript.engine, "model": transcript.model, "language": transcript.language},
@@ -446,26 +367,27 @@ class _SpeechLoop:
             fields["capture"] = msg.capture
         t = time.perf_counter()
         stored = held = False
-        journal: dict[str, Any] = {}
+        journal_full, journal_error = False, None
         if self.backlog is not None:
             saved_later = lambda: self._saved_later(msg.answer_id, s.session_id)  # noqa: E731
-            if self.backlog.update("answers", msg.answer_id, fields, on_written=saved_later):
+            if self.backlog.update("answers", msg.answer_id, dict(fields), on_written=saved_later):
                 stored = self.writer.flush(timeout=5.0)
             else:  # the journal refused it: kept in memory, written (and reported) once it can be
                 held = True
-                journal = {"journal_full": self.backlog.journal_full, "journal_error": self.backlog.error}
+                journal_full, journal_error = self.backlog.journal_full, self.backlog.error
         timings["store_s"] = time.perf_counter() - t
         for stage, secs in timings.items():
             self.latency.add(stage.removesuffix("_s"), secs)
-        self.events.put(WorkerEvent("answer_done", "speech", {"answer_id": msg.answer_id, "session_id": s.session_id,
-                                                              "stored": stored, "held": held, **journal,
-                                                              "timings": timings, **fields}))
+        summary: AnswerSummary = {"answer_id": msg.answer_id, "session_id": s.session_id, "stored": stored,
+                                  "held": held, "timings": timings, **fields}
+        if held:
+            summary["journal_full"], summary["journal_error"] = journal_full, journal_error
+        self.events.put(AnswerDone(summary))
 
     def _saved_later(self, answer_id: str, session_id: str) -> None:
         """A held answer reached the journal: send it and say so."""
         stored = self.writer.flush(timeout=5.0)
-        self.events.put(WorkerEvent("answer_saved", "speech", {"answer_id": answer_id, "session_id": session_id,
-                                                               "stored": stored}))
+        self.events.put(AnswerSaved(answer_id, session_id, stored))
 
 
 def _clean_word(w: dict[str, Any]) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from pipeline.clock import TrackClock
 from sidecar.capture import HANDOFF_MAX, Capture
+from sidecar.clock import TrackClock
 from sidecar.ring import FrameRing
 
 

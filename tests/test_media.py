@@ -12,7 +12,8 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.media import AudioResampler16k, MediaError, iter_video_frames, load_audio, probe
+from pipeline.media import MediaError, iter_video_frames, load_audio, probe
+from sidecar.resample import AudioResampler16k
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VIDEO = DATA / "video" / "baseline.mp4"

@@ -29,6 +29,7 @@ import pytest
 
 import pipeline.writer
 from pipeline.writer import BatchedWriter, JournalError, JournalFullError, JournalWriteError, WriterOptions
+from sidecar.protocol import AnswerDone, FrameSample
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.security
@@ -326,7 +327,7 @@ def test_journal_full_error_says_the_real_size(db, tmp_path):
 
 def test_worker_backlog_holds_answers_and_drops_only_oldest_frames(db, small_disk):
     """The workers' in-memory backlog against a real full disk: bounded for frames, never for answers."""
-    from sidecar.workers import JournalBacklog
+    from sidecar.journal_backlog import JournalBacklog
 
     w = _writer(db, small_disk.path / "journal", flush_seconds=0.2)
     backlog = JournalBacklog(w, max_items=5, retry_seconds=0.05)
@@ -427,18 +428,19 @@ def test_workers_keep_working_on_a_full_disk_and_save_everything_later(
         session_id = uuid.uuid4().hex
         start = iv.answer_start(session_id, 0, question)
         frame_ids: list[str] = []
-        car.subscribe(lambda ev: frame_ids.append(ev.data["_id"])
-                      if ev.kind == "frame" and ev.data["answer_id"] == start.answer_id else None)
+        car.subscribe(lambda ev: frame_ids.append(ev.record["_id"])
+                      if isinstance(ev, FrameSample) and ev.answer_id == start.answer_id else None)
         held_done: list[dict] = []
-        car.subscribe(lambda ev: held_done.append(ev.data)
-                      if ev.kind == "answer_done" and ev.data["answer_id"] == start.answer_id else None)
+        car.subscribe(lambda ev: held_done.append(dict(ev.summary))
+                      if isinstance(ev, AnswerDone) and ev.answer_id == start.answer_id else None)
         car.start_answer(start)
         audio = load_audio(shared_data / "speech" / "jfk.flac")
         for i in range(0, len(audio), 8000):
             car.push_audio(start.answer_id, start.started_ms + i * 1000 // 16000, audio[i:i + 8000])
         images = _video_frames(shared_data, 12)
         for k, image in enumerate(images):
-            assert car.push_frame(image, start.started_ms + 100 + k * 133, session_id, start.answer_id, block=True)
+            assert car.push_frame(image, start.started_ms + 100 + k * 133, session_id, start.answer_id, block=True,
+                                  collect=True)
         wait_until(lambda: len(frame_ids) == len(images), "every frame analysed", 120)
         status = wait_until(lambda: (s := car.status())["workers"]["emotion"]["journal_backlog"] == len(images)
                             and s["workers"]["speech"]["journal_backlog"] == 1 and s, "the held writes reported", 120)
@@ -474,7 +476,7 @@ def test_workers_keep_working_on_a_full_disk_and_save_everything_later(
         # Both kept working: same processes, no restart, frames still analysed while full.
         car.push_frame(images[0], iv.now_ms(), session_id, "__preview__", block=True)  # never stored
         n_events = len(frame_ids)
-        car.push_frame(images[1], start.started_ms + 5000, session_id, start.answer_id, block=True)
+        car.push_frame(images[1], start.started_ms + 5000, session_id, start.answer_id, block=True, collect=True)
         wait_until(lambda: len(frame_ids) == n_events + 1, "a frame analysed on the full disk", 120)
         status = car.status()
         assert {n: w.process.pid for n, w in car.workers.items()} == pids

@@ -21,7 +21,7 @@ import pytest
 
 from pipeline.media import load_audio
 from pipeline.settings import Settings
-from sidecar.protocol import AnswerStart
+from sidecar.protocol import AnswerStart, FaceStatus
 from sidecar.ring import FrameRing
 from sidecar.supervisor import Sidecar, start_process
 from tests.waiting import wait_until
@@ -156,7 +156,7 @@ class _HandClock:
 
 
 def test_heartbeat_covers_a_long_step_but_not_a_stuck_loop():
-    from sidecar.workers import Heartbeat
+    from sidecar.heartbeat import Heartbeat
 
     clock = _HandClock()
     value = mp.get_context("spawn").Value("d", 0.0, lock=False)
@@ -282,7 +282,7 @@ def test_hung_emotion_worker_is_restarted(sidecar_env):
     assert car.wait_ready(120)
     session, answer = uuid.uuid4().hex, uuid.uuid4().hex
     got = []
-    car.subscribe(lambda ev: got.append(ev) if ev.kind == "frame" and ev.data["answer_id"] == answer else None)
+    car.subscribe(lambda ev: got.append(ev) if isinstance(ev, FaceStatus) and ev.answer_id == answer else None)
     car.push_frame(np.zeros((240, 320, 3), np.uint8), int(time.time() * 1000), session, answer)
     wait_until(lambda: got, "frames to flow again after the restart", 60)
 
