@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the repo importable
     sys.path.insert(0, str(ROOT))
 
-from sidecar.emotion import EmotionAnalyzer, EmotionOptions, FerTfliteEmotion, _face_crop  # noqa: E402
+from sidecar.emotion import EmotionAnalyzer, EmotionOptions  # noqa: E402
+from sidecar.emotion_classifiers import FerTfliteEmotion, face_crop  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 SAMPLE_FPS = 7.5  # the goal: every 4th frame of a 30 fps camera, sustained
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(0, len(frames), 4):
         r = a.analyze(frames[i], 0.0)
         if r["face"]:
-            crops.append(_face_crop(cv2.cvtColor(frames[i], cv2.COLOR_BGR2GRAY), tuple(r["box"])))
+            crops.append(face_crop(cv2.cvtColor(frames[i], cv2.COLOR_BGR2GRAY), tuple(r["box"])))
     fer = FerTfliteEmotion(threads=1)
     fer.load()
     lat = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,8 @@ from sidecar.protocol import AnswerStart, FrameSample, WorkerEvent
 from sidecar.supervisor import Sidecar
 
 AUDIO_CHUNK_S = 0.5
+
+Progress = Callable[[str, int], object]  # (what, how many so far): e.g. ("video", 120 frames)
 
 
 @dataclass
@@ -50,7 +53,7 @@ class _Collected:
 
 
 def analyze(request: AnalyzeRequest, settings: Settings, store: bool = False,
-            sidecar: Sidecar | None = None, progress: Any = None,
+            sidecar: Sidecar | None = None, progress: Progress | None = None,
             session_id: str | None = None, index: int = 0) -> dict[str, Any]:
     """Analyse one recorded answer; returns the JSON-able report. Raises MediaError for bad media.
 
@@ -77,7 +80,7 @@ def analyze(request: AnalyzeRequest, settings: Settings, store: bool = False,
     timings["decode_audio_s"] = round(time.perf_counter() - t, 3)
 
     own = sidecar is None
-    if own:
+    if sidecar is None:
         t = time.perf_counter()
         sidecar = Sidecar(settings, store=store).start()
         if not sidecar.wait_ready():
@@ -94,7 +97,7 @@ def analyze(request: AnalyzeRequest, settings: Settings, store: bool = False,
 
 
 def _run(request: AnalyzeRequest, settings: Settings, store: bool, sidecar: Sidecar,
-         audio: np.ndarray | None, timings: dict[str, Any], t_all: float, progress: Any,
+         audio: np.ndarray | None, timings: dict[str, Any], t_all: float, progress: Progress | None,
          session_id: str | None, index: int) -> dict[str, Any]:
     own_session = session_id is None
     session_id, answer_id = session_id or uuid.uuid4().hex, uuid.uuid4().hex
@@ -211,7 +214,8 @@ def _report(request: AnalyzeRequest, result: dict[str, Any], frames: list[dict[s
     }
 
 
-def _missing(has_audio: bool, frames: list[dict[str, Any]], metrics: dict[str, Any], grade: Any) -> list[str]:
+def _missing(has_audio: bool, frames: list[dict[str, Any]], metrics: dict[str, Any],
+             grade: dict[str, Any] | None) -> list[str]:
     """Signals that could not be measured, said plainly instead of scored."""
     out = []
     if not has_audio:

@@ -423,7 +423,7 @@ def test_hotwords(tiny: SpeechRecognizer) -> None:
     assert wer <= 0.2
     # The hint can also come from the options (Settings.asr_hotwords).
     opt = SpeechRecognizer(dataclasses.replace(tiny.options, hotwords=("ComfyUI",)))
-    opt._model, opt.model_path = tiny._model, tiny.model_path  # share the loaded model
+    opt._engine, opt.model_path = tiny._engine, tiny.model_path  # share the loaded model
     assert "comfyui" in normalize_tokens(opt.transcribe(audio).text)
 
 
@@ -551,7 +551,8 @@ def test_openai_whisper_engine_on_converted_weights(cache_dir: Path) -> None:
     timings = rec.warm_up()
     print(f"\nopenai-whisper warm-up: {json.dumps({k: round(v, 2) for k, v in timings.items()})}")
     # The alignment heads of config.json are in use (not the default "last half of the layers").
-    heads = rec._model.alignment_heads.to_dense().nonzero().tolist()
+    assert rec._engine is not None
+    heads = rec._engine.model.alignment_heads.to_dense().nonzero().tolist()
     assert heads == [[1, 0], [2, 0], [2, 5], [3, 0], [3, 1], [3, 2], [3, 3], [3, 4]]
     t = rec.transcribe(load_audio(SPEECH / "jfk.flac"))
     assert report("jfk (openai-whisper, converted tiny.en)", JFK_REF, t.text) <= 0.1

@@ -15,18 +15,10 @@ import numpy as np
 import pytest
 
 from pipeline.settings import Settings
-from sidecar import emotion
-from sidecar.emotion import (
-    EMOTION_LABELS,
-    DeepFaceDetector,
-    Detection,
-    DetectorUnavailableError,
-    EmotionAnalyzer,
-    EmotionOptions,
-    FerTfliteEmotion,
-    HaarFaceDetector,
-    make_emotion_model,
-)
+from sidecar import emotion_classifiers
+from sidecar.emotion import EmotionAnalyzer, EmotionOptions
+from sidecar.emotion_classifiers import EMOTION_LABELS, DeepFaceEmotion, FerTfliteEmotion, make_emotion_model
+from sidecar.face_detectors import DeepFaceDetector, Detection, DetectorUnavailableError, HaarFaceDetector
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FACES = DATA / "faces"
@@ -503,12 +495,12 @@ def test_deepface_emotion_used_when_weights_present(
             seen["shape"] = img.shape
             return np.array([0.1, 0.0, 0.0, 0.7, 0.1, 0.0, 0.1])
 
-    def fake_load(self: emotion.DeepFaceEmotion) -> None:
-        with emotion._deepface_home(self._home):
+    def fake_load(self: DeepFaceEmotion) -> None:
+        with emotion_classifiers._deepface_home(self._home):
             seen["home"] = os.environ["DEEPFACE_HOME"]
         self._client = FakeClient()
 
-    monkeypatch.setattr(emotion.DeepFaceEmotion, "load", fake_load)
+    monkeypatch.setattr(DeepFaceEmotion, "load", fake_load)
     a = EmotionAnalyzer(EmotionOptions(deepface_home=str(tmp_path)))
     r = a.analyze(webcam_frame, 0.0)
     assert r["model"] == "deepface" and a.emotion_backend == "deepface"
