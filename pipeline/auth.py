@@ -38,6 +38,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from pipeline.settings import PASSWORD_MAX, PASSWORD_MIN, Settings
+from pipeline.tokens import aware, token_id
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ def sign_in_wait(db: Database, client: str, username: Any, settings: Settings, n
     thresholds = {pair_id: settings.login_backoff_after, client_id: settings.login_client_backoff_after}
     wait = 0.0
     for doc in db[LOGIN_FAILURES].find({"_id": {"$in": [pair_id, client_id]}}):
-        expires, last = _aware(doc.get("expires_at")), _aware(doc.get("last_at"))
+        expires, last = aware(doc.get("expires_at")), aware(doc.get("last_at"))
         if expires is None or last is None or expires <= now:  # forgotten (TTL pruning is lazy)
             continue
         over = int(doc.get("failures") or 0) - thresholds[doc["_id"]]
@@ -291,15 +292,11 @@ def set_password(db: Database, username: Any, password: Any) -> None:
 # --------------------------------------------------------------------------- sign-in tokens
 
 
-def _token_id(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
 def start_login(db: Database, user: Mapping[str, Any], settings: Settings, now: datetime | None = None) -> str:
     """A new sign-in token for ``user``, valid for ``login_hours``. Only its hash is stored."""
     now = now or datetime.now(UTC)
     token = secrets.token_urlsafe(32)
-    db.logins.insert_one({"_id": _token_id(token), "user_id": str(user["_id"]), "username": str(user["username"]),
+    db.logins.insert_one({"_id": token_id(token), "user_id": str(user["_id"]), "username": str(user["username"]),
                           "created_at": now, "expires_at": now + timedelta(hours=settings.login_hours)})
     return token
 
@@ -308,10 +305,10 @@ def user_for_token(db: Database, token: Any, now: datetime | None = None) -> dic
     """The signed-in user for ``token``; None when unknown, expired, or the user is gone."""
     if not isinstance(token, str) or not 20 <= len(token) <= 128:
         return None
-    login = db.logins.find_one({"_id": _token_id(token)})
+    login = db.logins.find_one({"_id": token_id(token)})
     if login is None:
         return None
-    expires = _aware(login.get("expires_at"))
+    expires = aware(login.get("expires_at"))
     if expires is None or expires <= (now or datetime.now(UTC)):
         db.logins.delete_one({"_id": login["_id"]})
         return None
@@ -320,13 +317,7 @@ def user_for_token(db: Database, token: Any, now: datetime | None = None) -> dic
 
 def sign_out(db: Database, token: Any) -> None:
     if isinstance(token, str):
-        db.logins.delete_one({"_id": _token_id(token)})
-
-
-def _aware(value: Any) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+        db.logins.delete_one({"_id": token_id(token)})
 
 
 # --------------------------------------------------------------------------- who sees what
