@@ -4,17 +4,58 @@ collection, tombstones of deleted sessions, and the delete of everything stored 
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pymongo import InsertOne, UpdateOne
 from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError
 
-from pipeline.journal import JournalRecord
+from pipeline.journal import JournalRecord, keep_rejected
 from pipeline.storage import DELETED_SESSIONS, NOT_SESSION_DATA, Db
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_KEY = 11000
 
 Doc = dict[str, Any]
 WriteOp = InsertOne[Doc] | UpdateOne
+
+
+def send_segment(db: Db, records: list[JournalRecord], journal_dir: Path,
+                 on_deleted: Callable[[str, dict[str, int]], None]) -> tuple[int, int]:
+    """Write one segment's records; returns how many operations the database refused for good
+    (kept in ``journal_dir``), and how many were dropped as writes for a deleted session.
+    ``on_deleted`` hears what each of the segment's session deletes removed, per collection."""
+    deletes = list(dict.fromkeys(r["id"] for r in records if r["op"] == "delete_session"))
+    store_tombstones(db, deletes)  # first: from now on no replay writes these sessions again
+    linked = {sid for r in records if (sid := session_of(r)) is not None}
+    dead = tombstoned(db, linked)
+    kept = [r for r in records if r["op"] != "delete_session" and session_of(r) not in dead]
+    dropped = len(records) - len(kept) - sum(r["op"] == "delete_session" for r in records)
+    rejected = 0
+    for collection, ops in coalesce(kept).items():
+        try:
+            db[collection].bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            permanent = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+            if permanent:
+                keep_rejected(journal_dir, collection, permanent)
+                rejected += len(permanent)
+    # A session another process deleted while these writes were on their way: take them out again
+    # (its tombstone was stored before its delete ran, so one of the two sees the other's writes).
+    raced = tombstoned(db, linked - dead) if kept else set()
+    for sid in [*deletes, *sorted(raced - set(deletes))]:
+        counts = purge_session(db, sid)
+        if sid in deletes:
+            on_deleted(sid, counts)
+    if dropped:
+        log.info("%d journaled writes for deleted sessions dropped", dropped)
+    return rejected, dropped
 
 
 def session_of(r: JournalRecord) -> str | None:

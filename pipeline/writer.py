@@ -27,6 +27,9 @@ and the caller gets a ``JournalError``: that write was NOT acknowledged. A line 
 cannot be read back (torn by a crash, corrupted) is set aside into
 ``quarantine.jsonl`` and counted, and the rest of its segment is sent: one bad line
 never holds up the queue.
+
+The journal's files and record format are in ``pipeline.journal``; what a sent segment does in
+MongoDB (coalescing, tombstones, session deletes) is in ``pipeline.journal_send``.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import PyMongoError
 
 from pipeline import journal
 from pipeline.journal import (
@@ -53,14 +56,7 @@ from pipeline.journal import (
     JournalWriteError,
     human_bytes,
 )
-from pipeline.journal_send import (
-    apply_session_delete,
-    coalesce,
-    purge_session,
-    session_of,
-    store_tombstones,
-    tombstoned,
-)
+from pipeline.journal_send import DUPLICATE_KEY, apply_session_delete, send_segment, store_tombstones
 from pipeline.schemas import validate, validate_fields
 from pipeline.settings import Settings
 from pipeline.storage import FILE_MODE, Db
@@ -72,8 +68,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-DUPLICATE_KEY = 11000
 
 
 class Update(NamedTuple):
@@ -381,36 +375,13 @@ class BatchedWriter:
     def _send(self, records: list[JournalRecord]) -> tuple[int, int]:
         """Write one segment; returns how many operations the database refused for good, and how
         many were dropped as writes for a deleted session."""
-        db = self._get_db()
-        deletes = list(dict.fromkeys(r["id"] for r in records if r["op"] == "delete_session"))
-        store_tombstones(db, deletes)  # first: from now on no replay writes these sessions again
-        linked = {sid for r in records if (sid := session_of(r)) is not None}
-        dead = tombstoned(db, linked)
-        kept = [r for r in records if r["op"] != "delete_session" and session_of(r) not in dead]
-        dropped = len(records) - len(kept) - sum(r["op"] == "delete_session" for r in records)
-        rejected = 0
-        for collection, ops in coalesce(kept).items():
-            try:
-                db[collection].bulk_write(ops, ordered=False)
-            except BulkWriteError as exc:
-                errors = exc.details.get("writeErrors", [])
-                permanent = [e for e in errors if e.get("code") != DUPLICATE_KEY]
-                if permanent:
-                    journal.keep_rejected(self.options.journal_dir, collection, permanent)
-                    rejected += len(permanent)
-        # A session another process deleted while these writes were on their way: take them out again
-        # (its tombstone was stored before its delete ran, so one of the two sees the other's writes).
-        raced = tombstoned(db, linked - dead) if kept else set()
-        for sid in [*deletes, *sorted(raced - set(deletes))]:
-            counts = purge_session(db, sid)
-            if sid in deletes:
-                with self._lock:
-                    self._deleted[sid] = counts
-                    while len(self._deleted) > 1000:  # only recent results are asked for
-                        self._deleted.pop(next(iter(self._deleted)))
-        if dropped:
-            log.info("%d journaled writes for deleted sessions dropped", dropped)
-        return rejected, dropped
+        return send_segment(self._get_db(), records, self.options.journal_dir, self._record_delete)
+
+    def _record_delete(self, session_id: str, counts: dict[str, int]) -> None:
+        with self._lock:
+            self._deleted[session_id] = counts
+            while len(self._deleted) > 1000:  # only recent results are asked for
+                self._deleted.pop(next(iter(self._deleted)))
 
 
 def _set_record(collection: str, doc_id: str, fields: dict[str, Any], upsert: bool) -> JournalRecord:
