@@ -34,10 +34,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from pipeline.settings import PASSWORD_MAX, PASSWORD_MIN, Settings
+from pipeline.storage import Db
+from pipeline.tokens import aware, token_id
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int
     return {"algo": "scrypt", "n": n, "r": r, "p": p, "salt": _b64(salt), "hash": _b64(digest)}
 
 
-def check_password(password: Any, stored: Any) -> bool:
+def check_password(password: object, stored: object) -> bool:
     """True when ``password`` matches ``stored`` (constant-time compare of the derived keys)."""
     if not isinstance(password, str) or not isinstance(stored, Mapping) or stored.get("algo") != "scrypt":
         return False
@@ -114,7 +115,7 @@ _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))  # unknown users cost as 
 # --------------------------------------------------------------------------- users
 
 
-def normalize_username(username: Any) -> str:
+def normalize_username(username: object) -> str:
     """Lower-cased, stripped username; AuthError unless it is 3-64 of ``[a-z0-9._-]``."""
     if not isinstance(username, str):
         raise AuthError("Username must be text.")
@@ -124,7 +125,7 @@ def normalize_username(username: Any) -> str:
     return name
 
 
-def create_user(db: Database, username: Any, password: Any, role: str, *, coach: str | None = None,
+def create_user(db: Db, username: object, password: object, role: str, *, coach: str | None = None,
                 display_name: str | None = None) -> dict[str, Any]:
     """Insert a user and return it (without the hash). AuthError explains any refusal."""
     name = normalize_username(username)
@@ -151,7 +152,7 @@ def create_user(db: Database, username: Any, password: Any, role: str, *, coach:
     return {k: v for k, v in doc.items() if k != "password"}
 
 
-def get_user(db: Database, username: Any) -> dict[str, Any] | None:
+def get_user(db: Db, username: object) -> dict[str, Any] | None:
     try:
         name = normalize_username(username)
     except AuthError:
@@ -159,17 +160,17 @@ def get_user(db: Database, username: Any) -> dict[str, Any] | None:
     return db.users.find_one({"username": name}, USER_FIELDS)
 
 
-def list_users(db: Database) -> list[dict[str, Any]]:
+def list_users(db: Db) -> list[dict[str, Any]]:
     """Every account for the admin page: no hashes, no lockout counters."""
     fields = {"_id": 0, "username": 1, "role": 1, "coach": 1, "display_name": 1, "created_at": 1}
     return list(db.users.find({}, fields).sort("username", 1))
 
 
-def has_admin(db: Database) -> bool:
+def has_admin(db: Db) -> bool:
     return db.users.find_one({"role": "admin"}, {"_id": 1}) is not None
 
 
-def ensure_admin(db: Database, settings: Settings) -> bool:
+def ensure_admin(db: Db, settings: Settings) -> bool:
     """Create user ``admin`` from ``MOCKAI_ADMIN_PASSWORD`` when no admin exists. True if one exists after.
 
     An invalid password never gets here: :class:`Settings` refuses it, so the server does not
@@ -216,7 +217,7 @@ def _failure_ids(client: str, username: str | None) -> tuple[str, str]:
     return h("pair", client, username or "?"), h("client", client)
 
 
-def sign_in_wait(db: Database, client: str, username: Any, settings: Settings, now: datetime | None = None) -> float:
+def sign_in_wait(db: Db, client: str, username: object, settings: Settings, now: datetime | None = None) -> float:
     """Seconds ``client`` must still wait before trying ``username`` again (0: it may try now)."""
     now = now or datetime.now(UTC)
     try:
@@ -227,7 +228,7 @@ def sign_in_wait(db: Database, client: str, username: Any, settings: Settings, n
     thresholds = {pair_id: settings.login_backoff_after, client_id: settings.login_client_backoff_after}
     wait = 0.0
     for doc in db[LOGIN_FAILURES].find({"_id": {"$in": [pair_id, client_id]}}):
-        expires, last = _aware(doc.get("expires_at")), _aware(doc.get("last_at"))
+        expires, last = aware(doc.get("expires_at")), aware(doc.get("last_at"))
         if expires is None or last is None or expires <= now:  # forgotten (TTL pruning is lazy)
             continue
         over = int(doc.get("failures") or 0) - thresholds[doc["_id"]]
@@ -238,7 +239,7 @@ def sign_in_wait(db: Database, client: str, username: Any, settings: Settings, n
     return wait
 
 
-def verify_password(db: Database, username: Any, password: Any, settings: Settings,
+def verify_password(db: Db, username: object, password: object, settings: Settings,
                     now: datetime | None = None, client: str | None = None) -> dict[str, Any]:
     """The user when ``password`` is right; otherwise AuthError(SIGN_IN_FAILED).
 
@@ -266,7 +267,7 @@ def verify_password(db: Database, username: Any, password: Any, settings: Settin
     return {k: v for k, v in doc.items() if k != "password"}
 
 
-def _record_failure(db: Database, client: str, username: str | None, settings: Settings, now: datetime) -> None:
+def _record_failure(db: Db, client: str, username: str | None, settings: Settings, now: datetime) -> None:
     # Kept at least as long as the longest wait, so a back-off never ends by being forgotten.
     keep = timedelta(seconds=max(settings.login_failure_forget_minutes * 60, settings.login_backoff_max_seconds))
     ids = _failure_ids(client, username)
@@ -276,7 +277,7 @@ def _record_failure(db: Database, client: str, username: str | None, settings: S
             "kind": kind, "last_at": now, "expires_at": now + keep}}, upsert=True)
 
 
-def set_password(db: Database, username: Any, password: Any) -> None:
+def set_password(db: Db, username: object, password: object) -> None:
     """Replace a password (admin reset) and end the account's sign-ins."""
     name = normalize_username(username)
     if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
@@ -291,53 +292,43 @@ def set_password(db: Database, username: Any, password: Any) -> None:
 # --------------------------------------------------------------------------- sign-in tokens
 
 
-def _token_id(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def start_login(db: Database, user: Mapping[str, Any], settings: Settings, now: datetime | None = None) -> str:
+def start_login(db: Db, user: Mapping[str, Any], settings: Settings, now: datetime | None = None) -> str:
     """A new sign-in token for ``user``, valid for ``login_hours``. Only its hash is stored."""
     now = now or datetime.now(UTC)
     token = secrets.token_urlsafe(32)
-    db.logins.insert_one({"_id": _token_id(token), "user_id": str(user["_id"]), "username": str(user["username"]),
+    db.logins.insert_one({"_id": token_id(token), "user_id": str(user["_id"]), "username": str(user["username"]),
                           "created_at": now, "expires_at": now + timedelta(hours=settings.login_hours)})
     return token
 
 
-def user_for_token(db: Database, token: Any, now: datetime | None = None) -> dict[str, Any] | None:
+def user_for_token(db: Db, token: object, now: datetime | None = None) -> dict[str, Any] | None:
     """The signed-in user for ``token``; None when unknown, expired, or the user is gone."""
     if not isinstance(token, str) or not 20 <= len(token) <= 128:
         return None
-    login = db.logins.find_one({"_id": _token_id(token)})
+    login = db.logins.find_one({"_id": token_id(token)})
     if login is None:
         return None
-    expires = _aware(login.get("expires_at"))
+    expires = aware(login.get("expires_at"))
     if expires is None or expires <= (now or datetime.now(UTC)):
         db.logins.delete_one({"_id": login["_id"]})
         return None
     return db.users.find_one({"_id": str(login["user_id"])}, USER_FIELDS)
 
 
-def sign_out(db: Database, token: Any) -> None:
+def sign_out(db: Db, token: object) -> None:
     if isinstance(token, str):
-        db.logins.delete_one({"_id": _token_id(token)})
-
-
-def _aware(value: Any) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+        db.logins.delete_one({"_id": token_id(token)})
 
 
 # --------------------------------------------------------------------------- who sees what
 
 
-def coach_candidates(db: Database, coach: str) -> list[str]:
+def coach_candidates(db: Db, coach: str) -> list[str]:
     """Usernames of the candidates whose coach is ``coach``."""
     return [str(d["username"]) for d in db.users.find({"coach": str(coach), "role": "candidate"}, {"username": 1})]
 
 
-def session_access_filter(user: Mapping[str, Any] | None, db: Database | None = None) -> dict[str, Any] | None:
+def session_access_filter(user: Mapping[str, Any] | None, db: Db | None = None) -> dict[str, Any] | None:
     """The filter to merge (``$and``) into every ``sessions`` query for ``user``.
 
     None means everything (admin). A coach sees sessions marked with their username as
@@ -359,7 +350,7 @@ def session_access_filter(user: Mapping[str, Any] | None, db: Database | None = 
 
 
 def can_view_session(user: Mapping[str, Any] | None, session: Mapping[str, Any] | None,
-                     db: Database | None = None) -> bool:
+                     db: Db | None = None) -> bool:
     """The same rule as :func:`session_access_filter`, for one session document in hand."""
     if not user or session is None:
         return False

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import html
 import io
 import json
@@ -32,6 +31,8 @@ from pymongo.database import Database
 
 from pipeline.queries import and_filters, list_report_answers
 from pipeline.report import ReportOptions, answer_card, answer_timeline, frame_summary, session_header
+from pipeline.tokens import aware as _aware
+from pipeline.tokens import token_id as _token_id
 from pipeline.writer import BatchedWriter, apply_session_delete
 
 SHARE_MAX_DAYS = 90
@@ -264,10 +265,6 @@ def export_filename(session: Mapping[str, Any], extension: str) -> str:
 # --------------------------------------------------------------------------- share links
 
 
-def _token_id(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
 def create_share_link(db: Database, session_id: Any, ttl_days: float, now: datetime | None = None,
                       created_by: str | None = None) -> str:
     """A new read-only link token for one session, valid ``ttl_days`` (at most SHARE_MAX_DAYS)."""
@@ -282,12 +279,6 @@ def create_share_link(db: Database, session_id: Any, ttl_days: float, now: datet
     db.shares.insert_one({"_id": _token_id(token), "session_id": sid, "created_at": now, "created_by": created_by,
                           "expires_at": now + timedelta(days=days)})
     return token
-
-
-def _aware(value: Any) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def resolve_share(db: Database, token: Any, now: datetime | None = None) -> str | None:

@@ -21,11 +21,11 @@ from typing import Annotated, Any
 
 from pydantic import TypeAdapter, ValidationError
 from pymongo import ASCENDING, DESCENDING
-from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from pipeline.schemas import validate
 from pipeline.settings import Settings
+from pipeline.storage import Db
 
 # The thresholds a researcher may edit, in the order the Research page lists them.
 THRESHOLD_FIELDS: tuple[str, ...] = (
@@ -68,9 +68,11 @@ class ProfileError(ValueError):
 @cache
 def _adapter(name: str) -> TypeAdapter[Any]:
     info = Settings.model_fields[name]
+    annotation: Any = info.annotation  # a field's type, as pydantic read it
     if not info.metadata:
-        return TypeAdapter(info.annotation)
-    return TypeAdapter(Annotated[info.annotation, *info.metadata])
+        return TypeAdapter(annotation)
+    constrained: Any = Annotated[annotation, *info.metadata]
+    return TypeAdapter(constrained)
 
 
 def describe(name: str) -> str:
@@ -145,16 +147,16 @@ def _jsonable(thresholds: Mapping[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in thresholds.items()}
 
 
-def _clean_name(name: Any) -> str:
+def _clean_name(name: object) -> str:
     if not isinstance(name, str) or not name.strip():
         raise ProfileError("name: a profile needs a name")
-    name = " ".join(name.split())
-    if len(name) > MAX_NAME_CHARS:
+    cleaned = " ".join(name.split())
+    if len(cleaned) > MAX_NAME_CHARS:
         raise ProfileError(f"name: at most {MAX_NAME_CHARS} characters")
-    return name
+    return cleaned
 
 
-def save_profile(db: Database, name: str, thresholds: Mapping[str, Any], author: str | None = None) -> int:
+def save_profile(db: Db, name: str, thresholds: Mapping[str, Any], author: str | None = None) -> int:
     """Store ``thresholds`` as the next version of profile ``name``; returns that version."""
     name = _clean_name(name)
     checked = validate_thresholds(thresholds)
@@ -180,7 +182,7 @@ def save_profile(db: Database, name: str, thresholds: Mapping[str, Any], author:
     raise ProfileError(f"name: could not allocate a new version of {name!r} (too many concurrent saves)")
 
 
-def load_profile(db: Database, name: str, version: int | None = None) -> dict[str, Any] | None:
+def load_profile(db: Db, name: str, version: int | None = None) -> dict[str, Any] | None:
     """Profile ``name`` at ``version`` (default: the latest), thresholds typed; None if absent."""
     query: dict[str, Any] = {"name": str(name)}
     if version is not None:
@@ -197,7 +199,7 @@ def load_profile(db: Database, name: str, version: int | None = None) -> dict[st
     }
 
 
-def list_profiles(db: Database) -> list[dict[str, Any]]:
+def list_profiles(db: Db) -> list[dict[str, Any]]:
     """Every stored version, by name then newest first (index by_name_version)."""
     cursor = db.profiles.find({}, {"_id": 0, "name": 1, "version": 1, "author": 1, "created_at": 1, "thresholds": 1})
     return list(cursor.sort([("name", ASCENDING), ("version", DESCENDING)]))

@@ -20,10 +20,10 @@ from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
-from pymongo.database import Database
 
 from pipeline.queries import and_filters, rescores_of
 from pipeline.safe_text import plain_html
+from pipeline.storage import Db
 
 # metric -> (label, axis format)
 METRICS: dict[str, tuple[str, str]] = {
@@ -44,7 +44,7 @@ class Progress:
     by_type: list[dict[str, Any]]  # one row per (session, question type): the same metrics
 
 
-def _num(value: Any) -> float | None:
+def _num(value: Any) -> float | None:  # anything float() takes; the rest is missing
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -57,12 +57,12 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return sum(got) / len(got) if got else None
 
 
-def answer_rows(db: Database, session_ids: Sequence[str]) -> list[dict[str, Any]]:
+def answer_rows(db: Db, session_ids: Sequence[str]) -> list[dict[str, Any]]:
     """Per answer: session, index, grade, pace, fillers (one aggregate, by_session index)."""
     ids = [str(s) for s in session_ids]
     if not ids:
         return []
-    pipeline = [
+    pipeline: list[dict[str, Any]] = [
         {"$match": {"session_id": {"$in": ids}}},
         {"$project": {"_id": 1, "session_id": 1, "index": 1, "grade": "$grade.score", "wpm": "$metrics.wpm",
                       "fillers_per_minute": "$metrics.fillers_per_minute", "filler_count": "$metrics.filler_count"}},
@@ -80,7 +80,7 @@ def answer_rows(db: Database, session_ids: Sequence[str]) -> list[dict[str, Any]
     return rows
 
 
-def eye_contact_by_answer(db: Database, session_ids: Sequence[str]) -> dict[tuple[str, str], tuple[int, int]]:
+def eye_contact_by_answer(db: Db, session_ids: Sequence[str]) -> dict[tuple[str, str], tuple[int, int]]:
     """(session, answer) -> (frames with eye contact, face frames where it was measured).
 
     One aggregate over ``frames`` (by_answer_time index); frames without a face or
@@ -102,7 +102,7 @@ def eye_contact_by_answer(db: Database, session_ids: Sequence[str]) -> dict[tupl
             for d in db.frames.aggregate(pipeline)}
 
 
-def _question_type(session: Mapping[str, Any], index: Any) -> str:
+def _question_type(session: Mapping[str, Any], index: object) -> str:
     questions = session.get("questions") or []
     if isinstance(index, int) and 0 <= index < len(questions):
         qtype = (questions[index] or {}).get("type")
@@ -127,7 +127,7 @@ def _summarise(answers: Sequence[Mapping[str, Any]], eye: Mapping[tuple[str, str
     }
 
 
-def session_metrics(db: Database, sessions: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]],
+def session_metrics(db: Db, sessions: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]],
                                                                                  list[dict[str, Any]]]:
     """(per-session rows, per-(session, question type) rows) for these session documents.
 
@@ -159,7 +159,7 @@ def session_metrics(db: Database, sessions: Sequence[Mapping[str, Any]]) -> tupl
     return rows, typed
 
 
-def candidate_progress(db: Database, candidate: Any, access: Mapping[str, Any] | None = None,
+def candidate_progress(db: Db, candidate: object, access: Mapping[str, Any] | None = None,
                        limit: int = MAX_SESSIONS) -> Progress:
     """Every session of ``candidate`` the caller may see (oldest first), with its metrics."""
     name = str(candidate).strip()[:200]
@@ -170,7 +170,7 @@ def candidate_progress(db: Database, candidate: Any, access: Mapping[str, Any] |
     return Progress(name, rows, typed)
 
 
-def compare_sessions(db: Database, first_id: Any, second_id: Any,
+def compare_sessions(db: Db, first_id: object, second_id: object,
                      access: Mapping[str, Any] | None = None) -> list[dict[str, Any]] | None:
     """The metrics of two sessions side by side: one row per metric with both values and the change.
 
@@ -200,7 +200,7 @@ def format_value(value: float | None, fmt: str) -> str:
 # --------------------------------------------------------------------------- figures
 
 
-def _when(value: Any) -> Any:
+def _when(value: object) -> object:
     return value.isoformat() if isinstance(value, datetime) else value
 
 

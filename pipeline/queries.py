@@ -9,12 +9,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
-from pymongo.database import Database
+
+from pipeline.storage import Db
 
 SESSION_LIST_FIELDS = {"candidate": 1, "role": 1, "started_at": 1, "status": 1, "grade": 1, "band": 1, "flags": 1}
 
 
-def list_sessions(db: Database, limit: int = 50, skip: int = 0,
+def list_sessions(db: Db, limit: int = 50, skip: int = 0,
                   access: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The newest sessions the caller may see (``access``: see the sessions list below)."""
     cursor = (db.sessions.find(and_filters(access), SESSION_LIST_FIELDS)
@@ -22,7 +23,7 @@ def list_sessions(db: Database, limit: int = 50, skip: int = 0,
     return [{"id": str(d.pop("_id")), **d} for d in cursor]
 
 
-def get_session(db: Database, session_id: str) -> dict[str, Any] | None:
+def get_session(db: Db, session_id: str) -> dict[str, Any] | None:
     if not isinstance(session_id, str):
         return None  # never let a query parameter become an operator
     return db.sessions.find_one({"_id": session_id})
@@ -36,7 +37,7 @@ def get_session(db: Database, session_id: str) -> dict[str, Any] | None:
 ANSWER_SCORES = "answer_scores"
 
 
-def rescores_of(db: Database, session_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+def rescores_of(db: Db, session_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     """answer id -> its stored re-score, for the given sessions (index by_session)."""
     ids = [str(s) for s in session_ids]
     out: dict[str, dict[str, Any]] = {}
@@ -60,7 +61,7 @@ def merge_rescore(answer: dict[str, Any], rescore: Mapping[str, Any] | None) -> 
     return answer
 
 
-def with_rescores(db: Database, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def with_rescores(db: Db, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``answers`` (modified in place) with their re-scores applied."""
     if not answers:
         return answers
@@ -71,7 +72,7 @@ def with_rescores(db: Database, answers: list[dict[str, Any]]) -> list[dict[str,
     return answers
 
 
-def list_answers(db: Database, session_id: str) -> list[dict[str, Any]]:
+def list_answers(db: Db, session_id: str) -> list[dict[str, Any]]:
     return with_rescores(db, list(db.answers.find({"session_id": str(session_id)}).sort("index", ASCENDING)))
 
 
@@ -84,17 +85,17 @@ FRAME_REPORT_FIELDS = {
 }
 
 
-def find_session(db: Database, session_id: Any) -> dict[str, Any] | None:
+def find_session(db: Db, session_id: object) -> dict[str, Any] | None:
     """A session by id; the id is coerced to str so a query parameter can never be an operator."""
     return db.sessions.find_one({"_id": str(session_id)})
 
 
-def list_report_answers(db: Database, session_id: Any) -> list[dict[str, Any]]:
+def list_report_answers(db: Db, session_id: object) -> list[dict[str, Any]]:
     """Every answer of a session in order, whole (the report shows words, metrics and grade)."""
     return with_rescores(db, list(db.answers.find({"session_id": str(session_id)}).sort("index", ASCENDING)))
 
 
-def list_answer_frames(db: Database, session_id: Any, answer_id: Any) -> list[dict[str, Any]]:
+def list_answer_frames(db: Db, session_id: object, answer_id: object) -> list[dict[str, Any]]:
     """One answer's frames in time order (index by_answer_time: session_id, answer_id, t)."""
     query = {"session_id": str(session_id), "answer_id": str(answer_id)}
     return list(db.frames.find(query, FRAME_REPORT_FIELDS).sort("t", ASCENDING).batch_size(5000))
@@ -165,7 +166,7 @@ def and_filters(*clauses: Mapping[str, Any] | None) -> dict[str, Any]:
     return merged
 
 
-def _text(value: Any, limit: int = 200) -> str | None:
+def _text(value: object, limit: int = 200) -> str | None:
     """A filter value as plain text (never a dict or list, so never an operator)."""
     if value is None:
         return None
@@ -179,7 +180,7 @@ def _day_start(day: date | datetime) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def search_pattern(text: Any) -> str | None:
+def search_pattern(text: object) -> str | None:
     """An anchored, escaped pattern: the text (plain, case-insensitive) at the start of the
     value or of one of its words. ``.*``, ``^(a+)+$`` or ``{"$gt": ""}`` only match themselves."""
     cleaned = _text(" ".join(str(text).split()) if text is not None else None, SEARCH_MAX_CHARS)
@@ -228,7 +229,7 @@ GRADE_FLOORS = (0.8, 0.5)
 WINDOW_MAX_SKIP = 500  # deeper pages go straight to the whole query (a window would rarely hold them)
 
 
-def _with_lower_bound(query: Mapping[str, Any], field: str, lower: Any) -> dict[str, Any] | None:
+def _with_lower_bound(query: Mapping[str, Any], field: str, lower: object) -> dict[str, Any] | None:
     """``query`` AND ``field >= lower``, folded into the field's own range when it has one
     (one document, so the server plans it on the field's index). None: not foldable."""
     out = dict(query)
@@ -267,7 +268,7 @@ def _windows(query: dict[str, Any], sort: str, descending: bool, skip: int = 0) 
 
 
 def list_session_page(
-    db: Database,
+    db: Db,
     filters: SessionFilters | None = None,
     *,
     sort: str = "date",
@@ -303,27 +304,28 @@ def list_session_page(
     return SessionPage(rows, page, page_size, has_next)
 
 
-def count_sessions(db: Database, filters: SessionFilters | None = None,
+def count_sessions(db: Db, filters: SessionFilters | None = None,
                    access: Mapping[str, Any] | None = None) -> int:
     return db.sessions.count_documents(sessions_query(filters, access))
 
 
-def answer_counts(db: Database, session_ids: Sequence[str]) -> dict[str, int]:
+def answer_counts(db: Db, session_ids: Sequence[str]) -> dict[str, int]:
     """Answers per session for a page of ids: one aggregate on the by_session index."""
     ids = [str(s) for s in session_ids]
     if not ids:
         return {}
-    pipeline = [{"$match": {"session_id": {"$in": ids}}}, {"$group": {"_id": "$session_id", "n": {"$sum": 1}}}]
+    pipeline: list[dict[str, Any]] = [
+        {"$match": {"session_id": {"$in": ids}}}, {"$group": {"_id": "$session_id", "n": {"$sum": 1}}}]
     return {str(d["_id"]): int(d["n"]) for d in db.answers.aggregate(pipeline)}
 
 
-def session_filter_options(db: Database, access: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
+def session_filter_options(db: Db, access: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
     """The candidates and roles the caller may see (for the filter pickers), sorted."""
     query = and_filters(access)
     return {key: sorted(v for v in db.sessions.distinct(field, query) if isinstance(v, str) and v)
             for key, field in (("candidates", "candidate"), ("roles", "role"))}
 
 
-def find_visible_session(db: Database, session_id: Any, access: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+def find_visible_session(db: Db, session_id: object, access: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """A session by id, only when ``access`` lets the caller see it."""
     return db.sessions.find_one(and_filters({"_id": str(session_id)}, access))

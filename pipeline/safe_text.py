@@ -31,7 +31,6 @@ import html
 import re
 import string
 import unicodedata
-from typing import Any
 
 WORD_JOINER = "\u2060"  # invisible, no line-break opportunity; not a word or space character in JS regexes
 
@@ -43,14 +42,14 @@ _WWW = re.compile(r"(?<=www)(?=\.)", re.IGNORECASE)
 _TYPOGRAPHY = re.compile(r"(?<!\S)(<->|->|<-|--|>=|<=|~=)(?!\S)")
 
 
-def _one_line(value: Any) -> str:
+def _one_line(value: object) -> str:
     text = "" if value is None else str(value)
     # Control characters (NUL, ESC, DEL, ...) would otherwise reach the page or break lines.
     text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
     return " ".join(text.split())
 
 
-def md(value: Any) -> str:
+def md(value: object) -> str:
     """``value`` as Markdown that Streamlit renders as exactly that text, on one line.
 
     ``None`` is empty; anything else is ``str()``-ed. Whitespace runs collapse to one space.
@@ -69,6 +68,6 @@ def md(value: Any) -> str:
     return "".join(out)
 
 
-def plain_html(value: Any) -> str:
+def plain_html(value: object) -> str:
     """``value`` as text for Plotly (hover, tick and point labels): tags shown, not applied."""
     return html.escape("" if value is None else str(value), quote=False)

@@ -150,7 +150,9 @@ def validate_fields(collection: str, fields: dict[str, Any]) -> dict[str, Any]:
             problems.append("_id cannot be updated")
         elif info is not None and "." not in key:
             try:
-                schema.__pydantic_validator__.validate_assignment(schema.model_construct(), name, value)
+                # An empty instance on purpose: only this one field is checked, the document is not whole.
+                empty = schema.model_construct()  # type: ignore[call-arg]
+                schema.__pydantic_validator__.validate_assignment(empty, name, value)
             except ValidationError as exc:
                 problems.append(_summarise(exc))
     if problems:

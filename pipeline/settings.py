@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,7 +43,7 @@ class Settings(BaseSettings):
     frame_sample_every: int = Field(4, ge=1, le=60, description="Keep every Nth video frame (4 = 7.5 fps from 30)")
     ring_slots: int = Field(32, ge=2, description="Shared-memory frame ring size in frames")
     frame_max_width: int = Field(640, ge=64, description="Sampled frames are downscaled to at most this width")
-    ice_servers: list[dict] = Field(
+    ice_servers: list[dict[str, Any]] = Field(
         default_factory=list,
         description="WebRTC ICE servers (STUN/TURN) as JSON; empty works on localhost and LANs",
     )

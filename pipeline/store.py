@@ -16,11 +16,10 @@ import time
 from dataclasses import dataclass, field
 
 import pymongo
-from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from pipeline.settings import Settings
-from pipeline.storage import StorageError, connect, resolve_uri
+from pipeline.storage import Db, StorageError, connect, resolve_uri
 from pipeline.writer import BatchedWriter, WriterOptions
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,7 @@ class Store:
     settings: Settings
     writer_name: str = "app"
     error: str | None = None
-    _db: Database | None = None
+    _db: Db | None = None
     _uri: str | None = field(default=None, repr=False)  # may carry the embedded server's secret
     _checked_at: float = float("-inf")  # monotonic time of the last real ping
     _ok: bool = False
@@ -73,7 +72,7 @@ class Store:
             self._set_state_locked(ok)
             return ok
 
-    def get_db(self) -> Database:
+    def get_db(self) -> Db:
         """The database, connecting (and starting or restarting the embedded server) on demand.
 
         Raises StorageError with a plain message when the database is unreachable.
@@ -142,7 +141,7 @@ class Store:
         self.error = None if ok else UNREACHABLE
 
     @property
-    def db(self) -> Database | None:
+    def db(self) -> Db | None:
         try:
             return self.get_db()
         except StorageError:

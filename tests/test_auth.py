@@ -13,6 +13,7 @@ from pipeline import auth
 from pipeline.safe_text import md
 from pipeline.settings import Settings, get_settings
 from pipeline.storage import ensure_indexes
+from pipeline.tokens import token_id
 from tests.pages_support import APP, open_page, page_database
 
 SETTINGS = Settings(_env_file=None, login_hours=12, login_backoff_after=3, login_backoff_base_seconds=1)
@@ -121,7 +122,7 @@ def test_tokens_sign_in_expire_and_sign_out(db, users):
 
     # A token stored already expired (the TTL monitor has not run yet) is refused.
     expired = "x" * 43
-    db.logins.insert_one({"_id": auth._token_id(expired), "user_id": users["admin"]["_id"], "username": "admin",
+    db.logins.insert_one({"_id": token_id(expired), "user_id": users["admin"]["_id"], "username": "admin",
                           "created_at": datetime.now(UTC) - timedelta(hours=13),
                           "expires_at": datetime.now(UTC) - timedelta(hours=1)})
     assert auth.user_for_token(db, expired) is None
