@@ -9,12 +9,13 @@ from pathlib import Path
 import streamlit as st
 from pymongo.errors import PyMongoError
 
-from pages.common import current_user, get_sidecar, get_store, run_inside_app
 from pipeline import interview as iv
 from pipeline.questions import custom_question, load_builtin_sets
 from pipeline.safe_text import md
 from pipeline.settings import get_settings
 from pipeline.writer import JournalError
+from ui.navigation import run_inside_app
+from ui.session import current_user, get_sidecar, get_store
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +297,7 @@ if state["step"] == "interview":
             st.rerun()
         feedback = state.get("last_feedback")
         if feedback:
-            from pages.feedback import show_feedback
+            from ui.cards import show_feedback
 
             show_feedback(feedback, feedback.get("frames"), state.get("session_settings"))
     else:
@@ -312,7 +313,7 @@ if state["step"] == "interview":
                 result = {"status": "incomplete", "grade": None, "metrics": None, "transcript": "",
                           "error": "The analysis did not finish in time; the answer is kept and will be scored."}
             elif result.get("held"):  # the journal refused it: the worker keeps it in memory and retries
-                from pages.common import held_answer_note
+                from ui.status import held_answer_note
 
                 result["error"] = held_answer_note(result)
             result["question"] = q.question
@@ -335,7 +336,7 @@ if state["step"] == "interview":
 if state["step"] == "summary":
     summary = iv.summarise(state["results"], settings.band_cutoffs)
     if state.get("last_feedback"):
-        from pages.feedback import show_feedback
+        from ui.cards import show_feedback
 
         show_feedback(state["last_feedback"], state["last_feedback"].get("frames"), state.get("session_settings"))
     st.subheader("Session summary")

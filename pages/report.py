@@ -1,6 +1,6 @@
 """Session report page (coach): aligned timeline and per-answer feedback for one session.
 
-Layout only: the figure, the card and every number on it come from pipeline.report.
+Layout only: the figure comes from pipeline.timeline, the card from pipeline.card (drawn by ui.cards).
 """
 
 from dataclasses import replace
@@ -9,9 +9,8 @@ from typing import Any
 import streamlit as st
 from pymongo.errors import PyMongoError
 
-from pages.common import error_text, get_store, require_user, run_inside_app
-from pages.feedback import card_options
 from pipeline.auth import can_view_session, session_access_filter
+from pipeline.card import answer_card_view, session_header, session_label
 from pipeline.export import (
     SHARE_MAX_DAYS,
     create_share_link,
@@ -26,14 +25,11 @@ from pipeline.export import (
     session_html,
 )
 from pipeline.queries import find_session, list_answer_frames, list_report_answers, list_sessions
-from pipeline.report import (
-    answer_card,
-    answer_timeline,
-    frame_summary,
-    session_header,
-    session_label,
-)
 from pipeline.safe_text import md
+from pipeline.timeline import answer_timeline
+from ui.cards import card_options, show_card
+from ui.navigation import run_inside_app
+from ui.session import error_text, get_store, require_user
 
 run_inside_app()
 
@@ -44,42 +40,6 @@ FINAL = ("complete", "incomplete", "failed")
 def final_frames(db_name: str, session_id: str, answer_id: str, version: str, _db: Any) -> list[dict[str, Any]]:
     # A finished answer's frames never change: rereading ~27,000 of them on every toggle is waste.
     return list_answer_frames(_db, session_id, answer_id)
-
-
-def show_card(card: dict[str, Any]) -> None:
-    m = card["metrics"]
-    grade = card["grade"]
-    cols = st.columns(5)
-    cols[0].metric(f"Grade · {md(grade['band'])}" if grade and grade["band"] else "Grade",
-                   f"{grade['percent']}%" if grade else "no grade")
-    cols[1].metric(f"Pace, wpm · {m['pace_band']}" if m["pace_band"] else "Pace, wpm",
-                   f"{m['wpm']:.0f}" if m["wpm"] is not None else "—")
-    cols[2].metric("Fillers", m["filler_count"] if m["filler_count"] is not None else "—")
-    cols[3].metric("Eye contact", f"{m['eye_contact_ratio']:.0%}" if m["eye_contact_ratio"] is not None else "—")
-    if m["dominant_emotion"]:
-        cols[4].metric("Expression", md(m["dominant_emotion"]),
-                       help=f"mean probability {m['dominant_probability']:.2f}"
-                       + (f", model confidence {m['emotion_confidence']:.2f}" if m["emotion_confidence"] else ""))
-    else:
-        cols[4].metric("Expression", "—")
-    for line in card["missing"]:
-        st.info(md(line), icon=":material/visibility_off:")  # lines quote errors, key points, spans
-    for line in card["notes"]:
-        st.caption(md(line))
-    if card["advice"]:
-        st.markdown("**Advice**\n\n" + "\n".join(f"- {md(a)}" for a in card["advice"]))
-    if card["evidence"]:
-        st.markdown("**Grade evidence**")
-        st.dataframe(
-            [{
-                "key point": r["key_point"],
-                "covered": "✓ covered" if r["covered"] else "✗ missed",
-                "span (closest for missed)": r["span"],
-                "at (s)": "" if r["start_s"] is None else f"{r['start_s']:.1f}–{r['end_s'] or r['start_s']:.1f}",
-                "similarity": None if r["similarity"] is None else round(r["similarity"], 2),
-            } for r in card["evidence"]],
-            hide_index=True, width="stretch",
-        )
 
 
 st.title("Session report")
@@ -174,9 +134,7 @@ for answer in answers:
             frames = []
         st.plotly_chart(answer_timeline(answer, frames, options), width="stretch", key=f"timeline-{answer_id}",
                         config={"displaylogo": False})
-        show_card(answer_card(answer, frame_summary(frames), options))
-        with st.expander("Transcript"):
-            st.markdown(md(answer.get("transcript")) if answer.get("transcript") else "_No transcript stored._")
+        show_card(answer_card_view(answer, frames, options))
 
 
 # --------------------------------------------------------------------------- export, share, delete

@@ -2,7 +2,8 @@
 
 - ``session_html``: one self-contained HTML document (header, then per answer its
   aligned timeline and feedback card); plotly.js is inlined once, before the first
-  figure, so the file opens offline. Stored text is HTML-escaped.
+  figure, so the file opens offline. The cards render from the same view-model as the
+  pages (``pipeline.card.AnswerCard``); all stored text goes through ``safe_text.plain_html``.
 - ``samples_csv`` / ``samples_json``: the underlying samples (answers with words,
   metrics and grades; frames), for any session.
 - ``create_share_link`` / ``resolve_share``: a random token for read-only access to one
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import html
 import io
 import json
 import secrets
@@ -30,8 +30,11 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.database import Database
 
+from pipeline.card import AnswerCard, answer_card_view, session_header
 from pipeline.queries import and_filters, list_report_answers
-from pipeline.report import ReportOptions, answer_card, answer_timeline, frame_summary, session_header
+from pipeline.report import ReportOptions
+from pipeline.safe_text import plain_html
+from pipeline.timeline import answer_timeline
 from pipeline.writer import BatchedWriter, apply_session_delete
 
 SHARE_MAX_DAYS = 90
@@ -82,41 +85,29 @@ details{margin-top:.6rem}
 """
 
 
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
 def _metric(label: str, value: str) -> str:
-    return f'<div class="metric"><div class="label">{_e(label)}</div><div class="value">{_e(value)}</div></div>'
+    return (f'<div class="metric"><div class="label">{plain_html(label)}</div>'
+            f'<div class="value">{plain_html(value)}</div></div>')
 
 
-def card_html(card: Mapping[str, Any]) -> str:
-    """The report's feedback card as HTML (the same numbers and advice as the page)."""
-    m = card["metrics"]
-    grade = card["grade"]
-    parts = ['<div class="metrics">',
-             _metric(f"Grade · {grade['band']}" if grade and grade.get("band") else "Grade",
-                     f"{grade['percent']}%" if grade else "no grade"),
-             _metric(f"Pace, wpm · {m['pace_band']}" if m["pace_band"] else "Pace, wpm",
-                     f"{m['wpm']:.0f}" if m["wpm"] is not None else "—"),
-             _metric("Fillers", str(m["filler_count"]) if m["filler_count"] is not None else "—"),
-             _metric("Eye contact", f"{m['eye_contact_ratio']:.0%}" if m["eye_contact_ratio"] is not None else "—"),
-             _metric("Expression", str(m["dominant_emotion"] or "—")),
-             "</div>"]
-    parts += [f'<div class="missing">{_e(line)}</div>' for line in card["missing"]]
-    parts += [f'<div class="note">{_e(line)}</div>' for line in card["notes"]]
-    if card["advice"]:
-        parts.append("<p><strong>Advice</strong></p><ul>" + "".join(f"<li>{_e(a)}</li>" for a in card["advice"])
-                     + "</ul>")
-    if card["evidence"]:
-        parts.append("<p><strong>Grade evidence</strong></p><table><tr><th>key point</th><th>covered</th>"
-                     "<th>span (closest for missed)</th><th>at (s)</th><th>similarity</th></tr>")
-        for r in card["evidence"]:
-            at = "" if r["start_s"] is None else f"{r['start_s']:.1f}–{r['end_s'] or r['start_s']:.1f}"
-            sim = "" if r["similarity"] is None else f"{r['similarity']:.2f}"
-            parts.append(f"<tr><td>{_e(r['key_point'])}</td><td>{'✓ covered' if r['covered'] else '✗ missed'}</td>"
-                         f"<td>{_e(r['span'])}</td><td>{_e(at)}</td><td>{_e(sim)}</td></tr>")
+def card_html(card: AnswerCard) -> str:
+    """The feedback card as HTML: the same view-model, numbers and advice as the pages."""
+    parts = ['<div class="metrics">', *(_metric(t.label, t.value) for t in card.tiles), "</div>"]
+    parts += [f'<div class="missing">{plain_html(line)}</div>' for line in card.missing]
+    parts += [f'<div class="note">{plain_html(line)}</div>' for line in card.notes]
+    if (expression := card.expression_line(plain_html)) is not None:
+        parts.append(f'<div class="note">{expression}</div>')
+    if card.advice:
+        parts.append("<p><strong>Advice</strong></p><ul>"
+                     + "".join(f"<li>{plain_html(a)}</li>" for a in card.advice) + "</ul>")
+    table = card.evidence_table()
+    if table:
+        parts.append("<p><strong>Grade evidence</strong></p><table><tr>"
+                     + "".join(f"<th>{plain_html(c)}</th>" for c in table[0]) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{plain_html(v)}</td>" for v in row.values()) + "</tr>" for row in table]
         parts.append("</table>")
+    text = plain_html(card.transcript) if card.transcript else "<em>No transcript stored.</em>"
+    parts.append(f"<details><summary>Transcript</summary><p>{text}</p></details>")
     return "\n".join(parts)
 
 
@@ -131,31 +122,28 @@ def session_html(data: SessionData, options: ReportOptions | None = None) -> str
     title = f"{header['candidate']} · {header['role']}" if header["role"] else str(header["candidate"])
     meta = " · ".join(x for x in (header["date"], header["status"], ", ".join(header["flags"])) if x)
     grade = f"Overall grade {header['grade_text']}" + (f" ({header['band']})" if header["band"] else "")
-    body = [f"<h1>{_e(title)}</h1>", f'<div class="meta">{_e(meta)}</div>',
-            f"<p><strong>{_e(grade)}</strong> · answers graded: {header['graded_answers']} of {header['answers']}</p>"]
+    body = [f"<h1>{plain_html(title)}</h1>", f'<div class="meta">{plain_html(meta)}</div>',
+            f"<p><strong>{plain_html(grade)}</strong> · answers graded: "
+            f"{header['graded_answers']} of {header['answers']}</p>"]
     if not data.answers:
         body.append("<p>No answers stored for this session.</p>")
     plotly_included = False
-    for answer in data.answers:
-        aid = str(answer.get("_id"))
-        frames = data.frames.get(aid, [])
+    for n, answer in enumerate(data.answers):
+        frames = data.frames.get(str(answer.get("_id")), [])
+        card = answer_card_view(answer, frames, opts)
         fig = answer_timeline(answer, frames, opts)
-        fig_html = fig.to_html(full_html=False, include_plotlyjs=not plotly_included, div_id=f"timeline-{_e(aid)}",
+        # Element ids carry a position, never stored text.
+        fig_html = fig.to_html(full_html=False, include_plotlyjs=not plotly_included, div_id=f"timeline-{n}",
                                config={"displaylogo": False})
         plotly_included = True
-        index = int(answer.get("index") or 0) + 1
-        transcript = answer.get("transcript")
-        text = _e(transcript) if transcript else "<em>No transcript stored.</em>"
-        body.append(
-            f'<section class="answer" id="answer-{_e(aid)}"><h2>Q{index}. {_e(answer.get("question", ""))}</h2>'
-            f"{fig_html}\n{card_html(answer_card(answer, frame_summary(frames), opts))}"
-            f"<details><summary>Transcript</summary><p>{text}</p></details></section>"
-        )
+        body.append(f'<section class="answer" id="answer-{n}"><h2>{plain_html(card.title)}</h2>'
+                    f"{fig_html}\n{card_html(card)}</section>")
     exported = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    body.append(f'<p class="note">Exported from MockAI on {exported}. Session id {_e(data.session.get("_id"))}.</p>')
+    body.append(f'<p class="note">Exported from MockAI on {exported}. '
+                f'Session id {plain_html(data.session.get("_id"))}.</p>')
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(title)} — MockAI "
-            f"report</title><style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{plain_html(title)} — MockAI report</title><style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
 # --------------------------------------------------------------------------- samples
