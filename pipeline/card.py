@@ -206,7 +206,7 @@ def answer_card(answer: Doc, frame_summary: FrameSummary | None = None,
     # --- fillers and pauses (recomputed from the stored words with the current settings)
     fillers = answer_fillers(answer, opts) if has_speech and analysed else []
     pauses = answer_pauses(answer, opts) if has_speech and analysed else []
-    filler_list = [{"phrase": str(f.get("phrase") or f.get("text") or f.get("word") or ""),
+    filler_list: list[FillerView] = [{"phrase": str(f.get("phrase") or f.get("text") or f.get("word") or ""),
                     "t_s": round(clock.audio_x(float(f.get("start") or 0.0)), 1)} for f in fillers]
     if has_speech and analysed:
         if filler_list:

@@ -51,13 +51,13 @@ class SessionData:
     frames: dict[str, list[dict[str, Any]]]  # answer id -> its frames in time order
 
 
-def session_frames(db: Database, session_id: Any) -> list[dict[str, Any]]:
+def session_frames(db: Database[dict[str, Any]], session_id: Any) -> list[dict[str, Any]]:
     """Every frame of a session, by answer then time (index by_answer_time), without _id."""
     cursor = db.frames.find({"session_id": str(session_id)}, {"_id": 0})
     return list(cursor.sort([("answer_id", ASCENDING), ("t", ASCENDING)]).batch_size(5000))
 
 
-def load_session(db: Database, session_id: Any, access: Mapping[str, Any] | None = None) -> SessionData | None:
+def load_session(db: Database[dict[str, Any]], session_id: Any, access: Mapping[str, Any] | None = None) -> SessionData | None:
     """The session, its answers and frames; None when it does not exist or ``access`` hides it."""
     sid = str(session_id)
     session = db.sessions.find_one(and_filters({"_id": sid}, access))
@@ -256,7 +256,7 @@ def _token_id(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_share_link(db: Database, session_id: Any, ttl_days: float, now: datetime | None = None,
+def create_share_link(db: Database[dict[str, Any]], session_id: Any, ttl_days: float, now: datetime | None = None,
                       created_by: str | None = None) -> str:
     """A new read-only link token for one session, valid ``ttl_days`` (at most SHARE_MAX_DAYS)."""
     sid = str(session_id)
@@ -278,7 +278,7 @@ def _aware(value: Any) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def resolve_share(db: Database, token: Any, now: datetime | None = None) -> str | None:
+def resolve_share(db: Database[dict[str, Any]], token: Any, now: datetime | None = None) -> str | None:
     """The session id a token opens, or None (unknown, malformed or expired token)."""
     if not isinstance(token, str) or not token or len(token) > TOKEN_MAX_CHARS:
         return None
@@ -289,20 +289,20 @@ def resolve_share(db: Database, token: Any, now: datetime | None = None) -> str 
     return str(share["session_id"])
 
 
-def list_shares(db: Database, session_id: Any, now: datetime | None = None) -> list[dict[str, Any]]:
+def list_shares(db: Database[dict[str, Any]], session_id: Any, now: datetime | None = None) -> list[dict[str, Any]]:
     """The session's live share links (their hashes, never the tokens), newest first."""
     query = {"session_id": str(session_id), "expires_at": {"$gt": now or datetime.now(UTC)}}
     return list(db.shares.find(query, {"created_at": 1, "expires_at": 1, "created_by": 1}).sort("created_at", -1))
 
 
-def revoke_shares(db: Database, session_id: Any) -> int:
+def revoke_shares(db: Database[dict[str, Any]], session_id: Any) -> int:
     return db.shares.delete_many({"session_id": str(session_id)}).deleted_count
 
 
 # --------------------------------------------------------------------------- delete
 
 
-def delete_session(db: Database, session_id: Any, writer: BatchedWriter | None = None,
+def delete_session(db: Database[dict[str, Any]], session_id: Any, writer: BatchedWriter | None = None,
                    timeout: float = 30.0) -> dict[str, int] | None:
     """Delete a session and everything stored for it: answers, frames, share links, re-scores and
     any other per-session collection (report caches, audio) holding its ``session_id``.

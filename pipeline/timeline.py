@@ -3,7 +3,7 @@ key points, pace, pitch and energy, on one shared x axis (seconds since the answ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,7 +149,7 @@ def _frame_rows(fig: go.Figure, rows: _Rows, fa: FrameArrays, x: np.ndarray, hol
             custom = np.column_stack([np.round(probs, 3), np.round(conf, 3), np.round(unc, 2)])
             fig.add_trace(go.Scatter(
                 x=gappy(xb), y=gappy(upper[:, -1], 3), mode="lines", line={"width": 0}, showlegend=False,
-                name="emotion", text=np.where(np.isnan(probs[:, 0]), None, dom).tolist(),
+                name="emotion", text=[None if gap else str(d) for gap, d in zip(np.isnan(probs[:, 0]), dom, strict=True)],
                 customdata=custom.astype(np.float32),  # NaN only where y is a gap (no hover there)
                 hovertemplate="<b>%{text}</b> (confidence %{customdata[7]:.2f}, uncertain %{customdata[8]:.0%})<br>"
                 + "<br>".join(f"{e} %{{customdata[{j}]:.0%}}" for j, e in enumerate(EMOTIONS))
@@ -306,12 +306,12 @@ def _voice_rows(fig: go.Figure, rows: _Rows, answer: Doc, clock: AnswerClock, op
 
     r = rows.row("voice")
     assert r is not None
-    pro = metrics.get("prosody") or None
-    t = list((pro or {}).get("t") or [])
+    pro: Mapping[str, Any] = metrics.get("prosody") or {}
+    t = list(pro.get("t") or [])
     if t:
         tx = clock.audio_offset_s + np.asarray(t, dtype=float)
-        pitch = np.array([np.nan if v is None else float(v) for v in (pro.get("pitch_hz") or [None] * len(t))][: len(t)])
-        energy = np.array([np.nan if v is None else float(v) for v in (pro.get("energy_db") or [None] * len(t))][: len(t)])
+        pitch = _track(pro.get("pitch_hz"), len(t))
+        energy = _track(pro.get("energy_db"), len(t))
         n = min(len(tx), len(pitch), len(energy))
         # Unvoiced stretches stay gaps; a bucket shows the mean of its voiced frames.
         xb, yb = bucket_mean(tx[:n], np.column_stack([pitch[:n], energy[:n]]), step, 0.0)
@@ -328,3 +328,8 @@ def _voice_rows(fig: go.Figure, rows: _Rows, answer: Doc, clock: AnswerClock, op
     fig.update_yaxes(title_text="dB", row=r, col=1, secondary_y=True, showgrid=False)
     return xmax
 
+
+def _track(values: Sequence[float | None] | None, n: int) -> np.ndarray:
+    """A stored prosody track as floats, NaN where unvoiced (None), at most ``n`` long."""
+    items = list(values) if values else [None] * n
+    return np.array([np.nan if v is None else float(v) for v in items[:n]], dtype=float)
