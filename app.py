@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.common import get_sidecar, get_store, show_account, show_sidecar_status, show_storage_status
 from pipeline.settings import settings_problem
+from ui.session import get_sidecar, get_store, show_account
+from ui.status import show_sidecar_status, show_storage_status
 
 st.set_page_config(page_title="MockAI", page_icon=":material/record_voice_over:", layout="wide")
 if (problem := settings_problem()) is not None:  # e.g. MOCKAI_ADMIN_PASSWORD too short: refuse, never run open

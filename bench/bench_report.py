@@ -25,8 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the repo importable
     sys.path.insert(0, str(ROOT))
 
-from pipeline.report import ReportOptions, answer_card, answer_timeline, frame_summary  # noqa: E402
+from pipeline.card import answer_card  # noqa: E402
+from pipeline.frames import frame_summary  # noqa: E402
+from pipeline.report import ReportOptions  # noqa: E402
 from pipeline.schemas import EMOTIONS  # noqa: E402
+from pipeline.timeline import answer_timeline  # noqa: E402
 
 T0_MS = 1_795_610_623_703
 VOCAB = ["the", "system", "uses", "a", "cache", "so", "we", "reduce", "latency", "and", "then", "I", "measured",

@@ -3,9 +3,10 @@
 import streamlit as st
 from pymongo.errors import PyMongoError
 
-from pages.common import error_text, get_store, require_user, run_inside_app
 from pipeline import auth
 from pipeline.safe_text import md
+from ui.navigation import run_inside_app
+from ui.session import error_text, get_store, require_user
 
 run_inside_app()
 

@@ -11,12 +11,13 @@ from typing import Any
 import streamlit as st
 from pymongo.errors import PyMongoError
 
-from pages.common import current_user, get_sidecar, get_store, run_inside_app
 from pipeline import interview as iv
 from pipeline.questions import custom_question, load_builtin_sets
 from pipeline.safe_text import md
 from pipeline.settings import get_settings
 from pipeline.writer import JournalError
+from ui.navigation import run_inside_app
+from ui.session import current_user, get_sidecar, get_store
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def resume_offer(candidate_user: str | None) -> None:
 def show_stored_feedback(feedback: dict[str, Any]) -> None:
     """Feedback on the last answer, rendered from the answer as stored (what the report shows),
     never from an in-memory copy; said plainly while the stored answer is not there yet."""
-    from pages.feedback import show_feedback
+    from ui.cards import show_feedback
 
     found = None
     db = store.db
@@ -347,7 +348,7 @@ if state["step"] == "interview":
             else:
                 result = dict(done)
                 if done.get("held"):  # the journal refused it: the worker keeps it in memory and retries
-                    from pages.common import held_answer_note
+                    from ui.status import held_answer_note
 
                     result["error"] = held_answer_note(result)
             result["question"] = q.question

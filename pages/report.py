@@ -1,6 +1,6 @@
 """Session report page (coach): aligned timeline and per-answer feedback for one session.
 
-Layout only: the figure, the card and every number on it come from pipeline.report.
+Layout only: the figure comes from pipeline.timeline, the card from pipeline.card (drawn by ui.cards).
 """
 
 from dataclasses import replace
@@ -9,31 +9,16 @@ from typing import Any
 import streamlit as st
 from pymongo.errors import PyMongoError
 
-from pages.common import error_text, get_store, require_user, run_inside_app
-from pages.feedback import card_options
 from pipeline.auth import can_view_session, session_access_filter
-from pipeline.export import (
-    SHARE_MAX_DAYS,
-    create_share_link,
-    delete_session,
-    export_filename,
-    list_shares,
-    load_session,
-    resolve_share,
-    revoke_shares,
-    samples_csv,
-    samples_json,
-    session_html,
-)
+from pipeline.card import answer_card_view, session_header, session_label
+from pipeline.export import resolve_share
 from pipeline.queries import find_session, list_answer_frames, list_report_answers, list_sessions
-from pipeline.report import (
-    answer_card,
-    answer_timeline,
-    frame_summary,
-    session_header,
-    session_label,
-)
 from pipeline.safe_text import md
+from pipeline.timeline import answer_timeline
+from ui.cards import card_options, show_card
+from ui.navigation import run_inside_app
+from ui.report_actions import show_session_actions
+from ui.session import error_text, get_store, require_user
 
 run_inside_app()
 
@@ -44,42 +29,6 @@ FINAL = ("complete", "incomplete", "failed")
 def final_frames(db_name: str, session_id: str, answer_id: str, version: str, _db: Any) -> list[dict[str, Any]]:
     # A finished answer's frames never change: rereading ~27,000 of them on every toggle is waste.
     return list_answer_frames(_db, session_id, answer_id)
-
-
-def show_card(card: dict[str, Any]) -> None:
-    m = card["metrics"]
-    grade = card["grade"]
-    cols = st.columns(5)
-    cols[0].metric(f"Grade · {md(grade['band'])}" if grade and grade["band"] else "Grade",
-                   f"{grade['percent']}%" if grade else "no grade")
-    cols[1].metric(f"Pace, wpm · {m['pace_band']}" if m["pace_band"] else "Pace, wpm",
-                   f"{m['wpm']:.0f}" if m["wpm"] is not None else "—")
-    cols[2].metric("Fillers", m["filler_count"] if m["filler_count"] is not None else "—")
-    cols[3].metric("Eye contact", f"{m['eye_contact_ratio']:.0%}" if m["eye_contact_ratio"] is not None else "—")
-    if m["dominant_emotion"]:
-        cols[4].metric("Expression", md(m["dominant_emotion"]),
-                       help=f"mean probability {m['dominant_probability']:.2f}"
-                       + (f", model confidence {m['emotion_confidence']:.2f}" if m["emotion_confidence"] else ""))
-    else:
-        cols[4].metric("Expression", "—")
-    for line in card["missing"]:
-        st.info(md(line), icon=":material/visibility_off:")  # lines quote errors, key points, spans
-    for line in card["notes"]:
-        st.caption(md(line))
-    if card["advice"]:
-        st.markdown("**Advice**\n\n" + "\n".join(f"- {md(a)}" for a in card["advice"]))
-    if card["evidence"]:
-        st.markdown("**Grade evidence**")
-        st.dataframe(
-            [{
-                "key point": r["key_point"],
-                "covered": "✓ covered" if r["covered"] else "✗ missed",
-                "span (closest for missed)": r["span"],
-                "at (s)": "" if r["start_s"] is None else f"{r['start_s']:.1f}–{r['end_s'] or r['start_s']:.1f}",
-                "similarity": None if r["similarity"] is None else round(r["similarity"], 2),
-            } for r in card["evidence"]],
-            hide_index=True, width="stretch",
-        )
 
 
 st.title("Session report")
@@ -174,68 +123,8 @@ for answer in answers:
             frames = []
         st.plotly_chart(answer_timeline(answer, frames, options), width="stretch", key=f"timeline-{answer_id}",
                         config={"displaylogo": False})
-        show_card(answer_card(answer, frame_summary(frames), options))
-        with st.expander("Transcript"):
-            st.markdown(md(answer.get("transcript")) if answer.get("transcript") else "_No transcript stored._")
+        show_card(answer_card_view(answer, frames, options))
 
 
-# --------------------------------------------------------------------------- export, share, delete
-if shared_id is None:
-    st.divider()
-    st.subheader("Export, share, delete", anchor=False)
-
-    def _export(render: Any) -> Any:  # read when a download is clicked, not on every rerun
-        def build() -> str:
-            data = load_session(db, session_id)
-            return render(data) if data is not None else "This session no longer exists.\n"
-        return build
-
-    _html = _export(lambda data: session_html(data, options))
-    _csv = _export(samples_csv)
-    _json = _export(samples_json)
-
-    cols = st.columns(3)
-    cols[0].download_button("Report (HTML, opens offline)", _html, file_name=export_filename(session, "html"),
-                            mime="text/html", key="export_html", on_click="ignore", icon=":material/download:")
-    cols[1].download_button("Samples (CSV)", _csv, file_name=export_filename(session, "csv"), mime="text/csv",
-                            key="export_csv", on_click="ignore", icon=":material/table:")
-    cols[2].download_button("Samples (JSON)", _json, file_name=export_filename(session, "json"),
-                            mime="application/json", key="export_json", on_click="ignore", icon=":material/data_object:")
-
-    with st.expander("Share a read-only link", icon=":material/link:"):
-        days = st.number_input("Valid for (days)", 1, SHARE_MAX_DAYS, 7, key="share_days")
-        if st.button("Create link", key="share_create"):
-            try:
-                token = create_share_link(db, session_id, days, created_by=(user or {}).get("username"))
-                st.session_state["share_link"] = (session_id, f"report?share={token}")
-            except (PyMongoError, ValueError) as exc:
-                st.error(f"Could not create the link: {error_text(exc)}")
-        made = st.session_state.get("share_link")
-        if made and made[0] == session_id:
-            st.caption("Anyone with this link sees this session's report, read-only, until it expires "
-                       "(append it to this app's address):")
-            st.code(made[1], language=None)
-        live = list_shares(db, session_id)
-        if live:
-            st.caption(f"{len(live)} live link(s); the last expires {max(s['expires_at'] for s in live):%Y-%m-%d}.")
-            if st.button("Revoke every link to this session", key="share_revoke"):
-                revoke_shares(db, session_id)
-                st.session_state.pop("share_link", None)
-                st.rerun()
-
-    with st.expander("Delete this session", icon=":material/delete:"):
-        st.write("Deletes the session with every answer, transcript, frame sample and share link of it. "
-                 "This cannot be undone.")
-        sure = st.checkbox("Yes, delete it and everything recorded in it", key="report_delete_sure")
-        if st.button("Delete session", type="primary", key="report_delete", disabled=not sure):
-            try:
-                gone = delete_session(db, session_id, store.writer)  # journaled: ordered with every other write
-            except PyMongoError as exc:
-                st.error(f"Could not delete the session: {error_text(exc)}")
-            else:
-                st.cache_data.clear()
-                st.query_params.clear()
-                st.success("Deleted: " + ", ".join(f"{n} {k}" for k, n in gone.items()) + "." if gone is not None
-                           else "Deleting: the database is slow to answer; the delete is kept in the journal and "
-                           "finishes once it does.")
-                st.stop()
+if shared_id is None:  # a shared read-only view offers none of these
+    show_session_actions(db, store, session, session_id, user, options)

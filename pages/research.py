@@ -11,7 +11,6 @@ from typing import Any
 import streamlit as st
 from pymongo.errors import PyMongoError
 
-from pages.common import error_text, get_store, require_user, run_inside_app
 from pipeline import auth
 from pipeline.calibration import calibration_figure, calibration_view
 from pipeline.profiles import (
@@ -26,6 +25,8 @@ from pipeline.profiles import (
 from pipeline.rescore import effect_figure, mohler_effect, rescore
 from pipeline.safe_text import md
 from pipeline.settings import get_settings, settings_table
+from ui.navigation import run_inside_app
+from ui.session import error_text, get_store, require_user
 
 run_inside_app()
 

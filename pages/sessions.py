@@ -11,8 +11,8 @@ from typing import Any
 import streamlit as st
 from pymongo.errors import PyMongoError
 
-from pages.common import error_text, get_store, require_user, run_inside_app
 from pipeline.auth import session_access_filter
+from pipeline.card import session_label
 from pipeline.export import delete_session
 from pipeline.progress import (
     METRICS,
@@ -32,8 +32,9 @@ from pipeline.queries import (
     list_session_page,
     session_filter_options,
 )
-from pipeline.report import session_label
 from pipeline.safe_text import md
+from ui.navigation import run_inside_app
+from ui.session import error_text, get_store, require_user
 
 run_inside_app()
 

@@ -2,7 +2,8 @@
 
 - ``session_html``: one self-contained HTML document (header, then per answer its
   aligned timeline and feedback card); plotly.js is inlined once, before the first
-  figure, so the file opens offline. Stored text is HTML-escaped.
+  figure, so the file opens offline. The cards render from the same view-model as the
+  pages (``pipeline.card.AnswerCard``); all stored text goes through ``safe_text.plain_html``.
 - ``samples_csv`` / ``samples_json``: the underlying samples (answers with words,
   metrics and grades; frames), for any session.
 - ``create_share_link`` / ``resolve_share``: a random token for read-only access to one
@@ -16,7 +17,6 @@
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 import secrets
@@ -29,8 +29,11 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.database import Database
 
+from pipeline.card import AnswerCard, answer_card_view, session_header
 from pipeline.queries import and_filters, list_report_answers
-from pipeline.report import ReportOptions, answer_card, answer_timeline, frame_summary, session_header
+from pipeline.report import ReportOptions
+from pipeline.safe_text import plain_html
+from pipeline.timeline import answer_timeline
 from pipeline.tokens import aware as _aware
 from pipeline.tokens import token_id as _token_id
 from pipeline.writer import BatchedWriter, apply_session_delete
@@ -49,13 +52,13 @@ class SessionData:
     frames: dict[str, list[dict[str, Any]]]  # answer id -> its frames in time order
 
 
-def session_frames(db: Database, session_id: Any) -> list[dict[str, Any]]:
+def session_frames(db: Database[dict[str, Any]], session_id: Any) -> list[dict[str, Any]]:
     """Every frame of a session, by answer then time (index by_answer_time), without _id."""
     cursor = db.frames.find({"session_id": str(session_id)}, {"_id": 0})
     return list(cursor.sort([("answer_id", ASCENDING), ("t", ASCENDING)]).batch_size(5000))
 
 
-def load_session(db: Database, session_id: Any, access: Mapping[str, Any] | None = None) -> SessionData | None:
+def load_session(db: Database[dict[str, Any]], session_id: Any, access: Mapping[str, Any] | None = None) -> SessionData | None:
     """The session, its answers and frames; None when it does not exist or ``access`` hides it."""
     sid = str(session_id)
     session = db.sessions.find_one(and_filters({"_id": sid}, access))
@@ -83,41 +86,29 @@ details{margin-top:.6rem}
 """
 
 
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
 def _metric(label: str, value: str) -> str:
-    return f'<div class="metric"><div class="label">{_e(label)}</div><div class="value">{_e(value)}</div></div>'
+    return (f'<div class="metric"><div class="label">{plain_html(label)}</div>'
+            f'<div class="value">{plain_html(value)}</div></div>')
 
 
-def card_html(card: Mapping[str, Any]) -> str:
-    """The report's feedback card as HTML (the same numbers and advice as the page)."""
-    m = card["metrics"]
-    grade = card["grade"]
-    parts = ['<div class="metrics">',
-             _metric(f"Grade · {grade['band']}" if grade and grade.get("band") else "Grade",
-                     f"{grade['percent']}%" if grade else "no grade"),
-             _metric(f"Pace, wpm · {m['pace_band']}" if m["pace_band"] else "Pace, wpm",
-                     f"{m['wpm']:.0f}" if m["wpm"] is not None else "—"),
-             _metric("Fillers", str(m["filler_count"]) if m["filler_count"] is not None else "—"),
-             _metric("Eye contact", f"{m['eye_contact_ratio']:.0%}" if m["eye_contact_ratio"] is not None else "—"),
-             _metric("Expression", str(m["dominant_emotion"] or "—")),
-             "</div>"]
-    parts += [f'<div class="missing">{_e(line)}</div>' for line in card["missing"]]
-    parts += [f'<div class="note">{_e(line)}</div>' for line in card["notes"]]
-    if card["advice"]:
-        parts.append("<p><strong>Advice</strong></p><ul>" + "".join(f"<li>{_e(a)}</li>" for a in card["advice"])
-                     + "</ul>")
-    if card["evidence"]:
-        parts.append("<p><strong>Grade evidence</strong></p><table><tr><th>key point</th><th>covered</th>"
-                     "<th>span (closest for missed)</th><th>at (s)</th><th>similarity</th></tr>")
-        for r in card["evidence"]:
-            at = "" if r["start_s"] is None else f"{r['start_s']:.1f}–{r['end_s'] or r['start_s']:.1f}"
-            sim = "" if r["similarity"] is None else f"{r['similarity']:.2f}"
-            parts.append(f"<tr><td>{_e(r['key_point'])}</td><td>{'✓ covered' if r['covered'] else '✗ missed'}</td>"
-                         f"<td>{_e(r['span'])}</td><td>{_e(at)}</td><td>{_e(sim)}</td></tr>")
+def card_html(card: AnswerCard) -> str:
+    """The feedback card as HTML: the same view-model, numbers and advice as the pages."""
+    parts = ['<div class="metrics">', *(_metric(t.label, t.value) for t in card.tiles), "</div>"]
+    parts += [f'<div class="missing">{plain_html(line)}</div>' for line in card.missing]
+    parts += [f'<div class="note">{plain_html(line)}</div>' for line in card.notes]
+    if (expression := card.expression_line(plain_html)) is not None:
+        parts.append(f'<div class="note">{expression}</div>')
+    if card.advice:
+        parts.append("<p><strong>Advice</strong></p><ul>"
+                     + "".join(f"<li>{plain_html(a)}</li>" for a in card.advice) + "</ul>")
+    table = card.evidence_table()
+    if table:
+        parts.append("<p><strong>Grade evidence</strong></p><table><tr>"
+                     + "".join(f"<th>{plain_html(c)}</th>" for c in table[0]) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{plain_html(v)}</td>" for v in row.values()) + "</tr>" for row in table]
         parts.append("</table>")
+    text = plain_html(card.transcript) if card.transcript else "<em>No transcript stored.</em>"
+    parts.append(f"<details><summary>Transcript</summary><p>{text}</p></details>")
     return "\n".join(parts)
 
 
@@ -132,31 +123,28 @@ def session_html(data: SessionData, options: ReportOptions | None = None) -> str
     title = f"{header['candidate']} · {header['role']}" if header["role"] else str(header["candidate"])
     meta = " · ".join(x for x in (header["date"], header["status"], ", ".join(header["flags"])) if x)
     grade = f"Overall grade {header['grade_text']}" + (f" ({header['band']})" if header["band"] else "")
-    body = [f"<h1>{_e(title)}</h1>", f'<div class="meta">{_e(meta)}</div>',
-            f"<p><strong>{_e(grade)}</strong> · answers graded: {header['graded_answers']} of {header['answers']}</p>"]
+    body = [f"<h1>{plain_html(title)}</h1>", f'<div class="meta">{plain_html(meta)}</div>',
+            f"<p><strong>{plain_html(grade)}</strong> · answers graded: "
+            f"{header['graded_answers']} of {header['answers']}</p>"]
     if not data.answers:
         body.append("<p>No answers stored for this session.</p>")
     plotly_included = False
-    for answer in data.answers:
-        aid = str(answer.get("_id"))
-        frames = data.frames.get(aid, [])
+    for n, answer in enumerate(data.answers):
+        frames = data.frames.get(str(answer.get("_id")), [])
+        card = answer_card_view(answer, frames, opts)
         fig = answer_timeline(answer, frames, opts)
-        fig_html = fig.to_html(full_html=False, include_plotlyjs=not plotly_included, div_id=f"timeline-{_e(aid)}",
+        # Element ids carry a position, never stored text.
+        fig_html = fig.to_html(full_html=False, include_plotlyjs=not plotly_included, div_id=f"timeline-{n}",
                                config={"displaylogo": False})
         plotly_included = True
-        index = int(answer.get("index") or 0) + 1
-        transcript = answer.get("transcript")
-        text = _e(transcript) if transcript else "<em>No transcript stored.</em>"
-        body.append(
-            f'<section class="answer" id="answer-{_e(aid)}"><h2>Q{index}. {_e(answer.get("question", ""))}</h2>'
-            f"{fig_html}\n{card_html(answer_card(answer, frame_summary(frames), opts))}"
-            f"<details><summary>Transcript</summary><p>{text}</p></details></section>"
-        )
+        body.append(f'<section class="answer" id="answer-{n}"><h2>{plain_html(card.title)}</h2>'
+                    f"{fig_html}\n{card_html(card)}</section>")
     exported = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    body.append(f'<p class="note">Exported from MockAI on {exported}. Session id {_e(data.session.get("_id"))}.</p>')
+    body.append(f'<p class="note">Exported from MockAI on {exported}. '
+                f'Session id {plain_html(data.session.get("_id"))}.</p>')
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(title)} — MockAI "
-            f"report</title><style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{plain_html(title)} — MockAI report</title><style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
 # --------------------------------------------------------------------------- samples
@@ -265,7 +253,7 @@ def export_filename(session: Mapping[str, Any], extension: str) -> str:
 # --------------------------------------------------------------------------- share links
 
 
-def create_share_link(db: Database, session_id: Any, ttl_days: float, now: datetime | None = None,
+def create_share_link(db: Database[dict[str, Any]], session_id: Any, ttl_days: float, now: datetime | None = None,
                       created_by: str | None = None) -> str:
     """A new read-only link token for one session, valid ``ttl_days`` (at most SHARE_MAX_DAYS)."""
     sid = str(session_id)
@@ -281,7 +269,7 @@ def create_share_link(db: Database, session_id: Any, ttl_days: float, now: datet
     return token
 
 
-def resolve_share(db: Database, token: Any, now: datetime | None = None) -> str | None:
+def resolve_share(db: Database[dict[str, Any]], token: Any, now: datetime | None = None) -> str | None:
     """The session id a token opens, or None (unknown, malformed or expired token)."""
     if not isinstance(token, str) or not token or len(token) > TOKEN_MAX_CHARS:
         return None
@@ -292,20 +280,20 @@ def resolve_share(db: Database, token: Any, now: datetime | None = None) -> str 
     return str(share["session_id"])
 
 
-def list_shares(db: Database, session_id: Any, now: datetime | None = None) -> list[dict[str, Any]]:
+def list_shares(db: Database[dict[str, Any]], session_id: Any, now: datetime | None = None) -> list[dict[str, Any]]:
     """The session's live share links (their hashes, never the tokens), newest first."""
     query = {"session_id": str(session_id), "expires_at": {"$gt": now or datetime.now(UTC)}}
     return list(db.shares.find(query, {"created_at": 1, "expires_at": 1, "created_by": 1}).sort("created_at", -1))
 
 
-def revoke_shares(db: Database, session_id: Any) -> int:
+def revoke_shares(db: Database[dict[str, Any]], session_id: Any) -> int:
     return db.shares.delete_many({"session_id": str(session_id)}).deleted_count
 
 
 # --------------------------------------------------------------------------- delete
 
 
-def delete_session(db: Database, session_id: Any, writer: BatchedWriter | None = None,
+def delete_session(db: Database[dict[str, Any]], session_id: Any, writer: BatchedWriter | None = None,
                    timeout: float = 30.0) -> dict[str, int] | None:
     """Delete a session and everything stored for it: answers, frames, share links, re-scores and
     any other per-session collection (report caches, audio) holding its ``session_id``.

@@ -22,7 +22,7 @@ import numpy as np
 from pipeline.media import MediaError, check_duration, iter_video_frames, load_audio, probe
 from pipeline.records import SAMPLE_RATE
 from pipeline.settings import Settings
-from sidecar.protocol import AnswerStart, FrameSample, WorkerEvent
+from sidecar.protocol import AnswerStart, AnswerSummary, CollectedFrame, WorkerEvent
 from sidecar.supervisor import Sidecar
 
 AUDIO_CHUNK_S = 0.5
@@ -115,7 +115,7 @@ def _run(request: AnalyzeRequest, settings: Settings, store: bool, sidecar: Side
     collected = _Collected()
 
     def on_event(ev: WorkerEvent) -> None:
-        if isinstance(ev, FrameSample) and ev.answer_id == answer_id:
+        if isinstance(ev, CollectedFrame) and ev.answer_id == answer_id:
             with collected.done:
                 collected.frames.append(ev.record)
                 collected.done.notify_all()
@@ -181,7 +181,7 @@ def _fit(image: np.ndarray, sidecar: Sidecar) -> np.ndarray:
     return cv2.resize(image, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA)
 
 
-def _report(request: AnalyzeRequest, result: dict[str, Any], frames: list[dict[str, Any]], t0_ms: int,
+def _report(request: AnalyzeRequest, result: AnswerSummary, frames: list[dict[str, Any]], t0_ms: int,
             sampled: int, has_audio: bool, timings: dict[str, Any]) -> dict[str, Any]:
     metrics = result.get("metrics") or {}
     grade = result.get("grade")

@@ -15,7 +15,7 @@ from pipeline.records import AnswerStart  # defined in pipeline (which never imp
 
 __all__ = [
     "AnswerDone", "AnswerEnd", "AnswerSaved", "AnswerStart", "AnswerSummary", "AudioChunk", "FaceStatus",
-    "FrameSample", "FramesFlushed", "PartialWords", "Ready", "Shutdown", "WorkerError", "WorkerEvent",
+    "CollectedFrame", "FramesFlushed", "PartialWords", "Ready", "Shutdown", "WorkerError", "WorkerEvent",
     "WorkerMetrics",
 ]
 
@@ -134,7 +134,7 @@ class FaceStatus:
 
 
 @dataclass(frozen=True)
-class FrameSample:
+class CollectedFrame:
     """One analysed frame, sent only for frames put with ``collect`` (offline analysis of a file,
     whose report lists every frame); a live answer's frames go to MongoDB only."""
 
@@ -158,4 +158,4 @@ class FramesFlushed:
 
 
 WorkerEvent = (Ready | WorkerMetrics | WorkerError | PartialWords | AnswerDone | AnswerSaved | FaceStatus
-               | FrameSample | FramesFlushed)
+               | CollectedFrame | FramesFlushed)

@@ -328,7 +328,7 @@ class Sidecar:
 
     def push_frame(self, image: np.ndarray, t_ms: int, session_id: str, answer_id: str, block: bool = False,
                    collect: bool = False) -> bool:
-        """``collect``: send this frame's sample back as a ``FrameSample`` event (offline analysis only)."""
+        """``collect``: send this frame's sample back as a ``CollectedFrame`` event (offline analysis only)."""
         return self.ring.put(image, t_ms, session_id, answer_id, block=block, flags=COLLECT if collect else 0)
 
     def end_answer(self, answer_id: str, ended_ms: int, status: str = "complete",

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.records import SAMPLE_RATE
+from pipeline.records import SAMPLE_RATE, FrameSample
 from sidecar.heartbeat import Heartbeat
 from sidecar.journal_backlog import JournalBacklog
 from sidecar.protocol import (
@@ -40,7 +40,7 @@ from sidecar.protocol import (
     AnswerSummary,
     AudioChunk,
     FaceStatus,
-    FrameSample,
+    CollectedFrame,
     FramesFlushed,
     PartialWords,
     Ready,
@@ -139,7 +139,7 @@ def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[s
             if backlog is not None and not frame.answer_id.startswith("__"):  # "__preview__" is never stored
                 backlog.insert("frames", doc, droppable=True)  # held in memory if the journal refuses it
             if frame.collect:
-                events.put(FrameSample(doc))
+                events.put(CollectedFrame(doc))
             faces.seen(frame, doc)
             processed += 1
         if backlog is not None:
@@ -195,7 +195,7 @@ def _close_backlog(backlog: JournalBacklog, name: str) -> None:
         log.error("%s worker stops with %d writes the journal never took (%s)", name, len(backlog), backlog.error)
 
 
-def _frame_doc(frame: RingFrame, sample: dict[str, Any]) -> dict[str, Any]:
+def _frame_doc(frame: RingFrame, sample: FrameSample) -> dict[str, Any]:
     keep = ("face", "box", "emotions", "dominant", "confidence", "uncertain", "gaze", "head", "tracked")
     doc = {k: sample.get(k) for k in keep}
     if doc["box"] is not None:

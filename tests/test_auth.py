@@ -354,13 +354,13 @@ def test_interview_page_needs_no_sign_in(app_db):
 
 
 def test_signed_in_candidate_owns_the_interview_session(app_db, monkeypatch):
-    import pages.common
+    import ui.session
 
     class SidecarOn:  # the page only checks it is on; the sidebar asks for its status
         def status(self) -> dict:
             return {"ready": True}
 
-    monkeypatch.setattr(pages.common, "get_sidecar", lambda: SidecarOn())
+    monkeypatch.setattr(ui.session, "get_sidecar", lambda: SidecarOn())
     auth.create_user(app_db, "coach1", "coach-pass-1", "coach")
     user = auth.create_user(app_db, "cand1", "cand-pass-1", "candidate", coach="coach1", display_name="Ada L")
     at = _app("pages/interview.py", auth.start_login(app_db, user, SETTINGS))
@@ -370,7 +370,7 @@ def test_signed_in_candidate_owns_the_interview_session(app_db, monkeypatch):
     at.radio(key="mode").set_value("Upload a recording").run()
     at.button(key="setup_next").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    pages.common.get_store().writer.flush()
+    ui.session.get_store().writer.flush()
     session = app_db.sessions.find_one({})
     assert (session["candidate"], session["candidate_user"], session["coach"]) == ("Ada L", "cand1", "coach1")
     assert auth.can_view_session(auth.get_user(app_db, "coach1"), session, app_db)

@@ -16,7 +16,7 @@ import pymongo
 import pytest
 from playwright.sync_api import sync_playwright
 
-from pipeline.report import EMOTIONS
+from pipeline.schemas import EMOTIONS
 from tests.browser import ROOT, launch_chromium, running_app, shot, wait_text
 
 ADMIN_PASSWORD = "e2e-report-admin-pass"
@@ -67,7 +67,7 @@ def analyse_into(env: dict[str, str], shared_data: Path) -> dict[str, Any]:
 
 
 def sign_in(page: Any, password: str, artifacts: Path) -> None:
-    """Fill the app's sign-in form (pages/common.py) as the admin MOCKAI_ADMIN_PASSWORD created."""
+    """Fill the app's sign-in form (ui/session.py) as the admin MOCKAI_ADMIN_PASSWORD created."""
     wait_text(page, "Sign in to see this page", 90)
     page.get_by_label("Username", exact=True).fill("admin")
     page.get_by_label("Password", exact=True).fill(password)
@@ -103,7 +103,7 @@ def test_report_figure_has_every_track_on_one_time_axis(tmp_path, shared_data, m
             browser = launch_chromium(p)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             # The deep link is the server's very first request: it must still open inside app.py's
-            # shell (pages.common.run_inside_app), not as a bare pages/ script.
+            # shell (ui.navigation.run_inside_app), not as a bare pages/ script.
             page.goto(f"{app.url}/report?session={session_id}")
             wait_text(page, "Database connected", 90)
             shot(page, artifacts, "report_0_deep_link")

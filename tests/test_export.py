@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pipeline import auth
+from pipeline.card import answer_card_view
 from pipeline.export import (
     create_share_link,
     delete_session,
@@ -23,6 +24,7 @@ from pipeline.export import (
     samples_json,
     session_html,
 )
+from pipeline.report import ReportOptions
 from pipeline.safe_text import md
 from pipeline.settings import Settings
 from pipeline.storage import ensure_indexes
@@ -67,6 +69,23 @@ def test_html_is_one_self_contained_document_with_every_answer(seeded):
     assert "Grace &lt;b&gt;Hopper&lt;/b&gt;" in doc and "<b>Hopper</b>" not in doc  # stored text is escaped
     assert "You covered 2 of 3 key points" in doc and "built a cache" in doc
     assert "Overall grade 64%" in doc
+
+
+def test_html_cards_are_the_view_model_with_emotion_shown_or_not(seeded):
+    """The export lays out the same AnswerCard as the pages: its tiles, and the expression only
+    when emotion is enabled."""
+    data = load_session(seeded, "s-1")
+    answer = data.answers[0]
+    card = answer_card_view(answer, data.frames[str(answer["_id"])], ReportOptions())
+    dominant = card.metrics["dominant_emotion"]
+    assert dominant and [t.label for t in card.tiles][-1] == "Expression"
+    shown = session_html(data, ReportOptions())
+    for tile in card.tiles:
+        assert f'<div class="label">{tile.label}</div><div class="value">{tile.value}</div>' in shown
+    assert f"Most frequent expression: {dominant}" in shown
+    off = re.sub(r"(?s)<script.*?</script>", "", session_html(data, ReportOptions(emotion_enabled=False)))  # text only
+    assert "Expression" not in off and "Most frequent expression" not in off
+    assert "Emotion feedback is switched off." in off and 'class="label">Grade' in off
 
 
 def test_html_of_a_session_without_answers_needs_no_plotly(db):

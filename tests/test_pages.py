@@ -143,3 +143,48 @@ def test_database_down_is_said_on_the_page(tmp_path, monkeypatch):
     finally:
         st.cache_resource.clear()
         get_settings.cache_clear()
+
+
+# --------------------------------------------------------------------------- the one navigation workaround
+
+
+class _RerunCalledError(Exception):
+    pass
+
+
+def _fake_rerun() -> None:
+    raise _RerunCalledError
+
+
+def test_deep_link_first_request_is_rerun_inside_app_navigation(monkeypatch):
+    """ui.navigation.run_inside_app: in Streamlit's pages/-folder mode (a deep link as the server's
+    first request) it switches that mode off and reruns, so app.py's navigation runs the page;
+    once st.navigation has run (the mode is off) it does nothing."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.pages_manager import PagesManager
+
+    from ui import navigation
+
+    monkeypatch.setattr(Runtime, "exists", staticmethod(lambda: True))
+    monkeypatch.setattr(Runtime, "instance", staticmethod(lambda: object.__new__(Runtime)))
+    monkeypatch.setattr(navigation.st, "rerun", _fake_rerun)
+    monkeypatch.setattr(PagesManager, "uses_pages_directory", True)
+    with pytest.raises(_RerunCalledError):
+        navigation.run_inside_app()
+    assert PagesManager.uses_pages_directory is False
+    navigation.run_inside_app()  # the mode is off now: the page just runs
+    assert PagesManager.uses_pages_directory is False
+
+
+def test_navigation_workaround_leaves_apptest_alone(monkeypatch):
+    """Without the real server runtime (AppTest, bare mode) the mode is left as it is."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.pages_manager import PagesManager
+
+    from ui import navigation
+
+    monkeypatch.setattr(Runtime, "exists", staticmethod(lambda: False))
+    monkeypatch.setattr(navigation.st, "rerun", _fake_rerun)
+    monkeypatch.setattr(PagesManager, "uses_pages_directory", True)
+    navigation.run_inside_app()
+    assert PagesManager.uses_pages_directory is True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 from datetime import UTC, datetime
@@ -15,19 +16,15 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from bench.bench_report import synthetic_answer
+from pipeline.card import answer_card, session_header
+from pipeline.frames import frame_summary
 from pipeline.queries import find_session, list_answer_frames, list_report_answers
-from pipeline.report import (
-    ReportOptions,
-    answer_card,
-    answer_timeline,
-    bucket_mean,
-    frame_summary,
-    session_header,
-    smooth_segments,
-)
+from pipeline.report import ReportOptions
 from pipeline.safe_text import WORD_JOINER, md
 from pipeline.schemas import EMOTIONS, validate
 from pipeline.settings import Settings, get_settings
+from pipeline.signal import bucket_mean, smooth_segments
+from pipeline.timeline import answer_timeline
 from tests.pages_support import APP, admin_token, open_page
 
 T0 = 1_795_610_623_703  # epoch ms the answer began
@@ -271,27 +268,27 @@ def test_frame_summary_ratios_and_missing_face():
 def test_card_advice_cites_the_evidence():
     answer = make_answer()
     card = answer_card(answer, frame_summary(make_frames(eye=False)))
-    advice = "\n".join(card["advice"])
+    advice = "\n".join(card.advice)
     assert "You covered 2 of 3 key points; missed: 'scaled to a million users'." in advice
     assert "Closest you came to 'scaled to a million users': 'then we measured it' at 8.8 s (similarity 0.22)" in advice
     assert "Pace 185 wpm is fast (band 110–170): slow down" in advice
     assert "2 fillers ('um' at 0.7 s, 'uh' at 8.4 s" in advice
     assert "1 pause over 1 s (longest 2.6 s at 3.8 s)" in advice
     assert "Eye contact on 0% of frames with a face: look at the camera more" in advice
-    assert card["grade"]["percent"] == 64 and card["grade"]["band"] == "good"
-    ev = {r["key_point"]: r for r in card["evidence"]}
+    assert card.grade["percent"] == 64 and card.grade["band"] == "good"
+    ev = {r["key_point"]: r for r in card.evidence}
     assert ev["built a cache"]["covered"] and ev["built a cache"]["span"] == "I built a cache layer"
     assert (ev["built a cache"]["start_s"], ev["built a cache"]["end_s"]) == (1.5, 3.2)
     assert not ev["scaled to a million users"]["covered"]
-    m = card["metrics"]
+    m = card.metrics
     assert m["wpm"] == 185 and m["pace_band"] == "fast" and m["filler_count"] == 2 and m["pause_count"] == 1
-    assert m["dominant_emotion"] == "sad" and m["dominant_probability"] > 0.45 and card["missing"] == []
-    json.dumps(card)
+    assert m["dominant_emotion"] == "sad" and m["dominant_probability"] > 0.45 and card.missing == []
+    json.dumps(dataclasses.asdict(card))
 
 
 def test_card_uses_current_thresholds_on_stored_words():
     card = answer_card(make_answer(), None, ReportOptions(pace_high_wpm=200, pause_seconds=3.0, filler_words=("uh",)))
-    advice = "\n".join(card["advice"])
+    advice = "\n".join(card.advice)
     assert "Pace 185 wpm is comfortable (band 110–200)" in advice
     assert "No pauses over 3 s." in advice and "1 filler ('uh' at" in advice
 
@@ -304,27 +301,27 @@ def test_missing_signals_are_said_and_no_number_is_invented():
                                 "missed": [{"key_point": "built a cache", "best_similarity": None}],
                                 "flags": ["no_speech"], "key_point_source": "author"})
     card = answer_card(silent, frame_summary(make_frames(no_face=range(0, 60))))
-    assert "No speech detected: no grade, pace, filler or pause feedback." in card["missing"]
-    assert "No face found in this answer: no emotion or eye-contact feedback." in card["missing"]
-    assert card["grade"] is None
-    m = card["metrics"]
+    assert "No speech detected: no grade, pace, filler or pause feedback." in card.missing
+    assert "No face found in this answer: no emotion or eye-contact feedback." in card.missing
+    assert card.grade is None
+    m = card.metrics
     for key in ("wpm", "pace_band", "filler_count", "pause_count", "longest_pause_s", "eye_contact_ratio",
                 "dominant_emotion", "dominant_probability", "word_count"):
         assert m[key] is None, key
-    assert not any(re.search(r"\d", a) for a in card["advice"]), card["advice"]  # no number made up
+    assert not any(re.search(r"\d", a) for a in card.advice), card.advice  # no number made up
     nothing = answer_card(make_answer(), frame_summary([]))
-    assert "No video frames stored for this answer: no emotion or eye-contact feedback." in nothing["missing"]
+    assert "No video frames stored for this answer: no emotion or eye-contact feedback." in nothing.missing
     busy = answer_card(make_answer(status="transcribing", grade=None, metrics=None, words=[]), None)
-    assert busy["missing"][0].startswith("Still being analysed") and busy["grade"] is None
+    assert busy.missing[0].startswith("Still being analysed") and busy.grade is None
     failed = answer_card(make_answer(status="failed", error="ASR crashed", grade=None), None)
-    assert any("Analysis failed: ASR crashed" in x for x in failed["missing"])
+    assert any("Analysis failed: ASR crashed" in x for x in failed.missing)
 
 
 def test_card_respects_emotion_switched_off():
     card = answer_card(make_answer(), frame_summary(make_frames()), ReportOptions(emotion_enabled=False))
-    assert card["metrics"]["dominant_emotion"] is None and card["metrics"]["dominant_probability"] is None
-    assert "Emotion feedback is switched off." in card["notes"]
-    assert not any(e in json.dumps(card) for e in ("happy", "\"sad\""))
+    assert card.metrics["dominant_emotion"] is None and card.metrics["dominant_probability"] is None
+    assert "Emotion feedback is switched off." in card.notes
+    assert not any(e in json.dumps(dataclasses.asdict(card)) for e in ("happy", "\"sad\""))
 
 
 def test_options_from_settings_and_session_snapshot():
@@ -448,7 +445,7 @@ def test_report_page_says_when_the_database_is_down(tmp_path, monkeypatch):
 
 
 def _feedback_script(result: dict, frames: list) -> None:  # runs as a script: plain annotations only
-    from pages.feedback import show_feedback
+    from ui.cards import show_feedback
 
     show_feedback(result, frames)
 
@@ -492,5 +489,5 @@ def test_emotion_setting_governs_feedback_and_report_alike(report_db, monkeypatc
         for text in (feedback_text, report_text):
             assert not re.search(rf"\b{dominant}\b", text) and "Most frequent expression" not in text
             assert md("Emotion feedback is switched off.") in text
-        assert "Expression: —" in report_text and not emotion_traces
+        assert "Expression" not in report_text and not emotion_traces  # no expression tile at all
         assert report.toggle[0].value is False and report.toggle[0].disabled

@@ -19,7 +19,7 @@ import streamlit as st
 from pydantic import ValidationError
 from streamlit.testing.v1 import AppTest
 
-import pages.common
+import ui.session
 from pipeline import auth
 from pipeline import interview as iv
 from pipeline.questions import load_builtin_sets
@@ -47,7 +47,7 @@ class SidecarStandIn:
 
 @pytest.fixture
 def sidecar_on(monkeypatch):
-    monkeypatch.setattr(pages.common, "get_sidecar", lambda: SidecarStandIn())
+    monkeypatch.setattr(ui.session, "get_sidecar", lambda: SidecarStandIn())
 
 
 def _plain(elements: Any) -> list[str]:
@@ -149,7 +149,7 @@ def test_resume_needs_the_browsers_signed_token_not_the_name(page_db, sidecar_on
     sid = _start_session(browser_a, "Victim Person")
     token = browser_a.query_params.get(iv.RESUME_PARAM)
     assert token and sid in token, "starting a session puts its resume token in the tab's URL"
-    pages.common.get_store().writer.flush()
+    ui.session.get_store().writer.flush()
     assert page_db.sessions.find_one({"_id": sid})["status"] == "recording"
 
     # The key that signs tokens is generated once, owner-only, under data_dir.
@@ -369,7 +369,7 @@ def _setup_while_down(data_dir: Path, **query: str) -> None:
     sid = at.session_state["interview"]["session_id"]
     assert at.session_state["interview"]["step"] == "upload" and at.query_params.get(iv.RESUME_PARAM)
     assert _journal_holds(data_dir, sid), "the session insert waits in the journal"
-    assert pages.common.get_store().writer.status().pending_ops >= 1
+    assert ui.session.get_store().writer.status().pending_ops >= 1
 
 
 @pytest.fixture
@@ -380,7 +380,7 @@ def fresh_app(tmp_path, monkeypatch, sidecar_on):
     get_settings.cache_clear()
     st.cache_resource.clear()
     yield tmp_path
-    pages.common.get_store().writer.close(flush_timeout=0)
+    ui.session.get_store().writer.close(flush_timeout=0)
     st.cache_resource.clear()
     get_settings.cache_clear()
 
@@ -401,7 +401,7 @@ def test_interview_setup_after_the_database_died(fresh_app, monkeypatch, tmp_pat
         get_settings.cache_clear()
         browser = _to_setup(open_page("pages/interview.py"))
         sid = _start_session(browser, "Before The Crash")
-        assert pages.common.get_store().writer.flush()
+        assert ui.session.get_store().writer.flush()
         with pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=5000) as client:
             assert client.test_dying.sessions.find_one({"_id": sid})
     finally:
@@ -421,5 +421,5 @@ def test_interview_setup_with_a_full_journal_says_so_and_records_nothing(page_db
     assert any("cannot save a new session right now" in e.value for e in at.error)
     assert at.session_state["interview"]["step"] == "setup" and "session_id" not in at.session_state["interview"]
     assert not at.query_params.get(iv.RESUME_PARAM)
-    assert pages.common.get_store().writer.status().pending_ops == 0
+    assert ui.session.get_store().writer.status().pending_ops == 0
     assert page_db.sessions.count_documents({"candidate": "Full Disk Person"}) == 0

@@ -34,10 +34,11 @@ from pipeline import auth
 from pipeline.export import load_session, samples_csv
 from pipeline.progress import progress_figure
 from pipeline.questions import custom_question
-from pipeline.report import ReportOptions, answer_timeline
+from pipeline.report import ReportOptions
 from pipeline.safe_text import WORD_JOINER, md, plain_html
 from pipeline.settings import get_settings
 from pipeline.storage import ensure_indexes
+from pipeline.timeline import answer_timeline
 from tests.pages_support import APP, admin_token, open_page, page_database
 from tests.test_report import make_answer, make_frames
 

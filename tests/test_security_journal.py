@@ -29,7 +29,7 @@ import pytest
 
 import pipeline.writer
 from pipeline.writer import BatchedWriter, JournalError, JournalFullError, JournalWriteError, WriterOptions
-from sidecar.protocol import AnswerDone, FrameSample
+from sidecar.protocol import AnswerDone, CollectedFrame
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.security
@@ -402,14 +402,14 @@ def test_workers_keep_working_on_a_full_disk_and_save_everything_later(
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    import pages.common
-    from pages.common import held_answer_note
+    import ui.session
     from pipeline import interview as iv
     from pipeline.media import load_audio
     from pipeline.questions import Question
     from pipeline.settings import Settings, get_settings
     from sidecar.supervisor import Sidecar
     from tests.pages_support import APP
+    from ui.status import held_answer_note
 
     db_name = f"fulldisk_{uuid.uuid4().hex[:8]}"
     settings = Settings(MONGODB_URI=mongo_uri, db_name=db_name, data_dir=small_disk.path, flush_seconds=0.5,
@@ -429,7 +429,7 @@ def test_workers_keep_working_on_a_full_disk_and_save_everything_later(
         start = iv.answer_start(session_id, 0, question)
         frame_ids: list[str] = []
         car.subscribe(lambda ev: frame_ids.append(ev.record["_id"])
-                      if isinstance(ev, FrameSample) and ev.answer_id == start.answer_id else None)
+                      if isinstance(ev, CollectedFrame) and ev.answer_id == start.answer_id else None)
         held_done: list[dict] = []
         car.subscribe(lambda ev: held_done.append(dict(ev.summary))
                       if isinstance(ev, AnswerDone) and ev.answer_id == start.answer_id else None)
@@ -452,7 +452,7 @@ def test_workers_keep_working_on_a_full_disk_and_save_everything_later(
         monkeypatch.setenv("MOCKAI_DB_NAME", db_name)
         monkeypatch.setenv("MOCKAI_DATA_DIR", str(tmp_path / "app"))  # the app's own journal: a normal disk
         monkeypatch.delenv("MOCKAI_ADMIN_PASSWORD", raising=False)
-        monkeypatch.setattr(pages.common, "get_sidecar", lambda: car)
+        monkeypatch.setattr(ui.session, "get_sidecar", lambda: car)
         get_settings.cache_clear()
         st.cache_resource.clear()
         at = AppTest.from_file(APP, default_timeout=60).run()

@@ -231,14 +231,14 @@ def test_upload_copy_is_private_streamed_and_removed(tmp_path: Path) -> None:
 @pytest.fixture
 def upload_page(mongo_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The interview page on a real database with a real (unstarted) sidecar: refusals must come first."""
-    import pages.common
+    import ui.session
     from sidecar.supervisor import Sidecar
 
     monkeypatch.setenv("MOCKAI_MAX_UPLOAD_MB", "1")
     gen = page_database(mongo_uri, tmp_path, monkeypatch, "test_secmedia")
     next(gen)
     sidecar = Sidecar(get_settings(), store=False)  # no workers: analysis reaching it would fail the test
-    monkeypatch.setattr(pages.common, "get_sidecar", lambda: sidecar)
+    monkeypatch.setattr(ui.session, "get_sidecar", lambda: sidecar)
     try:
         yield tmp_path
     finally:

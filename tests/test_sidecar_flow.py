@@ -16,7 +16,7 @@ from sidecar.protocol import (
     AnswerDone,
     AnswerSaved,
     FaceStatus,
-    FrameSample,
+    CollectedFrame,
     FramesFlushed,
     PartialWords,
     Ready,
@@ -116,7 +116,7 @@ def test_supervisor_handles_every_typed_event(car):
     assert result["stored"] and not result["held"] and result["journal_error"] is None and not result["journal_full"]
     seen: list[Any] = []
     car.subscribe(seen.append)
-    sample = FrameSample({"_id": "x", "answer_id": "a", "face": True})
+    sample = CollectedFrame({"_id": "x", "answer_id": "a", "face": True})
     car._handle(sample)
     assert seen == [sample] and sample.answer_id == "a"
 

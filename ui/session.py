@@ -1,11 +1,11 @@
-"""Streamlit glue shared by the pages: cached resources, status banners and sign-in."""
+"""Shared Streamlit session glue: the cached store and sidecar, sign-in, and safe error text."""
 
 from __future__ import annotations
 
 import logging
 import secrets
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 from pymongo.errors import PyMongoError
@@ -16,30 +16,12 @@ from pipeline.safe_text import md
 from pipeline.settings import get_settings
 from pipeline.store import Store, db_error_message
 
+if TYPE_CHECKING:
+    from sidecar.supervisor import Sidecar
+
 log = logging.getLogger(__name__)
 TOKEN_KEY = "auth_token"  # st.session_state key holding this browser session's sign-in token
 CLIENT_KEY = "auth_client"  # st.session_state key: this browser session's random id for the sign-in back-off
-
-
-def run_inside_app() -> None:
-    """Call first on every page: a page must always run inside app.py's navigation.
-
-    Because a ``pages/`` folder sits next to app.py, Streamlit starts in its old folder-based
-    multipage mode and keeps it until some session has run app.py (``st.navigation`` turns it
-    off). A deep link as the first request after a start (``/report?session=...``) would then
-    run the page alone: no sign-in shell, no sidebar status, every ``pages/*.py`` listed.
-    Turning that mode off and rerunning runs app.py, which opens the same page (same URL path
-    and query string); that first request carries no widget event a rerun could lose.
-    ``AppTest`` is left alone: it resets the mode before every run and drives pages itself.
-    """
-    from streamlit.runtime import Runtime
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if not Runtime.exists() or type(Runtime.instance()) is not Runtime:
-        return
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
 
 
 @st.cache_resource(show_spinner="Connecting to the database…")
@@ -193,67 +175,12 @@ def error_text(exc: BaseException) -> str:
     return md(exc)
 
 
-def show_storage_status(store: Store) -> None:
-    """Sidebar: the database as a real ping sees it (cached a moment), and the journal's state."""
-    db = store.db  # an access: a dead embedded server is started again here
-    status = store.writer.status()
-    if db is None:
-        st.error(
-            f"Database unreachable right now. Recording continues into the local journal "
-            f"({status.pending_ops} writes waiting) and is saved once it is back.",
-            icon=":material/cloud_off:",
-        )
-    elif status.last_error:  # driver text stays in the log: it names hosts and ports
-        st.warning(f"Database writes are being retried ({status.pending_ops} waiting); nothing is lost meanwhile.",
-                   icon=":material/sync_problem:")
-    else:
-        st.caption(f":material/database: Database connected · {status.pending_ops} writes pending")
-    if status.journal_full:
-        st.error("The local journal cannot take new writes (the database has been away too long, or the "
-                 "server's disk is full): new recordings cannot be kept until that is resolved.",
-                 icon=":material/hard_drive:")
-    if status.quarantined_lines:
-        st.warning(f"{status.quarantined_lines} unreadable journal lines were set aside (details in the server log).",
-                   icon=":material/report:")
-
-
 @st.cache_resource(show_spinner=False)
-def get_sidecar():  # -> sidecar.supervisor.Sidecar
+def get_sidecar() -> Sidecar | None:
     """The sidecar, started once per server and shared by every session (models stay warm)."""
-    from sidecar.supervisor import Sidecar
+    from sidecar.supervisor import Sidecar  # noqa: F811 (imported here so pages start without it)
 
     settings = get_settings()
     if not settings.sidecar_enabled:
         return None
     return Sidecar(settings, store=True).start()
-
-
-def held_answer_note(result: dict[str, Any]) -> str | None:
-    """The candidate's note for an answer result the journal refused (a worker holds it in memory)."""
-    if not result.get("held"):
-        return None
-    cause = "the server's disk is full" if result.get("journal_full") else "the server could not write it"
-    return (f"Your answer is analysed but could not be saved yet ({cause}); it is kept in memory and will be "
-            "saved when space is back.")
-
-
-@st.fragment(run_every=2.0)
-def show_sidecar_status(sidecar) -> None:
-    if sidecar is None:
-        st.caption(":material/memory: Analysis engine off on this server")
-        return
-    status = sidecar.status()
-    held, dropped = status.get("journal_backlog", 0), status.get("journal_dropped", 0)
-    if held or status.get("journal_error"):  # the workers go on; what they produce waits in memory
-        cause = "the server's disk is full" if status.get("journal_full") else "the server cannot write to its disk"
-        st.warning(f"Analysis results cannot be saved right now ({cause}): {held} kept in memory, saved when "
-                   "space is back." + (f" {dropped} video samples were dropped." if dropped else ""),
-                   icon=":material/hard_drive:")
-    if status["ready"]:
-        st.caption(":material/memory: Analysis engine ready")
-        return
-    states = ", ".join(f"{n}: {w['state']}" for n, w in status["workers"].items())
-    if any(w["state"] == "failed" for w in status["workers"].values()):
-        st.error(f"Analysis engine failed to start ({states}).", icon=":material/error:")
-    else:
-        st.info(f"Analysis engine warming up models… ({states})", icon=":material/hourglass_top:")
