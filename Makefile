@@ -18,6 +18,7 @@ run: setup
 
 lint: setup-test
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 test: lint
 	bash scripts/run_tests.sh

@@ -39,8 +39,8 @@ from sidecar.protocol import (
     AnswerStart,
     AnswerSummary,
     AudioChunk,
-    FaceStatus,
     CollectedFrame,
+    FaceStatus,
     FramesFlushed,
     PartialWords,
     Ready,
@@ -197,9 +197,10 @@ def _close_backlog(backlog: JournalBacklog, name: str) -> None:
 
 def _frame_doc(frame: RingFrame, sample: FrameSample) -> dict[str, Any]:
     keep = ("face", "box", "emotions", "dominant", "confidence", "uncertain", "gaze", "head", "tracked")
-    doc = {k: sample.get(k) for k in keep}
-    if doc["box"] is not None:
-        doc["box"] = [int(v) for v in doc["box"]]
+    doc: dict[str, Any] = {k: sample.get(k) for k in keep}
+    box = sample.get("box")
+    if box is not None:
+        doc["box"] = [int(v) for v in box]
     doc.update(
         {"_id": f"{frame.answer_id}-{frame.seq}-{frame.t_ms}", "session_id": frame.session_id,
          "answer_id": frame.answer_id, "t": int(frame.t_ms),

@@ -15,8 +15,8 @@ from pipeline.settings import Settings
 from sidecar.protocol import (
     AnswerDone,
     AnswerSaved,
-    FaceStatus,
     CollectedFrame,
+    FaceStatus,
     FramesFlushed,
     PartialWords,
     Ready,
