@@ -29,7 +29,7 @@ from pipeline.media import load_audio  # noqa: E402
 from pipeline.records import SAMPLE_RATE  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.speech_metrics import SpeechMetricsOptions, compute_speech_metrics  # noqa: E402
-from sidecar.asr import AsrOptions, SpeechRecognizer, StreamingTranscriber  # noqa: E402
+from sidecar.asr import AsrSettings, SpeechRecognizer, StreamingTranscriber  # noqa: E402
 
 SPEECH = ROOT.parent / "shared" / "data" / "speech"
 RATE = SAMPLE_RATE
@@ -78,7 +78,7 @@ def main() -> None:
     recognizers: dict[tuple[str, str], SpeechRecognizer] = {}
     setup: dict[tuple[str, str], float] = {}
     for engine, model in configs:
-        rec = SpeechRecognizer(AsrOptions(engine=engine, model=model, threads=args.threads, cache_dir=args.cache))
+        rec = SpeechRecognizer(AsrSettings(engine=engine, model=model, threads=args.threads, cache_dir=args.cache))
         t0 = time.perf_counter()
         rec.warm_up()
         setup[(engine, model)] = time.perf_counter() - t0
@@ -105,7 +105,7 @@ def main() -> None:
 
     # ---- streaming: a 60 s answer fed in 20 ms frames; chunks are transcribed while "speaking".
     audio, ref = answer_60s()
-    print(f"\n## Streaming a {len(audio) / RATE:.0f} s answer (chunk_seconds={Settings().asr_chunk_seconds:g})\n")
+    print(f"\n## Streaming a {len(audio) / RATE:.0f} s answer (chunk_seconds={Settings().asr.chunk_seconds:g})\n")
     print("| engine | model | one-shot of 60 s (s) | parts during speech | worst part (s) | busy while speaking (% of 60 s) "
           "| tail latency: finish() (s) | tail vs one-shot | WER stream | WER one-shot |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the repo importable
     sys.path.insert(0, str(ROOT))
 
-from sidecar.emotion import EmotionAnalyzer, EmotionOptions  # noqa: E402
+from pipeline.settings import EmotionSettings  # noqa: E402
+from sidecar.emotion import EmotionAnalyzer  # noqa: E402
 from sidecar.emotion_classifiers import FerTfliteEmotion, face_crop  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -149,10 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     # sustained fps: consecutive samples of a 7.5 fps stream (every 4th frame), looped ping-pong
     samples = list(range(0, len(frames), 4))
     order = [samples[i] for i in ping_pong(len(samples), args.frames)]
-    configs = {"detect_every=1": 1, "detect_every=3 (default)": EmotionOptions().detect_every}
+    configs = {"detect_every=1": 1, "detect_every=3 (default)": EmotionSettings().detect_every}
     out, stages = {}, {}
     for name, every in configs.items():
-        a = EmotionAnalyzer(EmotionOptions(detect_every=every, threads=1))
+        a = EmotionAnalyzer(EmotionSettings(detect_every=every, threads=1))
         a.warm_up()
         timer = StageTimer(a)
         out[name] = run(a, frames, order, SAMPLE_FPS)
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {stage} | {cells[0]} | {cells[1]} |")
 
     # FER tflite alone on real face crops (preprocessing + invoke)
-    a = EmotionAnalyzer(EmotionOptions(detect_every=1))
+    a = EmotionAnalyzer(EmotionSettings(detect_every=1))
     a.warm_up()
     crops = []
     for i in range(0, len(frames), 4):
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     # CPU of every frame vs every 4th frame of the same 10 s clip
     n_clip = round(args.clip_seconds * fps)
     clip = ping_pong(len(frames), n_clip)
-    a = EmotionAnalyzer(EmotionOptions(threads=1))
+    a = EmotionAnalyzer(EmotionSettings(threads=1))
     a.warm_up()
     every = run(a, frames, clip, fps)
     fourth = run(a, frames, every_nth(clip, 4), fps / 4)

@@ -92,7 +92,7 @@ def populate(db: Any, n_sessions: int, n_answers: int, n_words: int, settings: S
         mean = sum(scores) / len(scores)
         sessions.append({"_id": sid, "candidate": f"Candidate {s}", "role": "software", "status": "analysed",
                          "started_at": T0 + timedelta(minutes=s), "settings": snapshot, "grade": mean,
-                         "band": band_for(mean, settings.band_cutoffs), "flags": []})
+                         "band": band_for(mean, settings.grading.band_cutoffs), "flags": []})
     for i in range(0, len(answers), 600):
         db.answers.insert_many(answers[i : i + 600], ordered=False)
     db.sessions.insert_many(sessions, ordered=False)

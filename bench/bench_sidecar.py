@@ -65,10 +65,10 @@ def cold_vs_warm(settings: Settings, audio: np.ndarray) -> dict[str, float]:
 
     from pipeline.encoder import SentenceEncoder
     from pipeline.grading import GradeOptions
-    from sidecar.asr import AsrOptions, SpeechRecognizer
+    from sidecar.asr import SpeechRecognizer
 
     # Cold: nothing loaded before the answer ends; loading is part of the first feedback.
-    recognizer = SpeechRecognizer(AsrOptions.from_settings(settings))
+    recognizer = SpeechRecognizer(settings.asr)
     encoder = SentenceEncoder.from_settings(settings)
     loop = _SpeechLoop(settings, recognizer, encoder, GradeOptions.from_settings(settings), None, _Events())
     answer = uuid.uuid4().hex
@@ -146,7 +146,7 @@ def main() -> None:
     print(f"| sidecar start to ready (both workers, load + warm-up) | {e2e['sidecar_ready_s']:.2f} | |")
     print(f"| end of a 60 s answer to stored grade, warm (median of 3) | {e2e['end_to_stored_median_s']:.2f} | |")
     print(f"| end of a 60 s answer to stored grade, warm (max of 3) | {e2e['end_to_stored_max_s']:.2f} | |")
-    print(f"| hung emotion worker (SIGSTOP) to restarted, heartbeat timeout {settings.heartbeat_timeout_seconds:g} s "
+    print(f"| hung emotion worker (SIGSTOP) to restarted, heartbeat timeout {settings.sidecar.heartbeat_timeout_seconds:g} s "
           f"| {e2e['hung_emotion_restart_s']:.2f} | |")
     print(f"| killed speech worker (SIGKILL) to restarted | {e2e['killed_speech_restart_s']:.2f} | |")
 

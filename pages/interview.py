@@ -214,9 +214,9 @@ if state["step"] == "upload":
     upload_key = f"upload_{state['index']}_{state.get('upload_try', 0)}"
     upload = st.file_uploader("Recorded answer (video with sound, or audio only)", key=upload_key,
                               type=["mp4", "webm", "mov", "mkv", "m4a", "mp3", "wav", "flac", "ogg"],
-                              max_upload_size=settings.max_upload_mb)
-    st.caption(f"One answer per file: at most {format_duration(settings.max_answer_seconds)} long "
-               f"and {settings.max_upload_mb} MB.")
+                              max_upload_size=settings.media.max_upload_mb)
+    st.caption(f"One answer per file: at most {format_duration(settings.media.max_answer_seconds)} long "
+               f"and {settings.media.max_upload_mb} MB.")
     if state.get("upload_error"):
         st.error(state.pop("upload_error"))
     if upload is not None and st.button("Analyse", type="primary", key="analyse"):
@@ -257,13 +257,13 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer  # noqa: E402
 from sidecar.capture import Capture  # noqa: E402
 
 capture: Capture = st.session_state.setdefault(
-    "capture", Capture(sidecar, settings.frame_sample_every, settings.frame_max_width)
+    "capture", Capture(sidecar, settings.capture.frame_sample_every, settings.capture.frame_max_width)
 )
 if state["step"] in ("device", "interview"):
     media = webrtc_streamer(
         key="mockai-media",
         mode=WebRtcMode.SENDONLY,
-        rtc_configuration={"iceServers": settings.ice_servers},
+        rtc_configuration={"iceServers": settings.capture.ice_servers},
         media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": True},
         queued_video_frames_callback=capture.on_video_queued,
         queued_audio_frames_callback=capture.on_audio_queued,
@@ -369,7 +369,7 @@ if state["step"] == "interview":
 
 # ---------------------------------------------------------------- 5. summary
 if state["step"] == "summary":
-    summary = iv.summarise(state["results"], settings.band_cutoffs)
+    summary = iv.summarise(state["results"], settings.grading.band_cutoffs)
     if state.get("last_feedback"):
         show_stored_feedback(state["last_feedback"])
     st.subheader("Session summary")

@@ -178,10 +178,10 @@ def ensure_admin(db: Db, settings: Settings) -> bool:
     """
     if has_admin(db):
         return True
-    if settings.admin_password is None:
+    if settings.access.admin_password is None:
         return False
     try:
-        create_user(db, "admin", settings.admin_password.get_secret_value(), "admin", display_name="Administrator")
+        create_user(db, "admin", settings.access.admin_password.get_secret_value(), "admin", display_name="Administrator")
     except AuthError as exc:  # another process made it first (or took the name): re-check below
         log.warning("MOCKAI_ADMIN_PASSWORD did not create the admin account: %s", exc)
     return has_admin(db)
@@ -225,7 +225,7 @@ def sign_in_wait(db: Db, client: str, username: object, settings: Settings, now:
     except AuthError:
         name = None
     pair_id, client_id = _failure_ids(client, name)
-    thresholds = {pair_id: settings.login_backoff_after, client_id: settings.login_client_backoff_after}
+    thresholds = {pair_id: settings.access.login_backoff_after, client_id: settings.access.login_client_backoff_after}
     wait = 0.0
     for doc in db[LOGIN_FAILURES].find({"_id": {"$in": [pair_id, client_id]}}):
         expires, last = aware(doc.get("expires_at")), aware(doc.get("last_at"))
@@ -234,7 +234,7 @@ def sign_in_wait(db: Db, client: str, username: object, settings: Settings, now:
         over = int(doc.get("failures") or 0) - thresholds[doc["_id"]]
         if over < 0:
             continue
-        delay = min(settings.login_backoff_max_seconds, settings.login_backoff_base_seconds * 2.0 ** min(over, 60))
+        delay = min(settings.access.login_backoff_max_seconds, settings.access.login_backoff_base_seconds * 2.0 ** min(over, 60))
         wait = max(wait, (last + timedelta(seconds=delay) - now).total_seconds())
     return wait
 
@@ -269,7 +269,7 @@ def verify_password(db: Db, username: object, password: object, settings: Settin
 
 def _record_failure(db: Db, client: str, username: str | None, settings: Settings, now: datetime) -> None:
     # Kept at least as long as the longest wait, so a back-off never ends by being forgotten.
-    keep = timedelta(seconds=max(settings.login_failure_forget_minutes * 60, settings.login_backoff_max_seconds))
+    keep = timedelta(seconds=max(settings.access.login_failure_forget_minutes * 60, settings.access.login_backoff_max_seconds))
     ids = _failure_ids(client, username)
     db[LOGIN_FAILURES].delete_many({"_id": {"$in": list(ids)}, "expires_at": {"$lte": now}})  # start afresh
     for kind, key in zip(("pair", "client"), ids, strict=True):
@@ -297,7 +297,7 @@ def start_login(db: Db, user: Mapping[str, Any], settings: Settings, now: dateti
     now = now or datetime.now(UTC)
     token = secrets.token_urlsafe(32)
     db.logins.insert_one({"_id": token_id(token), "user_id": str(user["_id"]), "username": str(user["username"]),
-                          "created_at": now, "expires_at": now + timedelta(hours=settings.login_hours)})
+                          "created_at": now, "expires_at": now + timedelta(hours=settings.access.login_hours)})
     return token
 
 

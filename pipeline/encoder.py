@@ -142,7 +142,7 @@ class SentenceEncoder:
     @classmethod
     def from_settings(cls, s: Settings) -> SentenceEncoder:
         """Encoder named by ``Settings.grading_model`` (unset: the packaged, hash-checked model)."""
-        return cls(s.grading_model, threads=s.grading_threads)
+        return cls(s.grading.model, threads=s.grading.threads)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Return an (n, dim) float32 array of L2-normalized embeddings."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.grading_features import GradeFeatures
+from pipeline.settings_sections import GradingSettings
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -119,28 +120,33 @@ def default_calibration() -> Calibration:
     return Calibration.load(DEFAULT_CALIBRATION_PATH)
 
 
+_DEFAULT = GradingSettings()
+
+
 @dataclass(frozen=True)
 class GradeOptions:
-    keypoint_match_threshold: float = 0.5
-    weight_similarity: float = 0.5
-    weight_coverage: float = 0.5
-    band_cutoffs: tuple[float, float, float] = (0.4, 0.6, 0.8)
-    min_answer_words: int = 8
-    off_topic_similarity: float = 0.15
+    """The grading section of the settings plus the loaded calibration (defaults: the settings')."""
+
+    keypoint_match_threshold: float = _DEFAULT.keypoint_match_threshold
+    weight_similarity: float = _DEFAULT.weight_similarity
+    weight_coverage: float = _DEFAULT.weight_coverage
+    band_cutoffs: tuple[float, float, float] = _DEFAULT.band_cutoffs
+    min_answer_words: int = _DEFAULT.min_answer_words
+    off_topic_similarity: float = _DEFAULT.off_topic_similarity
     calibration: Calibration = field(default_factory=default_calibration)
 
     @classmethod
     def from_settings(cls, s: Settings, calibration: Calibration | None = None) -> GradeOptions:
         if calibration is None:
-            path = s.grading_calibration_path or DEFAULT_CALIBRATION_PATH
+            path = s.grading.calibration_path or DEFAULT_CALIBRATION_PATH
             calibration = Calibration.load(path)
         return cls(
-            keypoint_match_threshold=s.keypoint_match_threshold,
-            weight_similarity=s.grade_weight_similarity,
-            weight_coverage=s.grade_weight_coverage,
-            band_cutoffs=tuple(s.band_cutoffs),  # type: ignore[arg-type]
-            min_answer_words=s.min_answer_words,
-            off_topic_similarity=s.off_topic_similarity,
+            keypoint_match_threshold=s.grading.keypoint_match_threshold,
+            weight_similarity=s.grading.weight_similarity,
+            weight_coverage=s.grading.weight_coverage,
+            band_cutoffs=s.grading.band_cutoffs,
+            min_answer_words=s.grading.min_answer_words,
+            off_topic_similarity=s.grading.off_topic_similarity,
             calibration=calibration,
         )
 

@@ -50,7 +50,7 @@ def new_session_doc(candidate: str, role: str, question_set: str | None, setting
         "_id": uuid.uuid4().hex, "candidate": candidate.strip()[:200] or "anonymous", "role": role,
         "question_set": question_set, "coach": coach, "started_at": datetime.now(UTC), "status": "recording",
         "source": source, "consent": {"given_at": datetime.now(UTC), "keep_audio": keep_audio},
-        "settings": settings.model_dump(mode="json", exclude={"mongodb_uri"}),
+        "settings": settings.snapshot(),
     }
 
 
@@ -154,9 +154,9 @@ class ResumeTokenError(ValueError):
 def resume_secret(settings: Settings) -> bytes:
     """The key that signs resume tokens: ``resume_secret`` when set (several servers share it),
     else a random one generated once and kept owner-only in ``data_dir/secrets/resume.key``."""
-    if settings.resume_secret is not None:
-        return hashlib.sha256(settings.resume_secret.get_secret_value().encode("utf-8")).digest()
-    return _file_secret(Path(settings.data_dir).resolve() / "secrets" / "resume.key")
+    if settings.access.resume_secret is not None:
+        return hashlib.sha256(settings.access.resume_secret.get_secret_value().encode("utf-8")).digest()
+    return _file_secret(Path(settings.storage.data_dir).resolve() / "secrets" / "resume.key")
 
 
 @lru_cache(maxsize=8)
@@ -197,7 +197,7 @@ def resume_token(session_id: str, settings: Settings, now: datetime | None = Non
     sid = str(session_id)
     if not SESSION_ID_RE.fullmatch(sid):
         raise ValueError("not a session id")
-    expires = int((now or datetime.now(UTC)).timestamp() + settings.resume_token_hours * 3600)
+    expires = int((now or datetime.now(UTC)).timestamp() + settings.access.resume_token_hours * 3600)
     body = f"{RESUME_VERSION}.{sid}.{expires}"
     return f"{body}.{_resume_signature(body, settings)}"
 

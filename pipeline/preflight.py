@@ -25,7 +25,7 @@ def main() -> int:
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    if get_settings().admin_password is None:
+    if get_settings().access.admin_password is None:
         print(ADMIN_HINT, file=sys.stderr)
     return 0
 

@@ -24,7 +24,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from pipeline.schemas import validate
-from pipeline.settings import Settings
+from pipeline.settings import Settings, setting_field
 from pipeline.storage import Db
 
 # The thresholds a researcher may edit, in the order the Research page lists them.
@@ -67,7 +67,7 @@ class ProfileError(ValueError):
 
 @cache
 def _adapter(name: str) -> TypeAdapter[Any]:
-    info = Settings.model_fields[name]
+    info = setting_field(name)
     annotation: Any = info.annotation  # a field's type, as pydantic read it
     if not info.metadata:
         return TypeAdapter(annotation)
@@ -77,7 +77,7 @@ def _adapter(name: str) -> TypeAdapter[Any]:
 
 def describe(name: str) -> str:
     """The field's one-line meaning from pipeline.settings."""
-    return Settings.model_fields[name].description or ""
+    return setting_field(name).description or ""
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -100,7 +100,7 @@ def validate_thresholds(thresholds: Mapping[str, Any], base: Settings | None = N
             raise ProfileError(
                 f"{name!r} is not an editable threshold; editable: {', '.join(THRESHOLD_FIELDS)}"
             )
-        if isinstance(value, bool) and Settings.model_fields[name].annotation is not bool:
+        if isinstance(value, bool) and setting_field(name).annotation is not bool:
             raise ProfileError(f"{name}: expected a number, got {value!r}")
         try:
             checked = _adapter(name).validate_python(value)
@@ -109,7 +109,7 @@ def validate_thresholds(thresholds: Mapping[str, Any], base: Settings | None = N
         if name == "filler_words":
             checked = _clean_fillers(checked)
         out[name] = checked
-    merged = {n: getattr(base, n) if base is not None else Settings.model_fields[n].default for n in THRESHOLD_FIELDS}
+    merged = {n: base.value(n) if base is not None else setting_field(n).default for n in THRESHOLD_FIELDS}
     merged.update(out)
     cuts = tuple(merged["band_cutoffs"])
     if any(not 0.0 <= c <= 1.0 for c in cuts) or list(cuts) != sorted(cuts):
@@ -135,12 +135,12 @@ def _clean_fillers(words: tuple[str, ...]) -> tuple[str, ...]:
 
 def thresholds_of(settings: Settings) -> dict[str, Any]:
     """The current value of every editable threshold."""
-    return {name: getattr(settings, name) for name in THRESHOLD_FIELDS}
+    return {name: settings.value(name) for name in THRESHOLD_FIELDS}
 
 
 def settings_with(settings: Settings, thresholds: Mapping[str, Any]) -> Settings:
     """A copy of ``settings`` with ``thresholds`` applied (validated first)."""
-    return settings.model_copy(update=validate_thresholds(thresholds, settings))
+    return settings.with_values(validate_thresholds(thresholds, settings))
 
 
 def _jsonable(thresholds: Mapping[str, Any]) -> dict[str, Any]:
@@ -223,7 +223,7 @@ class ThresholdSpec:
 
 def _bounds(name: str) -> tuple[float | None, float | None]:
     lo = hi = None
-    for m in Settings.model_fields[name].metadata:
+    for m in setting_field(name).metadata:
         lo = getattr(m, "ge", None) if getattr(m, "ge", None) is not None else lo
         hi = getattr(m, "le", None) if getattr(m, "le", None) is not None else hi
     return lo, hi
@@ -233,8 +233,8 @@ def threshold_specs(settings: Settings, values: Mapping[str, Any] | None = None)
     """One spec per editable threshold, valued from ``values`` (e.g. a loaded profile) over ``settings``."""
     out = []
     for name in THRESHOLD_FIELDS:
-        annotation = Settings.model_fields[name].annotation
-        value = (values or {}).get(name, getattr(settings, name))
+        annotation = setting_field(name).annotation
+        value = (values or {}).get(name, settings.value(name))
         if name == "filler_words":
             kind, value = "words", tuple(value)
         elif name == "band_cutoffs":

@@ -24,22 +24,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.settings import DEFAULT_FILLERS, Settings
+from pipeline.settings import Settings, default_settings
 
 # --------------------------------------------------------------------------- options
 
 
+_DEFAULT = default_settings()  # the defaults are written once, in the settings
+
+
 @dataclass(frozen=True)
 class ReportOptions:
-    emotion_smoothing_window: int = 5
-    pause_seconds: float = 1.0
-    emotion_enabled: bool = True
-    max_display_points: int = 2000  # per trace; display only
-    pace_low_wpm: float = 110.0
-    pace_high_wpm: float = 170.0
-    emotion_confidence_floor: float = 0.35
-    min_answer_words: int = 8
-    filler_words: tuple[str, ...] = DEFAULT_FILLERS
+    """What the report and the card need from several settings sections (defaults: the settings')."""
+
+    emotion_smoothing_window: int = _DEFAULT.emotion.smoothing_window
+    pause_seconds: float = _DEFAULT.speech.pause_seconds
+    emotion_enabled: bool = _DEFAULT.emotion.enabled
+    max_display_points: int = _DEFAULT.report.max_points  # per trace; display only
+    pace_low_wpm: float = _DEFAULT.speech.pace_low_wpm
+    pace_high_wpm: float = _DEFAULT.speech.pace_high_wpm
+    emotion_confidence_floor: float = _DEFAULT.emotion.emotion_confidence_floor
+    min_answer_words: int = _DEFAULT.grading.min_answer_words
+    filler_words: tuple[str, ...] = _DEFAULT.speech.filler_words
+    # Not settings: fixed choices of the display.
     eye_contact_good: float = 0.6  # below this share of face frames the card advises more eye contact
     word_label_limit: int = 80  # more words than this: markers with hover only (labels would overlap)
     gl_min_points: int = 1500  # marker traces this large use WebGL
@@ -50,14 +56,14 @@ class ReportOptions:
         stays off when the session itself was recorded with emotion switched off."""
         snapshot = session_settings or {}
         return cls(
-            emotion_smoothing_window=int(settings.emotion_smoothing_window),
-            pause_seconds=float(settings.pause_seconds),
-            emotion_enabled=bool(settings.emotion_enabled) and bool(snapshot.get("emotion_enabled", True)),
-            max_display_points=int(settings.report_max_points),
-            pace_low_wpm=float(settings.pace_low_wpm),
-            pace_high_wpm=float(settings.pace_high_wpm),
-            emotion_confidence_floor=float(settings.emotion_confidence_floor),
-            min_answer_words=int(settings.min_answer_words),
-            filler_words=tuple(settings.filler_words),
+            emotion_smoothing_window=int(settings.emotion.smoothing_window),
+            pause_seconds=float(settings.speech.pause_seconds),
+            emotion_enabled=bool(settings.emotion.enabled) and bool(snapshot.get("emotion_enabled", True)),
+            max_display_points=int(settings.report.max_points),
+            pace_low_wpm=float(settings.speech.pace_low_wpm),
+            pace_high_wpm=float(settings.speech.pace_high_wpm),
+            emotion_confidence_floor=float(settings.emotion.emotion_confidence_floor),
+            min_answer_words=int(settings.grading.min_answer_words),
+            filler_words=tuple(settings.speech.filler_words),
         )
 

@@ -137,8 +137,8 @@ def _speech_plan(old: Mapping[str, Any] | None, new: Settings) -> _SpeechPlan:
         if value is None:
             return True
         if name == "filler_words":
-            return _filler_key(value) != _filler_key(new.filler_words)
-        return _num(value) != float(getattr(new, name))
+            return _filler_key(value) != _filler_key(new.speech.filler_words)
+        return _num(value) != float(new.value(name))
 
     return _SpeechPlan(
         fillers=differs("filler_words"),
@@ -268,7 +268,7 @@ def rescore(
             continue
         scores = [v for v, _ in rows if v is not None]
         mean = sum(scores) / len(scores) if scores else None
-        band = band_for(mean, settings.band_cutoffs) if mean is not None else None
+        band = band_for(mean, settings.grading.band_cutoffs) if mean is not None else None
         result.session_before.append(_num(s.get("grade")))
         result.session_after.append(mean)
         result.session_band_changes += (s.get("band") or None) != band
@@ -370,8 +370,8 @@ def file_sha256(path: Path) -> str:
 
 
 def mohler_cache_path(settings: Settings, data_path: Path | str, cache_dir: Path | str | None = None) -> Path:
-    model = re.sub(r"[^A-Za-z0-9]+", "_", str(settings.grading_model or "packaged"))[-40:]
-    folder = Path(cache_dir) if cache_dir is not None else settings.data_dir / "cache"
+    model = re.sub(r"[^A-Za-z0-9]+", "_", str(settings.grading.model or "packaged"))[-40:]
+    folder = Path(cache_dir) if cache_dir is not None else settings.storage.data_dir / "cache"
     return folder / f"mohler_features_{file_sha256(Path(data_path))[:16]}_{model}.json"
 
 
@@ -401,7 +401,7 @@ def mohler_features(
             return None
         rows = load_mohler(Path(data_path))
         x, names, _ = grading_features(
-            rows, settings.grading_model, path.parent, log.info, threads=settings.grading_threads
+            rows, settings.grading.model, path.parent, log.info, threads=settings.grading.threads
         )
         y = np.array([float(r["score_avg"]) for r in rows])
         write_mohler_cache(path, [str(n) for n in names], x, y, file_sha256(Path(data_path)))

@@ -7,21 +7,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline.settings import DEFAULT_FILLERS
+from pipeline.settings_sections import SpeechSettings
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
 
 Word = Mapping[str, Any]
+_DEFAULT = SpeechSettings()  # the defaults are written once, in the settings
 
 
 @dataclass(frozen=True)
 class SpeechMetricsOptions:
-    filler_words: tuple[str, ...] = DEFAULT_FILLERS
-    pause_seconds: float = 1.0
-    pace_window_seconds: float = 10.0
-    pace_low_wpm: float = 110.0
-    pace_high_wpm: float = 170.0
+    filler_words: tuple[str, ...] = _DEFAULT.filler_words
+    pause_seconds: float = _DEFAULT.pause_seconds
+    pace_window_seconds: float = _DEFAULT.pace_window_seconds
+    pace_low_wpm: float = _DEFAULT.pace_low_wpm
+    pace_high_wpm: float = _DEFAULT.pace_high_wpm
+    # Not settings: fixed properties of the measurement.
     pace_step_seconds: float = 1.0  # hop of the sliding pace window
     min_pace_seconds: float = 3.0  # a shorter stretch of speech gives no words-per-minute figure
     hop_seconds: float = 0.05  # pitch/energy track resolution
@@ -33,9 +35,9 @@ class SpeechMetricsOptions:
     @classmethod
     def from_settings(cls, settings: Settings) -> SpeechMetricsOptions:
         return cls(
-            filler_words=tuple(settings.filler_words),
-            pause_seconds=settings.pause_seconds,
-            pace_window_seconds=settings.pace_window_seconds,
-            pace_low_wpm=settings.pace_low_wpm,
-            pace_high_wpm=settings.pace_high_wpm,
+            filler_words=tuple(settings.speech.filler_words),
+            pause_seconds=settings.speech.pause_seconds,
+            pace_window_seconds=settings.speech.pace_window_seconds,
+            pace_low_wpm=settings.speech.pace_low_wpm,
+            pace_high_wpm=settings.speech.pace_high_wpm,
         )

@@ -118,9 +118,9 @@ def resolve_uri(settings: Settings) -> str:
     when it died (same port if it is still free, so existing clients reconnect).
     """
     global _embedded
-    if settings.mongodb_uri:
-        return settings.mongodb_uri
-    storage_path = settings.data_dir / "db"
+    if settings.storage.mongodb_uri:
+        return settings.storage.mongodb_uri
+    storage_path = settings.storage.data_dir / "db"
     with _embedded_lock:
         if _embedded is None or _embedded.storage_path != storage_path:
             _embedded = EmbeddedServer(storage_path)
@@ -150,7 +150,7 @@ def connect(settings: Settings, uri: str | None = None) -> Db:
     client: Client | None = None
     try:
         client = client_for(uri or resolve_uri(settings))
-        db = client[settings.db_name]
+        db = client[settings.storage.db_name]
         db.command("ping")
         ensure_indexes(db)
         return db

@@ -59,12 +59,12 @@ class Store:
         Only checks: it never starts or restarts anything (``get_db`` does).
         """
         with self._lock:
-            if time.monotonic() - self._checked_at < self.settings.db_status_cache_seconds:
+            if time.monotonic() - self._checked_at < self.settings.storage.db_status_cache_seconds:
                 return self._ok
             ok = False
             if self._db is not None:
                 try:
-                    with pymongo.timeout(self.settings.db_ping_timeout_seconds):
+                    with pymongo.timeout(self.settings.storage.db_ping_timeout_seconds):
                         self._db.command("ping")
                     ok = True
                 except PyMongoError as exc:
@@ -80,7 +80,7 @@ class Store:
         with self._lock:
             if self.ping() and self._db is not None:
                 return self._db
-            if time.monotonic() - self._heal_failed_at < self.settings.db_status_cache_seconds:
+            if time.monotonic() - self._heal_failed_at < self.settings.storage.db_status_cache_seconds:
                 raise StorageError(UNREACHABLE)  # a reconnect failed a moment ago: don't hammer it
             try:
                 self._heal_locked()
@@ -95,7 +95,7 @@ class Store:
 
     def _heal_locked(self) -> None:
         """Connect for the first time, or after the server went away."""
-        if self._db is not None and self.settings.mongodb_uri:
+        if self._db is not None and self.settings.storage.mongodb_uri:
             # An external server: the driver reconnects on its own and the ping that just
             # failed is tried again after db_status_cache_seconds; nothing to restart here.
             raise StorageError("external database did not answer the ping")
@@ -120,7 +120,7 @@ class Store:
         assert self._db is not None
         for attempt in range(2):
             try:
-                with pymongo.timeout(max(3.0, self.settings.db_ping_timeout_seconds)):
+                with pymongo.timeout(max(3.0, self.settings.storage.db_ping_timeout_seconds)):
                     self._db.command("ping")
                 return
             except PyMongoError as exc:

@@ -42,15 +42,15 @@ class UploadTooLargeError(ValueError):
 
 def upload_dir(settings: Settings) -> Path:
     """The owner-only folder the temporary copies go into."""
-    folder = Path(settings.data_dir) / "uploads"
+    folder = Path(settings.storage.data_dir) / "uploads"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(folder, 0o700)  # an older folder may have been made with the umask
     return folder
 
 
 def check_upload_size(size: int, settings: Settings) -> None:
-    if size > settings.max_upload_mb * MB:
-        raise UploadTooLargeError(size, settings.max_upload_mb)
+    if size > settings.media.max_upload_mb * MB:
+        raise UploadTooLargeError(size, settings.media.max_upload_mb)
 
 
 def _suffix(name: str) -> str:

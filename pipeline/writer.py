@@ -58,7 +58,7 @@ from pipeline.journal import (
 )
 from pipeline.journal_send import DUPLICATE_KEY, apply_session_delete, send_segment, store_tombstones
 from pipeline.schemas import validate, validate_fields
-from pipeline.settings import Settings
+from pipeline.settings import Settings, StorageSettings
 from pipeline.storage import FILE_MODE, Db
 
 # Importers (pages, sidecar, export, tests) take these from here.
@@ -79,23 +79,26 @@ class Update(NamedTuple):
     upsert: bool = False
 
 
+_DEFAULT = StorageSettings()  # the defaults are written once, in the settings
+
+
 @dataclass(frozen=True)
 class WriterOptions:
     journal_dir: Path
-    flush_seconds: float = 5.0
-    max_docs: int = 2000
-    journal_max_bytes: int = 512 * 1024 * 1024
-    retry_max_seconds: float = 30.0
+    flush_seconds: float = _DEFAULT.flush_seconds
+    max_docs: int = _DEFAULT.flush_max_docs
+    journal_max_bytes: int = _DEFAULT.journal_max_bytes
+    retry_max_seconds: float = _DEFAULT.retry_max_seconds
     name: str = "app"
 
     @classmethod
     def from_settings(cls, settings: Settings, name: str = "app") -> WriterOptions:
         return cls(
-            journal_dir=settings.data_dir / "journal",
-            flush_seconds=settings.flush_seconds,
-            max_docs=settings.flush_max_docs,
-            journal_max_bytes=settings.journal_max_bytes,
-            retry_max_seconds=settings.retry_max_seconds,
+            journal_dir=settings.storage.data_dir / "journal",
+            flush_seconds=settings.storage.flush_seconds,
+            max_docs=settings.storage.flush_max_docs,
+            journal_max_bytes=settings.storage.journal_max_bytes,
+            retry_max_seconds=settings.storage.retry_max_seconds,
             name=name,
         )
 

@@ -57,7 +57,7 @@ def analyze(request: AnalyzeRequest, settings: Settings, store: bool = False,
             session_id: str | None = None, index: int = 0) -> dict[str, Any]:
     """Analyse one recorded answer; returns the JSON-able report. Raises MediaError for bad media.
 
-    Media longer than ``settings.max_answer_seconds`` raises MediaTooLongError: from the
+    Media longer than ``settings.media.max_answer_seconds`` raises MediaTooLongError: from the
     header before anything is decoded, or from the decoders once they pass the cap.
 
     With ``session_id`` the answer joins that (already stored) session as answer ``index``;
@@ -67,7 +67,7 @@ def analyze(request: AnalyzeRequest, settings: Settings, store: bool = False,
     t_all = time.perf_counter()
     if request.video is None and request.audio is None:
         raise MediaError("give a video file, an audio file, or both")
-    cap = settings.max_answer_seconds
+    cap = settings.media.max_answer_seconds
     for source in (request.video, request.audio):
         if source is not None:
             check_duration(source, cap)
@@ -110,7 +110,7 @@ def _run(request: AnalyzeRequest, settings: Settings, store: bool, sidecar: Side
         session_store.writer.insert("sessions", {
             "_id": session_id, "candidate": request.candidate, "role": request.role, "source": "cli",
             "started_at": datetime.fromtimestamp(t0_ms / 1000, UTC), "status": "recording",
-            "settings": settings.model_dump(mode="json", exclude={"mongodb_uri"}),
+            "settings": settings.snapshot(),
         })
     collected = _Collected()
 
@@ -127,9 +127,9 @@ def _run(request: AnalyzeRequest, settings: Settings, store: bool, sidecar: Side
     t = time.perf_counter()
     if request.video is not None:
         try:
-            for ts, image in iter_video_frames(request.video, every_n=settings.frame_sample_every,
-                                               max_width=settings.frame_max_width,
-                                               max_seconds=settings.max_answer_seconds):
+            for ts, image in iter_video_frames(request.video, every_n=settings.capture.frame_sample_every,
+                                               max_width=settings.capture.frame_max_width,
+                                               max_seconds=settings.media.max_answer_seconds):
                 sidecar.push_frame(_fit(image, sidecar), t0_ms + int(round(ts * 1000)), session_id, answer_id,
                                    block=True, collect=True)
                 sampled += 1

@@ -1,4 +1,4 @@
-"""Speech recognition for the sidecar worker: ``SpeechRecognizer`` and its ``AsrOptions``.
+"""Speech recognition for the sidecar worker: ``SpeechRecognizer`` and its ``AsrSettings``.
 
 One ``transcribe(audio16k, offset) -> Transcript`` call with word timestamps over faster-whisper (default)
 or openai-whisper; weights: ``sidecar.asr_weights``, streaming: ``sidecar.asr_stream``.
@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.records import SAMPLE_RATE
+from pipeline.settings_sections import ASR_ENGINES, AsrSettings
 from sidecar.asr_backlog import AudioBacklog, PendingAudio
 from sidecar.asr_engine import (
     AsrWord,
@@ -30,7 +29,6 @@ from sidecar.asr_weights import (
     PACKAGED_MODELS,
     AsrError,
     WeightsMismatchError,
-    default_cache_dir,
     packaged_ct2_dir,
     sha256_file,
     verify_file,
@@ -43,15 +41,11 @@ from sidecar.whisper_openai import (
     read_ct2_model,
 )
 
-if TYPE_CHECKING:
-    from pipeline.settings import Settings
-
 __all__ = [
-    "DEFAULT_FILLER_PROMPT",
     "ENGINES",
     "PACKAGED_MODELS",
     "AsrError",
-    "AsrOptions",
+    "AsrSettings",
     "AsrWord",
     "AudioBacklog",
     "PendingAudio",
@@ -70,71 +64,14 @@ __all__ = [
     "verify_file",
 ]
 
-ENGINES = ("faster-whisper", "openai-whisper")
-
-# Short on purpose: a prompt that already contains fillers makes Whisper keep "um"/"uh";
-# long prompts make it loop or copy the prompt (MODELS.md). No "like"/"you know": Whisper
-# keeps those anyway, and with them in the prompt tiny.en starts parts with a made-up "Like,".
-DEFAULT_FILLER_PROMPT = "Um, uh, hmm, so, I mean, um."
-
-
-@dataclass(frozen=True)
-class AsrOptions:
-    engine: str = "faster-whisper"
-    model: str = "tiny.en"  # "tiny.en" | "base" (packaged) | a CTranslate2 folder | an openai-whisper .pt
-    threads: int = 2
-    chunk_seconds: float = 8.0
-    language: str | None = "en"  # None lets a multilingual model detect the language
-    initial_prompt: str | None = DEFAULT_FILLER_PROMPT
-    hotwords: tuple[str, ...] = ()  # names the candidate is likely to say ("ComfyUI", "Kubernetes")
-    beam_size: int = 5
-    compute_type: str = "int8"
-    vad_filter: bool = True
-    cache_dir: Path | None = None  # joined / converted weights; default ~/.cache/mockai/asr
-    # A segment this unsure (mean token log-prob below, no-speech probability above) is
-    # dropped: it is what Whisper invents after the last word ("I'll see you in the next video").
-    drop_logprob_below: float = -1.0
-    drop_no_speech_above: float = 0.3
-    verify_weights: bool = True
-
-    def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise AsrError(f"unknown ASR engine {self.engine!r}; choose one of {ENGINES}")
-        if self.chunk_seconds <= 0 or self.threads < 1 or self.beam_size < 1:
-            raise AsrError("chunk_seconds must be > 0, threads and beam_size >= 1")
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> AsrOptions:
-        values: dict[str, Any] = {
-            "engine": settings.asr_engine,
-            "model": settings.asr_model,
-            "threads": settings.asr_threads,
-            "chunk_seconds": settings.asr_chunk_seconds,
-            "language": settings.asr_language or None,
-            "initial_prompt": settings.asr_initial_prompt or None,
-            "hotwords": tuple(settings.asr_hotwords),
-            "beam_size": settings.asr_beam_size,
-            "cache_dir": settings.asr_cache_dir,
-        }
-        values.update(overrides)
-        return cls(**values)
-
-    @property
-    def cache(self) -> Path:
-        return Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()
-
-    def prompt(self, hotwords: tuple[str, ...] | None = None) -> str | None:
-        """Filler prompt, plus the hint words for engines without a hotwords option."""
-        words = self.hotwords if hotwords is None else hotwords
-        parts = [p for p in (self.initial_prompt, ", ".join(words) if words else None) if p]
-        return " ".join(parts) or None
+ENGINES = ASR_ENGINES
 
 
 class SpeechRecognizer:
     """One loaded Whisper model (load lazily; one per worker process)."""
 
-    def __init__(self, options: AsrOptions | None = None) -> None:
-        self.options = options or AsrOptions()
+    def __init__(self, options: AsrSettings | None = None) -> None:
+        self.options = options or AsrSettings()
         self._engine: WhisperEngine | None = None
         self.model_path: Path | None = None
         self.timings: dict[str, float] = {}

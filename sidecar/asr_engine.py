@@ -14,7 +14,7 @@ import numpy as np
 from sidecar.asr_weights import AsrError
 
 if TYPE_CHECKING:
-    from sidecar.asr import AsrOptions
+    from pipeline.settings_sections import AsrSettings
 
 
 class AsrWord(TypedDict):
@@ -77,7 +77,7 @@ class WhisperEngine(Protocol):
         """Decode ``audio`` once so the first real answer pays no set-up cost."""
 
     def transcribe(
-        self, audio: np.ndarray, offset: float, options: AsrOptions, hotwords: tuple[str, ...], language: str | None
+        self, audio: np.ndarray, offset: float, options: AsrSettings, hotwords: tuple[str, ...], language: str | None
     ) -> tuple[list[DecodedSegment], str | None]:
         """Segments with word timestamps (seconds + ``offset``) and the detected language."""
 
@@ -96,7 +96,7 @@ def make_segment(text: str, start: float, end: float, offset: float, words: list
             "words": words}
 
 
-def hallucinated(options: AsrOptions, avg_logprob: float, no_speech_prob: float) -> bool:
+def hallucinated(options: AsrSettings, avg_logprob: float, no_speech_prob: float) -> bool:
     """A segment this unsure is what Whisper invents after the last word."""
     return avg_logprob < options.drop_logprob_below and no_speech_prob > options.drop_no_speech_above
 
@@ -127,7 +127,7 @@ class FasterWhisperEngine:
         list(segments)
 
     def transcribe(
-        self, audio: np.ndarray, offset: float, options: AsrOptions, hotwords: tuple[str, ...], language: str | None
+        self, audio: np.ndarray, offset: float, options: AsrSettings, hotwords: tuple[str, ...], language: str | None
     ) -> tuple[list[DecodedSegment], str | None]:
         segments, info = self.model.transcribe(
             audio,

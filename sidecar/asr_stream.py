@@ -16,14 +16,14 @@ from sidecar.asr_engine import AsrWord, StreamWord, Transcript
 from sidecar.asr_weights import AsrError
 
 if TYPE_CHECKING:
-    from sidecar.asr import AsrOptions
+    from pipeline.settings_sections import AsrSettings
 
 
 class Recognizer(Protocol):
     """What streaming needs of a recognizer (``sidecar.asr.SpeechRecognizer``, or a fake in tests)."""
 
     @property
-    def options(self) -> AsrOptions: ...
+    def options(self) -> AsrSettings: ...
 
     def transcribe(self, audio16k: np.ndarray, offset: float = 0.0, /) -> Transcript: ...
 
@@ -54,7 +54,7 @@ class StreamingTranscriber:
     def __init__(
         self,
         recognizer: Recognizer,
-        options: AsrOptions | None = None,
+        options: AsrSettings | None = None,
         *,
         max_chunk_seconds: float | None = None,
     ) -> None:
@@ -82,7 +82,7 @@ class StreamingTranscriber:
 
     @classmethod
     def resume(
-        cls, recognizer: Recognizer, pending: PendingAudio, options: AsrOptions | None = None
+        cls, recognizer: Recognizer, pending: PendingAudio, options: AsrSettings | None = None
     ) -> StreamingTranscriber:
         """A fresh transcriber that carries on from another worker's unacknowledged audio."""
         st = cls(recognizer, options)

@@ -52,9 +52,6 @@ class WeightsMismatchError(AsrError):
 
 # --------------------------------------------------------------------------- options
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mockai" / "asr"
 
 
 

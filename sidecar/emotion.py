@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from pipeline.records import FrameSample
+from pipeline.settings_sections import EmotionSettings
 from sidecar.emotion_classifiers import (
     EMOTION_LABELS,
     FER_SIZE,
@@ -42,7 +41,7 @@ from sidecar.face_detectors import (
 )
 
 if TYPE_CHECKING:
-    from pipeline.settings import Settings
+    pass
 
 MIN_FACE_PX = 24  # smallest face searched at detection scale (the cascade window is 20 px)
 TRACK_FACE_PX = 64  # the tracking window is rescaled so the face is about this wide (~3-6 ms)
@@ -53,57 +52,6 @@ FRONTAL_LIMIT = 0.12  # eye midpoint off the box centre / eye-height difference 
 SMALL_FACE_PX = 32  # emotion on faces narrower than this is flagged uncertain
 # Where a frontal face's eye line sits in an alt2 box (fraction of height), measured on the photos.
 EYE_LINE_V = 0.39
-
-
-@dataclass(frozen=True)
-class EmotionOptions:
-    detector: str = "opencv"
-    detect_width: int = 320
-    detect_every: int = 3
-    face_confidence_floor: float = 0.5
-    emotion_confidence_floor: float = 0.35
-    gaze_center_tolerance: float = 0.2
-    deepface_home: str | None = None
-    emotion_model: str = "auto"  # auto | fer | deepface
-    # OpenCV threads, set process-wide at load (the worker owns its process); None leaves OpenCV as is
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.detect_width < 32:
-            raise ValueError(f"detect_width must be >= 32, got {self.detect_width}")
-        if self.detect_every < 1:
-            raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
-        for name in ("face_confidence_floor", "emotion_confidence_floor", "gaze_center_tolerance"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be within [0, 1], got {value}")
-        if self.emotion_model not in ("auto", "fer", "deepface"):
-            raise ValueError(f"emotion_model must be auto, fer or deepface, got {self.emotion_model!r}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
-
-    @classmethod
-    def from_settings(cls, s: Settings | None = None) -> EmotionOptions:
-        if s is None:
-            from pipeline.settings import get_settings
-
-            s = get_settings()
-        return cls(
-            detector=s.face_detector.strip().lower(),
-            detect_width=s.detect_width,
-            detect_every=s.detect_every,
-            face_confidence_floor=s.face_confidence_floor,
-            emotion_confidence_floor=s.emotion_confidence_floor,
-            gaze_center_tolerance=s.gaze_center_tolerance,
-            deepface_home=str(s.deepface_home) if s.deepface_home else None,
-            emotion_model=s.emotion_model,
-            threads=s.emotion_threads,
-        )
-
-    def resolved_deepface_home(self) -> Path:
-        """DeepFace keeps its weights in <home>/.deepface/weights; home defaults as DeepFace does."""
-        return Path(self.deepface_home or os.environ.get("DEEPFACE_HOME") or Path.home())
-
 
 
 @dataclass
@@ -117,9 +65,9 @@ class EmotionAnalyzer:
     """Per-answer state machine over sampled frames. Not thread-safe; one per worker process."""
 
     def __init__(
-        self, options: EmotionOptions | None = None, *, detector: FaceDetector | None = None
+        self, options: EmotionSettings | None = None, *, detector: FaceDetector | None = None
     ) -> None:
-        self.options = options or EmotionOptions()
+        self.options = options or EmotionSettings()
         # built now so a missing detector package fails at start-up, not on the first frame
         self._detector = detector if detector is not None else make_detector(self.options.detector)
         self._eyes: cv2.CascadeClassifier | None = None

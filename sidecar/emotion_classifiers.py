@@ -18,7 +18,7 @@ import numpy as np
 from sidecar.face_detectors import DetectorUnavailableError
 
 if TYPE_CHECKING:
-    from sidecar.emotion import EmotionOptions
+    from pipeline.settings_sections import EmotionSettings
 
 log = logging.getLogger("sidecar.emotion")  # one logger for the whole emotion path
 
@@ -119,11 +119,11 @@ def _deepface_home(home: Path) -> Iterator[None]:
             os.environ["DEEPFACE_HOME"] = old
 
 
-def deepface_weights_path(options: EmotionOptions) -> Path:
+def deepface_weights_path(options: EmotionSettings) -> Path:
     return options.resolved_deepface_home() / ".deepface" / "weights" / DEEPFACE_EMOTION_WEIGHTS
 
 
-def make_emotion_model(options: EmotionOptions) -> EmotionModel:
+def make_emotion_model(options: EmotionSettings) -> EmotionModel:
     """DeepFace's model where its weights are installed and TensorFlow imports; FER tflite otherwise."""
     fer = FerTfliteEmotion(threads=options.threads or 1)  # one thread is fastest for a 64x64 CNN
     if options.emotion_model == "fer":

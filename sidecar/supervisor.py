@@ -105,7 +105,7 @@ class Sidecar:
         self.settings = settings
         self.store = store
         self._ctx = mp.get_context("spawn")
-        self.ring = FrameRing(settings.ring_slots)
+        self.ring = FrameRing(settings.capture.ring_slots)
         self.events = self._ctx.Queue()
         self._settings_data = settings.model_dump(mode="json")
         self.workers = {
@@ -131,8 +131,8 @@ class Sidecar:
         # default 5 ms per GIL hand-over, and for every full garbage collection (measured:
         # 60-500 ms each, more than one a second under load, over the ~120,000 objects of
         # Streamlit and its imports). Frozen, those are never scanned again.
-        sys.setswitchinterval(self.settings.gil_switch_ms / 1000.0)
-        if self.settings.gc_freeze:
+        sys.setswitchinterval(self.settings.sidecar.gil_switch_ms / 1000.0)
+        if self.settings.sidecar.gc_freeze:
             gc.collect()
             gc.freeze()
         for w in self.workers.values():
@@ -215,7 +215,7 @@ class Sidecar:
         self._spawn(w)
 
     def _watch(self) -> None:
-        timeout = self.settings.heartbeat_timeout_seconds
+        timeout = self.settings.sidecar.heartbeat_timeout_seconds
         while not self._stop.wait(0.25):
             self._end_stale_answers()
             for w in self.workers.values():
@@ -238,11 +238,11 @@ class Sidecar:
         now = time.monotonic()
         with self._lock:
             stale = [a for a in self._open.values()
-                     if a.end is None and now - a.last_input > self.settings.stale_answer_seconds]
+                     if a.end is None and now - a.last_input > self.settings.sidecar.stale_answer_seconds]
         for a in stale:
             last_ms = a.chunks[-1].t_ms + len(a.chunks[-1].samples) * 1000 // SAMPLE_RATE if a.chunks else a.start.started_ms
             log.warning("answer %s got no audio for %.0fs: ending it as incomplete", a.start.answer_id,
-                        self.settings.stale_answer_seconds)
+                        self.settings.sidecar.stale_answer_seconds)
             self.end_answer(a.start.answer_id, last_ms, status="incomplete")
 
     # ------------------------------------------------------------------ events
@@ -321,7 +321,7 @@ class Sidecar:
             answer.last_input = time.monotonic()
             self.audio_chunks_in += 1
             self.workers["speech"].inbox.put(chunk)
-            if answer.samples > (self.settings.max_answer_seconds + 1.0) * SAMPLE_RATE:
+            if answer.samples > (self.settings.media.max_answer_seconds + 1.0) * SAMPLE_RATE:
                 # A live answer is capped like a file (max_answer_seconds): memory must not grow with it.
                 log.warning("answer %s reached max_answer_seconds: ending it", answer_id)
                 self.end_answer(answer_id, int(t_ms) + len(chunk.samples) * 1000 // SAMPLE_RATE)

@@ -20,7 +20,7 @@ from sidecar.asr_weights import PACKAGED_MODELS, AsrError, WeightsMismatchError,
 if TYPE_CHECKING:
     import torch
 
-    from sidecar.asr import AsrOptions
+    from pipeline.settings_sections import AsrSettings
 
 _CT2_DTYPES: dict[int, str] = {0: "float32", 1: "int8", 2: "int16", 3: "int32", 4: "float16", 5: "bfloat16"}
 
@@ -222,7 +222,7 @@ def load_openai_whisper(checkpoint: str | os.PathLike[str], threads: int | None 
     return model
 
 
-def openai_checkpoint(options: AsrOptions, ct2: Path, packaged: bool) -> Path:
+def openai_checkpoint(options: AsrSettings, ct2: Path, packaged: bool) -> Path:
     """The converted checkpoint of CTranslate2 folder ``ct2`` in the cache: converted once per source
     model (keyed by the model.bin hash), verified by its stamp afterwards."""
     digest = PACKAGED_MODELS[options.model]["files"]["model.bin"] if packaged else sha256_file(ct2 / "model.bin")
@@ -258,7 +258,7 @@ class OpenAIWhisperEngine:
                            temperature=0.0, verbose=None)
 
     def transcribe(
-        self, audio: np.ndarray, offset: float, options: AsrOptions, hotwords: tuple[str, ...], language: str | None
+        self, audio: np.ndarray, offset: float, options: AsrSettings, hotwords: tuple[str, ...], language: str | None
     ) -> tuple[list[DecodedSegment], str | None]:
         import whisper
 

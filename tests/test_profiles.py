@@ -15,13 +15,13 @@ from pipeline.profiles import (
     threshold_specs,
     validate_thresholds,
 )
-from pipeline.settings import Settings
+from pipeline.settings import Settings, setting_field
 
 
 def test_every_threshold_is_a_described_setting():
     assert len(set(THRESHOLD_FIELDS)) == len(THRESHOLD_FIELDS) == 14
     for name in THRESHOLD_FIELDS:
-        assert Settings.model_fields[name].description
+        assert setting_field(name).description
     specs = threshold_specs(Settings())
     assert [s.name for s in specs] == list(THRESHOLD_FIELDS)
     assert {s.kind for s in specs} == {"int", "float", "words", "cutoffs"}
@@ -63,10 +63,10 @@ def test_values_are_typed_and_cleaned():
 def test_settings_with_applies_thresholds_and_keeps_the_rest():
     base = Settings(mongodb_uri=None, db_name="keep")
     new = settings_with(base, {"band_cutoffs": [0.5, 0.7, 0.9], "filler_words": ["um"], "pause_seconds": 2})
-    assert new.band_cutoffs == (0.5, 0.7, 0.9) and new.filler_words == ("um",) and new.pause_seconds == 2.0
-    assert new.db_name == "keep" and base.band_cutoffs == (0.4, 0.6, 0.8)
+    assert new.grading.band_cutoffs == (0.5, 0.7, 0.9) and new.speech.filler_words == ("um",) and new.speech.pause_seconds == 2.0
+    assert new.storage.db_name == "keep" and base.grading.band_cutoffs == (0.4, 0.6, 0.8)
     # Cross-field checks use the settings being changed: 180 is fine below a raised fast pace.
-    assert settings_with(settings_with(base, {"pace_high_wpm": 200.0}), {"pace_low_wpm": 180.0}).pace_low_wpm == 180.0
+    assert settings_with(settings_with(base, {"pace_high_wpm": 200.0}), {"pace_low_wpm": 180.0}).speech.pace_low_wpm == 180.0
     with pytest.raises(ProfileError, match="pace_low_wpm"):
         settings_with(base, {"pace_low_wpm": 180.0})
 

@@ -88,8 +88,8 @@ def store_session(db, sid: str, qualities: list[float | None], settings: Setting
 
     db.sessions.insert_one({
         "_id": sid, "candidate": f"Candidate {sid}", "role": role, "status": "analysed",
-        "started_at": T0 + timedelta(minutes=minutes), "settings": settings.model_dump(mode="json", exclude={"mongodb_uri"}),
-        "grade": mean, "band": band_for(mean, settings.band_cutoffs) if mean is not None else None,
+        "started_at": T0 + timedelta(minutes=minutes), "settings": settings.snapshot(),
+        "grade": mean, "band": band_for(mean, settings.grading.band_cutoffs) if mean is not None else None,
         "flags": sorted(flags),
     })
     db.answers.insert_many(answers)
@@ -293,7 +293,7 @@ def test_real_encoder_features_rescored_without_the_encoder(db, monkeypatch):
                                "grade": score(f, opts).to_dict(),
                                "metrics": compute_speech_metrics(words).as_dict()})
     db.sessions.insert_one({"_id": "r", "candidate": "Real", "started_at": T0,
-                            "settings": BASE.model_dump(mode="json", exclude={"mongodb_uri"})})
+                            "settings": BASE.snapshot()})
     calls = enc.model_calls
 
     def refuse(*args: Any, **kwargs: Any) -> None:

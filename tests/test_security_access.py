@@ -237,7 +237,7 @@ def test_invalid_admin_password_stops_the_app(page_db, monkeypatch):
     with pytest.raises(ValidationError) as exc:
         Settings(_env_file=None, admin_password="x" * 7)
     assert "x" * 7 not in str(exc.value)
-    assert Settings(_env_file=None, admin_password="x" * 8).admin_password is not None
+    assert Settings(_env_file=None, admin_password="x" * 8).access.admin_password is not None
 
 
 def test_unset_admin_password_is_said_plainly(page_db):
@@ -320,8 +320,8 @@ def test_backoff_doubles_per_failure_and_never_says_whether_the_user_exists(db):
         assert paused.value.wait_s == pytest.approx(1.0)
     # Another client is not slowed at all, and the cap holds.
     assert auth.verify_password(db, "admin", "admin-pass-1", SETTINGS, now=t0, client="browser:other")
-    assert auth.sign_in_wait(db, "browser:admin", "admin", SETTINGS.model_copy(
-        update={"login_backoff_max_seconds": 3.0}), now=t) == pytest.approx(3.0)
+    assert auth.sign_in_wait(db, "browser:admin", "admin", SETTINGS.with_values(
+        {"login_backoff_max_seconds": 3.0}), now=t) == pytest.approx(3.0)
     # After its wait the right password works, and that pair's count is forgotten.
     later = t + timedelta(seconds=16)
     assert auth.verify_password(db, "admin", "admin-pass-1", SETTINGS, now=later, client="browser:admin")
@@ -332,14 +332,14 @@ def test_one_client_guessing_many_usernames_is_slowed_too(db):
     ensure_indexes(db)
     auth.create_user(db, "admin", "admin-pass-1", "admin")
     t0 = datetime.now(UTC).replace(microsecond=0)  # BSON dates keep milliseconds only
-    for i in range(SETTINGS.login_client_backoff_after):
+    for i in range(SETTINGS.access.login_client_backoff_after):
         with pytest.raises(auth.AuthError):
             auth.verify_password(db, f"user{i}", "wrong-pass", SETTINGS, now=t0, client="addr:203.0.113.9")
     with pytest.raises(auth.SignInPausedError):
         auth.verify_password(db, "admin", "admin-pass-1", SETTINGS, now=t0, client="addr:203.0.113.9")
     assert auth.verify_password(db, "admin", "admin-pass-1", SETTINGS, now=t0, client="addr:198.51.100.7")
     # Failures are forgotten after login_failure_forget_minutes (the TTL index's job; checked on read too).
-    later = t0 + timedelta(minutes=SETTINGS.login_failure_forget_minutes + 1)
+    later = t0 + timedelta(minutes=SETTINGS.access.login_failure_forget_minutes + 1)
     assert auth.verify_password(db, "admin", "admin-pass-1", SETTINGS, now=later, client="addr:203.0.113.9")
 
 

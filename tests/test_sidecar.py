@@ -185,9 +185,9 @@ def sidecar_env(mongo_uri, tmp_path_factory):
     car = Sidecar(settings, store=True).start()
     assert car.wait_ready(240), car.status()
     client = pymongo.MongoClient(mongo_uri)
-    yield car, settings, client[settings.db_name]
+    yield car, settings, client[settings.storage.db_name]
     car.stop()
-    client.drop_database(settings.db_name)
+    client.drop_database(settings.storage.db_name)
 
 
 def _answer(car: Sidecar, question: str = "Quote a famous speech.") -> AnswerStart:
@@ -215,9 +215,9 @@ def test_warm_up_is_reported(sidecar_env):
     # The emotion worker yields the CPU to the app process (its WebRTC callbacks) and to speech.
     own = os.getpriority(os.PRIO_PROCESS, 0)
     assert os.getpriority(os.PRIO_PROCESS, car.workers["emotion"].process.pid) == min(
-        19, own + car.settings.emotion_worker_nice)
+        19, own + car.settings.sidecar.emotion_worker_nice)
     assert os.getpriority(os.PRIO_PROCESS, car.workers["speech"].process.pid) == own
-    assert sys.getswitchinterval() == pytest.approx(car.settings.gil_switch_ms / 1000.0)
+    assert sys.getswitchinterval() == pytest.approx(car.settings.sidecar.gil_switch_ms / 1000.0)
 
 
 @pytest.mark.slow
@@ -277,7 +277,7 @@ def test_hung_emotion_worker_is_restarted(sidecar_env):
     # How soon is a benchmark (bench/bench_sidecar.py); here: restarted, and for the missing heartbeat.
     wait_until(lambda: w.restarts != restarts, "the hung emotion worker to be restarted", 120)
     assert w.restarts == restarts + 1
-    reason = f"no heartbeat for {settings.heartbeat_timeout_seconds:.0f}s"
+    reason = f"no heartbeat for {settings.sidecar.heartbeat_timeout_seconds:.0f}s"
     wait_until(lambda: w.last_error == reason, f"the restart reason {reason!r} (it is {w.last_error!r})", 30)
     assert car.wait_ready(120)
     session, answer = uuid.uuid4().hex, uuid.uuid4().hex
@@ -306,7 +306,7 @@ def test_cli_acceptance_jfk_and_baseline(shared_data):
 
     with av.open(str(shared_data / "video" / "baseline.mp4")) as c:
         total = sum(1 for _ in c.decode(video=0))
-    expected = math.ceil(total / Settings().frame_sample_every)
+    expected = math.ceil(total / Settings().capture.frame_sample_every)
     summary = report["frames_summary"]
     print(f"\nCLI: {summary}, Americans at {americans[0]['start']}s, timings {report['timings']}")
     assert summary["sampled"] == summary["analysed"] == len(report["frames"]) == expected

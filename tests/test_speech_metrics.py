@@ -223,7 +223,7 @@ def test_options_from_settings() -> None:
     s = Settings(pause_seconds=2.0, filler_words=("well",), pace_low_wpm=90.0)
     opts = SpeechMetricsOptions.from_settings(s)
     assert opts.pause_seconds == 2.0 and opts.filler_words == ("well",) and opts.pace_low_wpm == 90.0
-    assert opts.pace_window_seconds == s.pace_window_seconds and opts.pace_high_wpm == s.pace_high_wpm
+    assert opts.pace_window_seconds == s.speech.pace_window_seconds and opts.pace_high_wpm == s.speech.pace_high_wpm
     words = make_words("well a b c well", step=1.5)
     m = compute_speech_metrics(words, options=opts)
     assert m.filler_counts == {"well": 2} and m.pauses == []

@@ -97,7 +97,7 @@ def client_key() -> str:
     else this browser session: a random id kept in its session state, which lives exactly as
     long as Streamlit's own session (a reload starts a new one).
     """
-    header = get_settings().login_client_header
+    header = get_settings().access.login_client_header
     header_value = st.context.headers.get(header) if header else None
     if CLIENT_KEY not in st.session_state:
         st.session_state[CLIENT_KEY] = secrets.token_hex(16)
@@ -181,6 +181,6 @@ def get_sidecar() -> Sidecar | None:
     from sidecar.supervisor import Sidecar  # noqa: F811 (imported here so pages start without it)
 
     settings = get_settings()
-    if not settings.sidecar_enabled:
+    if not settings.sidecar.enabled:
         return None
     return Sidecar(settings, store=True).start()

@@ -1,0 +1,270 @@
+"""The sections of ``Settings``: one frozen model per part of the product, each field with its
+default, bounds and one-line meaning, and its flat public name as alias (see pipeline/settings.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+DEFAULT_FILLERS = ("um", "uh", "erm", "er", "ah", "hmm", "like", "you know", "sort of", "kind of")
+PASSWORD_MIN, PASSWORD_MAX = 8, 1024  # every account password, MOCKAI_ADMIN_PASSWORD included
+
+
+ASR_ENGINES = ("faster-whisper", "openai-whisper")
+
+
+def default_asr_cache_dir() -> Path:
+    """Where joined/converted ASR weights go unless asr_cache_dir says otherwise."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mockai" / "asr"
+
+
+class Section(BaseModel):
+    # validate_by_name: code and tests build a section by attribute name (AsrSettings(model="base")),
+    # the environment and profiles by flat alias (asr_model).
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True,
+                              hide_input_in_errors=True)
+
+
+def _empty_is_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+class StorageSettings(Section):
+    mongodb_uri: str | None = Field(None, alias="mongodb_uri",
+                                    description="MongoDB URI; unset starts the embedded SecantusDB server")
+    db_name: str = Field("mockai", alias="db_name", description="Database name inside MongoDB")
+    data_dir: Path = Field(Path("data"), alias="data_dir", description="Folder for the embedded database and the journal")
+    flush_seconds: float = Field(5.0, alias="flush_seconds", gt=0, description="Seconds between batched bulk writes")
+    flush_max_docs: int = Field(2000, alias="flush_max_docs", ge=1,
+                                description="A collection buffer this large flushes at once")
+    journal_max_bytes: int = Field(512 * 1024 * 1024, alias="journal_max_bytes", ge=1024,
+                                   description="Bound on the on-disk write journal")
+    retry_max_seconds: float = Field(30.0, alias="retry_max_seconds", gt=0,
+                                     description="Longest back-off between write retries")
+    db_status_cache_seconds: float = Field(
+        2.0, alias="db_status_cache_seconds", ge=0,
+        description="A database ping result is reused this long before the next real ping")
+    db_ping_timeout_seconds: float = Field(2.0, alias="db_ping_timeout_seconds", gt=0,
+                                           description="A database ping waits at most this long")
+
+
+class CaptureSettings(Section):
+    frame_sample_every: int = Field(4, alias="frame_sample_every", ge=1, le=60,
+                                    description="Keep every Nth video frame (4 = 7.5 fps from 30)")
+    ring_slots: int = Field(32, alias="ring_slots", ge=2, description="Shared-memory frame ring size in frames")
+    frame_max_width: int = Field(640, alias="frame_max_width", ge=64,
+                                 description="Sampled frames are downscaled to at most this width")
+    ice_servers: list[dict[str, Any]] = Field(
+        default_factory=list, alias="ice_servers",
+        description="WebRTC ICE servers (STUN/TURN) as JSON; empty works on localhost and LANs")
+
+
+class EmotionSettings(Section):
+    detector: str = Field("opencv", alias="face_detector",
+                          description="Face detector: opencv (Haar) or mtcnn (DeepFace backends)")
+    detect_width: int = Field(320, alias="detect_width", ge=64,
+                              description="Width of the downscaled frame faces are detected on")
+    detect_every: int = Field(3, alias="detect_every", ge=1,
+                              description="Run full detection every Nth sampled frame; track in between")
+    face_confidence_floor: float = Field(0.5, alias="face_confidence_floor", ge=0, le=1,
+                                         description="Faces below this detector confidence are ignored")
+    emotion_confidence_floor: float = Field(0.35, alias="emotion_confidence_floor", ge=0, le=1,
+                                    description="Dominant emotion below this is shown as uncertain")
+    smoothing_window: int = Field(5, alias="emotion_smoothing_window", ge=1,
+                                  description="Samples in the moving average of emotion tracks")
+    gaze_center_tolerance: float = Field(
+        0.2, alias="gaze_center_tolerance", ge=0, le=1,
+        description="Face centre within this fraction of frame centre counts as eye contact")
+    enabled: bool = Field(True, alias="emotion_enabled", description="Show emotion at all (candidates may switch it off)")
+    emotion_model: str = Field(
+        "auto", alias="emotion_model", pattern="^(auto|fer|deepface)$",
+        description="Emotion model: auto (DeepFace's if its weights are present, else FER tflite), fer or deepface")
+    deepface_home: Path | None = Field(None, alias="deepface_home",
+                                       description="Folder holding .deepface/weights; unset uses the home folder")
+    threads: int = Field(1, alias="emotion_threads", ge=1, description="CPU threads for face detection and the emotion model")
+
+    @field_validator("detector", mode="before")
+    @classmethod
+    def _detector_name(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    def resolved_deepface_home(self) -> Path:
+        """DeepFace keeps its weights in <home>/.deepface/weights; home defaults as DeepFace does."""
+        return Path(self.deepface_home or os.environ.get("DEEPFACE_HOME") or Path.home())
+
+
+class ReportSettings(Section):
+    max_points: int = Field(
+        2000, alias="report_max_points", ge=2,
+        description="The report's timeline draws at most this many points per track (longer ones are averaged)")
+
+
+class AsrSettings(Section):
+    engine: str = Field("faster-whisper", alias="asr_engine", description="faster-whisper or openai-whisper")
+    model: str = Field("tiny.en", alias="asr_model",
+                       description="tiny.en (packaged), base (packaged), or a path to your own weights")
+    threads: int = Field(2, alias="asr_threads", ge=1, description="CPU threads for speech recognition")
+    chunk_seconds: float = Field(8.0, alias="asr_chunk_seconds", gt=0,
+                                 description="Audio transcribed in chunks of about this length while speaking")
+    language: str | None = Field("en", alias="asr_language",
+                                 description="Spoken language code; empty lets a multilingual model detect it")
+    # Short on purpose: a prompt with fillers makes Whisper keep "um"/"uh"; long prompts make it loop
+    # or copy the prompt (MODELS.md). No "like"/"you know": with them tiny.en starts parts with "Like,".
+    initial_prompt: str | None = Field(
+        "Um, uh, hmm, so, I mean, um.", alias="asr_initial_prompt",
+        description="Short prompt with fillers so Whisper keeps um/uh (long prompts make it loop)")
+    hotwords: tuple[str, ...] = Field((), alias="asr_hotwords",
+                                      description="Terms to bias recognition toward (product names, jargon)")
+    beam_size: int = Field(5, alias="asr_beam_size", ge=1, description="Beam width of the decoder; 1 is greedy and faster")
+    cache_dir: Path | None = Field(None, alias="asr_cache_dir",
+                                   description="Folder for joined/converted weights; unset uses ~/.cache/mockai/asr")
+    compute_type: str = Field("int8", alias="asr_compute_type",
+                              description="CTranslate2 compute type of the faster-whisper model (int8 is fastest on CPU)")
+    vad_filter: bool = Field(True, alias="asr_vad_filter", description="Skip silence with the Silero VAD before decoding")
+    # What Whisper invents after the last word ("I'll see you in the next video") is this unsure.
+    drop_logprob_below: float = Field(-1.0, alias="asr_drop_logprob_below",
+                                      description="A segment whose mean token log-probability is below this is dropped")
+    drop_no_speech_above: float = Field(0.3, alias="asr_drop_no_speech_above", ge=0, le=1,
+                                        description="A segment whose no-speech probability is above this is dropped")
+    verify_weights: bool = Field(True, alias="asr_verify_weights",
+                                 description="Check packaged weights against their published SHA-256 before loading")
+
+    _empty_language = field_validator("language", "initial_prompt", mode="before")(_empty_is_none)
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if value not in ASR_ENGINES:
+            raise ValueError(f"unknown ASR engine {value!r}; choose one of {ASR_ENGINES}")
+        return value
+
+    @property
+    def cache(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir is not None else default_asr_cache_dir()
+
+    def prompt(self, hotwords: tuple[str, ...] | None = None) -> str | None:
+        """Filler prompt, plus the hint words for engines without a hotwords option."""
+        words = self.hotwords if hotwords is None else hotwords
+        parts = [p for p in (self.initial_prompt, ", ".join(words) if words else None) if p]
+        return " ".join(parts) or None
+
+
+class SpeechSettings(Section):
+    filler_words: tuple[str, ...] = Field(DEFAULT_FILLERS, alias="filler_words",
+                                          description="Words and phrases counted as fillers")
+    pause_seconds: float = Field(1.0, alias="pause_seconds", gt=0,
+                                 description="A silence longer than this between words is a pause")
+    pace_window_seconds: float = Field(10.0, alias="pace_window_seconds", gt=0,
+                                       description="Sliding window for speaking pace (s)")
+    pace_low_wpm: float = Field(110.0, alias="pace_low_wpm", gt=0, description="Below this words per minute is slow")
+    pace_high_wpm: float = Field(170.0, alias="pace_high_wpm", gt=0, description="Above this words per minute is fast")
+
+
+class MediaSettings(Section):
+    max_answer_seconds: float = Field(
+        900.0, alias="max_answer_seconds", gt=0,
+        description="Longest answer accepted (s): longer media is refused, from its header and while decoding")
+    max_upload_mb: int = Field(
+        500, alias="max_upload_mb", ge=1,
+        description="Largest uploaded recording (MB); keep server.maxUploadSize in .streamlit/config.toml at least this")
+
+
+class GradingSettings(Section):
+    keypoint_match_threshold: float = Field(0.5, alias="keypoint_match_threshold", ge=0, le=1,
+                                            description="Span-to-key-point similarity that counts as covered")
+    weight_similarity: float = Field(0.5, alias="grade_weight_similarity", ge=0,
+                                     description="Weight of similarity to the reference in the grade")
+    weight_coverage: float = Field(0.5, alias="grade_weight_coverage", ge=0,
+                                   description="Weight of key-point coverage in the grade")
+    band_cutoffs: tuple[float, float, float] = Field(
+        (0.4, 0.6, 0.8), alias="band_cutoffs", description="Grade cut-offs between weak/fair/good/strong bands")
+    min_answer_words: int = Field(8, alias="min_answer_words", ge=0,
+                                  description="Answers shorter than this are flagged too short")
+    off_topic_similarity: float = Field(
+        0.15, alias="off_topic_similarity", ge=0, le=1,
+        description="Similarity to both the question and the reference below this flags off-topic")
+    model: str | None = Field(
+        None, alias="grading_model",
+        description="Sentence model for grading: a folder or name; unset uses the packaged all-MiniLM-L6-v2")
+    threads: int = Field(
+        1, alias="grading_threads", ge=1,
+        description="torch CPU threads for the grading encoder (process-wide; 2 ran 10x slower on a busy 2-core box)")
+    calibration_path: Path | None = Field(
+        None, alias="grading_calibration_path",
+        description="Grade calibration JSON (python -m pipeline.evaluate grading --fit-out); unset uses the shipped one")
+
+
+class SidecarSettings(Section):
+    enabled: bool = Field(True, alias="sidecar_enabled",
+                          description="Run the analysis engine in this server (off for coach-only servers)")
+    emotion_worker_nice: int = Field(
+        10, alias="emotion_worker_nice", ge=0, le=19,
+        description="CPU niceness of the emotion worker (it takes whatever CPU is left; capture and speech come first)")
+    gil_switch_ms: float = Field(
+        1.0, alias="gil_switch_ms", gt=0, le=50,
+        description="Python thread switch interval in the app process (ms): shorter = callbacks wait less")
+    gc_freeze: bool = Field(
+        True, alias="gc_freeze",
+        description="Freeze the app's start-up objects out of garbage collection (shorter pauses in callbacks)")
+    heartbeat_timeout_seconds: float = Field(
+        5.0, alias="heartbeat_timeout_seconds", gt=0,
+        description="A worker process silent this long (dead, stopped) is restarted")
+    worker_stuck_seconds: float = Field(
+        120.0, alias="worker_stuck_seconds", gt=0,
+        description="A worker busy on one step this long (a hang, not a slow decode) is restarted")
+    stale_answer_seconds: float = Field(
+        20.0, alias="stale_answer_seconds", gt=0,
+        description="An answer with no audio this long (tab closed, connection lost) is ended as incomplete")
+    worker_backlog_max: int = Field(
+        5000, alias="worker_backlog_max", ge=1,
+        description="Frame samples a worker keeps in memory while the journal refuses writes "
+        "(oldest dropped past it; answers never)")
+    worker_backlog_retry_seconds: float = Field(
+        1.0, alias="worker_backlog_retry_seconds", gt=0,
+        description="How often a worker retries the writes it holds in memory (journal or disk full)")
+
+
+class AccessSettings(Section):
+    login_hours: float = Field(12.0, alias="login_hours", gt=0,
+                               description="A sign-in stays valid this many hours, then the user signs in again")
+    login_backoff_after: int = Field(
+        3, alias="login_backoff_after", ge=1,
+        description="Wrong passwords for one username from one client before that client must wait")
+    login_client_backoff_after: int = Field(
+        10, alias="login_client_backoff_after", ge=1,
+        description="Wrong passwords from one client, any usernames, before that client must wait")
+    login_backoff_base_seconds: float = Field(
+        1.0, alias="login_backoff_base_seconds", gt=0,
+        description="A client's first wait once back-off starts; it doubles with every further failure")
+    login_backoff_max_seconds: float = Field(900.0, alias="login_backoff_max_seconds", gt=0,
+                                             description="Longest wait a failing client is given")
+    login_failure_forget_minutes: float = Field(
+        60.0, alias="login_failure_forget_minutes", gt=0,
+        description="A client's failed sign-ins are forgotten this long after its last one")
+    login_client_header: str = Field(
+        "", alias="login_client_header",
+        description="Header a trusted reverse proxy sets to the client address (e.g. X-Forwarded-For); "
+        "empty: the connection address, or the browser session on loopback")
+    admin_password: SecretStr | None = Field(
+        None, alias="admin_password",
+        description="With no admin account yet, creates user 'admin' with this password at start (8+ characters)")
+    resume_token_hours: float = Field(
+        12.0, alias="resume_token_hours", gt=0,
+        description="A resume link (?resume=... in the Interview page's URL) is valid this many hours")
+    resume_secret: SecretStr | None = Field(
+        None, alias="resume_secret",
+        description="Key that signs resume links (same on every app server); unset: a random one in "
+        "data_dir/secrets, owner-only")
+
+    @field_validator("admin_password")
+    @classmethod
+    def _admin_password_valid(cls, value: SecretStr | None) -> SecretStr | None:
+        # Set but unusable must stop the server: ignoring it would leave the first-run form open to anyone.
+        if value is not None and not PASSWORD_MIN <= len(value.get_secret_value()) <= PASSWORD_MAX:
+            raise ValueError(f"it is set but must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long; "
+                             "fix it or unset it, then start the server again")
+        return value
