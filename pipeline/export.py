@@ -36,7 +36,7 @@ from pipeline.safe_text import plain_html
 from pipeline.timeline import answer_timeline
 from pipeline.tokens import aware as _aware
 from pipeline.tokens import token_id as _token_id
-from pipeline.writer import BatchedWriter, apply_session_delete
+from pipeline.writer import BatchedWriter
 
 SHARE_MAX_DAYS = 90
 TOKEN_MAX_CHARS = 200
@@ -293,7 +293,7 @@ def revoke_shares(db: Database[dict[str, Any]], session_id: Any) -> int:
 # --------------------------------------------------------------------------- delete
 
 
-def delete_session(db: Database[dict[str, Any]], session_id: Any, writer: BatchedWriter | None = None,
+def delete_session(db: Database[dict[str, Any]], session_id: Any, writer: BatchedWriter,
                    timeout: float = 30.0) -> dict[str, int] | None:
     """Delete a session and everything stored for it: answers, frames, share links, re-scores and
     any other per-session collection (report caches, audio) holding its ``session_id``.

@@ -28,6 +28,7 @@ from pipeline.report import ReportOptions
 from pipeline.safe_text import md
 from pipeline.settings import Settings
 from pipeline.storage import ensure_indexes
+from pipeline.writer import BatchedWriter, WriterOptions
 from tests.pages_support import open_page, page_database
 from tests.test_report import make_answer, make_frames
 
@@ -146,19 +147,24 @@ def test_share_links_open_one_session_until_they_expire(seeded):
     assert revoke_shares(seeded, "s-1") == 1 and resolve_share(seeded, token) is None
 
 
-def test_delete_removes_everything_of_the_session_and_nothing_else(seeded):
+def test_delete_removes_everything_of_the_session_and_nothing_else(seeded, tmp_path):
     create_share_link(seeded, "s-1", 7)
     keep = create_share_link(seeded, "s-other", 7)
     seeded.report_cache.insert_one({"session_id": "s-1", "html": "…"})  # a cache keyed by session: goes too
     before = {c: seeded[c].count_documents({"session_id": "s-other"}) for c in ("answers", "frames", "shares")}
-    gone = delete_session(seeded, "s-1")
+    writer = BatchedWriter(lambda: seeded, WriterOptions(journal_dir=tmp_path / "journal", flush_seconds=3600))
+    try:
+        gone = delete_session(seeded, "s-1", writer)
+        again = delete_session(seeded, "s-1", writer)
+    finally:
+        writer.close()
     assert gone == {"shares": 1, "frames": 90, "answers": 2, "report_cache": 1, "sessions": 1}
     for name in seeded.list_collection_names():
         assert seeded[name].count_documents({"session_id": "s-1"}) == 0, name
     assert seeded.sessions.count_documents({"_id": "s-1"}) == 0
     assert {c: seeded[c].count_documents({"session_id": "s-other"}) for c in before} == before
     assert seeded.sessions.find_one({"_id": "s-other"}) and resolve_share(seeded, keep) == "s-other"
-    assert delete_session(seeded, "s-1")["sessions"] == 0  # repeatable
+    assert again is not None and again["sessions"] == 0  # repeatable
 
 
 # --------------------------------------------------------------------------- the report page

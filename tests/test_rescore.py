@@ -187,9 +187,10 @@ def test_speech_metrics_recomputed_from_stored_words(db):
     assert rescore(db, new).speech == {"fillers": 0, "pauses": 0, "pace_band": 0, "errors": 0}
 
 
-def test_rescore_is_what_every_reader_sees_and_later_rescores_build_on_it(db):
+def test_rescore_is_what_every_reader_sees_and_later_rescores_build_on_it(db, tmp_path):
     from pipeline.export import delete_session
     from pipeline.progress import answer_rows
+    from pipeline.writer import BatchedWriter, WriterOptions
 
     store_session(db, "s1", [0.4, 0.6, 0.8])
     fillers = settings_with(BASE, {"filler_words": ["um", "uh", "so"]})
@@ -214,7 +215,12 @@ def test_rescore_is_what_every_reader_sees_and_later_rescores_build_on_it(db):
     assert view.metrics["pauses"].values == [0.0, 0.0, 0.0]
     assert sorted(view.metrics["grade"].values) == pytest.approx(sorted(a["grade"]["score"] for a in report))
 
-    deleted = delete_session(db, "s1")
+    w = BatchedWriter(lambda: db, WriterOptions(journal_dir=tmp_path / "j", flush_seconds=3600))
+    try:
+        deleted = delete_session(db, "s1", w)
+    finally:
+        w.close()
+    assert deleted is not None
     assert deleted["answer_scores"] == 3 and db.answer_scores.count_documents({}) == 0
 
 

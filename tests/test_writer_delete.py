@@ -13,7 +13,7 @@ import pymongo
 
 from pipeline.export import delete_session
 from pipeline.storage import DELETED_SESSIONS, EmbeddedServer, ensure_indexes, free_port
-from pipeline.writer import BatchedWriter, WriterOptions
+from pipeline.writer import BatchedWriter, WriterOptions, apply_session_delete
 
 NOW = datetime(2025, 11, 1, 9, 0, tzinfo=UTC)
 
@@ -163,7 +163,7 @@ class _DeleteBeforeAnswers:
         class _Racing:
             def bulk_write(self, ops: list, **kw: object) -> object:
                 outer.fired = True
-                assert delete_session(outer._db, outer._sid)["sessions"] == 1  # tombstone, then delete
+                assert apply_session_delete(outer._db, outer._sid)["sessions"] == 1  # what the other writer sends
                 return coll.bulk_write(ops, **kw)
 
         return _Racing()
