@@ -302,13 +302,11 @@ def delete_session(db: Database[dict[str, Any]], session_id: Any, writer: Batche
     sent; a tombstone keeps any journaled write for the session, replayed later by any writer,
     from bringing it back (pipeline.writer). Returns the number of documents deleted per
     collection, or None when the database did not take it within ``timeout``: it is then kept
-    in the journal and done once the database is back. Without a writer (scripts, tests) it
-    is done at once, tombstone first as well. The session document goes last, so an
+    in the journal and done once the database is back. There is no direct delete: it could be
+    undone by a journaled write replayed after it. The session document goes last, so an
     interrupted delete leaves it listed and is repeated.
     """
     sid = str(session_id)
-    if writer is None:
-        return apply_session_delete(db, sid)
     writer.delete_session(sid)
     if not writer.flush(timeout):
         return None
