@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the repo importable
     sys.path.insert(0, str(ROOT))
 
+import sidecar.emotion  # noqa: E402
 from pipeline.settings import EmotionSettings  # noqa: E402
 from sidecar.emotion import EmotionAnalyzer  # noqa: E402
 from sidecar.emotion_classifiers import FerTfliteEmotion, face_crop  # noqa: E402
@@ -78,6 +79,8 @@ def pin_one_core() -> str:
     except (AttributeError, OSError):
         return "not pinned (no sched_setaffinity here)"
 
+_FIND_EYES = sidecar.emotion.find_eyes
+
 
 class StageTimer:
     """Wraps analyzer internals to attribute time to stages (bench only)."""
@@ -87,9 +90,10 @@ class StageTimer:
         for attr, stage in (
             ("_detect_full", "full detection"),
             ("_track_face", "tracking"),
-            ("_find_eyes", "eyes"),
         ):
             setattr(analyzer, attr, self._wrap(getattr(analyzer, attr), stage))
+        # eyes are found by a module function of sidecar.emotion (issue 10 split); wrap the original each time
+        sidecar.emotion.find_eyes = self._wrap(_FIND_EYES, "eyes")
         model = analyzer._emotion
         assert model is not None
         model.predict = self._wrap(model.predict, "emotion model")  # type: ignore[method-assign]

@@ -74,7 +74,7 @@ def synthetic_features(rng: np.random.Generator, n_words: int) -> GradeFeatures:
 def populate(db: Any, n_sessions: int, n_answers: int, n_words: int, settings: Settings) -> None:
     rng = np.random.default_rng(0)
     opts, speech = GradeOptions.from_settings(settings), SpeechMetricsOptions.from_settings(settings)
-    snapshot = settings.model_dump(mode="json", exclude={"mongodb_uri"})
+    snapshot = settings.snapshot()  # what a session stores (flat names), as pipeline.interview does
     sessions, answers = [], []
     for s in range(n_sessions):
         sid = f"s{s:05d}"
