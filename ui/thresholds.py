@@ -58,7 +58,9 @@ def _widgets(base: Settings) -> dict[str, Any]:
                                                 float(spec.value), 0.01, key=key, help=spec.help))
         else:
             step = 0.1 if float(spec.value) < 20 else 5.0
-            values[spec.name] = float(st.number_input(label, spec.min_value, spec.max_value, float(spec.value), step,
+            lo_f = None if spec.min_value is None else float(spec.min_value)
+            hi_f = None if spec.max_value is None else float(spec.max_value)
+            values[spec.name] = float(st.number_input(label, lo_f, hi_f, float(spec.value), step,
                                                       key=key, help=spec.help))
     return values
 
