@@ -63,7 +63,7 @@ def _sessions(at: AppTest) -> None:
     assert _labels(at.tabs) == ["Sessions", "Progress", "Compare two sessions"]
     assert _says(at.info, "No sessions yet. Record one on the Interview page.")
     assert _says(at.info, "The list needs at least two sessions to compare.")
-    assert _labels(at.text_input) == ["Search candidate or role"]
+    assert _labels(at.main.text_input) == ["Search candidate or role"]  # the sidebar holds the what-if panel
     assert {"Candidate", "Role", "Grade band", "Sort by", "Session to delete"} <= set(_labels(at.selectbox))
     assert at.button(key="delete_button").disabled, "nothing to delete, nothing confirmed"
     assert at.checkbox(key="delete_sure").disabled
