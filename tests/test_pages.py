@@ -90,10 +90,10 @@ def _research(at: AppTest) -> None:
 
 def _accounts(at: AppTest) -> None:
     assert _values(at.title) == ["Accounts"]
-    assert _says(at.markdown, "Coaches see the sessions of their own candidates")
+    assert _says(at.markdown, "Coaches and researchers see the sessions of the candidates assigned to them")
     assert _values(at.subheader) == ["New account", "Reset a password", "All accounts"]
     assert {"Create account", "Reset password"} <= set(_labels(at.button))
-    assert at.radio[0].label == "Role" and at.radio[0].options == ["candidate", "coach", "admin"]
+    assert at.radio[0].label == "Role" and at.radio[0].options == ["candidate", "coach", "researcher", "admin"]
     accounts = at.dataframe[0].value
     assert accounts["username"].tolist() == ["admin"] and accounts["role"].tolist() == ["admin"]
 
