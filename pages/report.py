@@ -98,7 +98,9 @@ whatif = threshold_panel(user, get_settings()) if shared_id is None else None
 result = whatif_session(session, answers, whatif) if whatif is not None else None
 if result is not None:
     session, answers = result.session, result.answers
-    st.warning(f"**What-if, not saved:** {md(result.change.text())}", icon=":material/science:")
+    st.warning("**What-if, not saved:** " + (md(result.change.text()) if result.change.changed else
+               "grade, band and key points as stored; pause marks, fillers, pace and advice follow the "
+               "sidebar's thresholds"), icon=":material/science:")
 header = session_header(session, answers)
 st.subheader(f"{md(header['candidate'])} · {md(header['role'])}", anchor=False)
 st.caption(md(" · ".join(x for x in (header["date"], header["status"], ", ".join(map(str, header["flags"]))) if x)))
