@@ -70,3 +70,12 @@ def test_changed_values_and_refusal():
         "min_answer_words": 3}
     with pytest.raises(ProfileError, match="pace_low_wpm"):
         whatif_settings(BASE, {"pace_low_wpm": 300.0})
+
+
+def test_researcher_has_a_coachs_access_rule():
+    from pipeline import auth
+
+    assert "researcher" in auth.ROLES and "researcher" in auth.ASSIGNEE_ROLES
+    res = {"role": "researcher", "username": "res1"}
+    assert auth.session_access_filter(res) == {"$or": [{"coach": "res1"}, {"candidate_user": {"$in": []}}]}
+    assert auth.can_view_session(res, {"coach": "res1"}) and not auth.can_view_session(res, {"coach": "other"})
