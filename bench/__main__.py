@@ -12,7 +12,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 QUICK = ["bench_emotion.py", "bench_asr.py", "bench_grading.py", "bench_sidecar.py", "bench_capture.py", "bench_report.py",
-         "bench_rescore.py", "bench_sessions.py"]
+         "bench_rescore.py", "bench_sessions.py", "bench_whatif.py"]
 
 
 def main() -> int:

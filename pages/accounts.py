@@ -1,4 +1,4 @@
-"""Accounts page (admin): create coach and candidate accounts, reset passwords, list who exists."""
+"""Accounts page (admin): create coach, researcher and candidate accounts, reset passwords, list who exists."""
 
 import streamlit as st
 from pymongo.errors import PyMongoError
@@ -11,7 +11,8 @@ from ui.session import error_text, get_store, require_user
 run_inside_app()
 
 st.title("Accounts")
-st.write("Coaches see the sessions of their own candidates; candidates see only their own sessions.")
+st.write("Coaches and researchers see the sessions of the candidates assigned to them (researchers also tune "
+         "thresholds in the sidebar and on the Research page); candidates see only their own sessions.")
 require_user(("admin",))
 db = get_store().db
 if db is None:
@@ -23,14 +24,14 @@ try:
 except PyMongoError as exc:
     st.error(f"Could not read accounts: {error_text(exc)}")
     st.stop()
-coaches = [u["username"] for u in users if u.get("role") in ("coach", "admin")]
+coaches = [u["username"] for u in users if u.get("role") in auth.ASSIGNEE_ROLES]
 
 st.subheader("New account", anchor=False)
 with st.form("new_account", clear_on_submit=True):
-    role = st.radio("Role", ["candidate", "coach", "admin"], horizontal=True, key="acct_role")
+    role = st.radio("Role", ["candidate", "coach", "researcher", "admin"], horizontal=True, key="acct_role")
     username = st.text_input("Username (3-64 of a-z 0-9 . _ -)", key="acct_username", max_chars=64)
     display_name = st.text_input("Display name", key="acct_display", max_chars=200)
-    coach = st.selectbox("Coach (candidates only)", [""] + coaches, key="acct_coach",
+    coach = st.selectbox("Coach or researcher (candidates only)", [""] + coaches, key="acct_coach",
                          format_func=lambda c: c or "— none —")
     password = st.text_input("Initial password", type="password", key="acct_password", max_chars=auth.MAX_PASSWORD)
     created = st.form_submit_button("Create account", type="primary", key="acct_create")

@@ -13,12 +13,16 @@ from pipeline.auth import can_view_session, session_access_filter
 from pipeline.card import answer_card_view, session_header, session_label
 from pipeline.export import resolve_share
 from pipeline.queries import find_session, list_answer_frames, list_report_answers, list_sessions
+from pipeline.report import ReportOptions
 from pipeline.safe_text import md
+from pipeline.settings import get_settings
 from pipeline.timeline import answer_timeline
+from pipeline.whatif import whatif_session
 from ui.cards import card_options, show_card
 from ui.navigation import run_inside_app
 from ui.report_actions import show_session_actions
 from ui.session import error_text, get_store, require_user
+from ui.thresholds import threshold_panel
 
 run_inside_app()
 
@@ -56,7 +60,7 @@ if share_token:
     user = None
     session_id = shared_id
 else:
-    user = require_user(("admin", "coach", "candidate"))
+    user = require_user(("admin", "coach", "researcher", "candidate"))
 
     requested = st.query_params.get("session")
     try:
@@ -89,6 +93,14 @@ if session is None:
     st.error(f"No session with id {md(repr(session_id))}.")
     st.stop()
 
+# Researchers and admins: the sidebar what-if re-scores this report in memory (nothing is written).
+whatif = threshold_panel(user, get_settings()) if shared_id is None else None
+result = whatif_session(session, answers, whatif) if whatif is not None else None
+if result is not None:
+    session, answers = result.session, result.answers
+    st.warning("**What-if, not saved:** " + (md(result.change.text()) if result.change.changed else
+               "grade, band and key points as stored; pause marks, fillers, pace and advice follow the "
+               "sidebar's thresholds"), icon=":material/science:")
 header = session_header(session, answers)
 st.subheader(f"{md(header['candidate'])} · {md(header['role'])}", anchor=False)
 st.caption(md(" · ".join(x for x in (header["date"], header["status"], ", ".join(map(str, header["flags"]))) if x)))
@@ -98,7 +110,8 @@ cols = st.columns(3)
 cols[0].metric(f"Overall grade · {md(header['band'])}" if header["band"] else "Overall grade", header["grade_text"])
 cols[1].metric("Answers graded", f"{header['graded_answers']} of {header['answers']}")
 
-options = card_options(session.get("settings"))
+options = (card_options(session.get("settings")) if whatif is None
+           else ReportOptions.from_settings(whatif, session.get("settings")))
 show_emotion = st.toggle(
     "Show emotion", value=options.emotion_enabled, disabled=not options.emotion_enabled,
     help="Emotion estimates, with their confidence." if options.emotion_enabled
@@ -108,10 +121,12 @@ options = replace(options, emotion_enabled=show_emotion)
 
 if not answers:
     st.info("No answers stored for this session yet.")
-for answer in answers:
+for n, answer in enumerate(answers):
     answer_id = str(answer.get("_id"))
     with st.container(border=True):
         st.markdown(f"**Q{int(answer.get('index') or 0) + 1}.** {md(answer.get('question', ''))}")
+        if result is not None and result.answer_changes[n].changed:
+            st.caption(f":material/science: What-if: {md(result.answer_changes[n].text())}")
         try:
             if answer.get("status") in FINAL:
                 version = f"{answer.get('status')}:{answer.get('ended_ms')}"

@@ -27,11 +27,13 @@ from pipeline.safe_text import md
 from pipeline.settings import get_settings, settings_table
 from ui.navigation import run_inside_app
 from ui.session import error_text, get_store, require_user
+from ui.thresholds import HANDOFF
 
 run_inside_app()
 
 MOHLER = Path(__file__).resolve().parents[2] / "shared" / "data" / "grading" / "mohler_dataset_edited.csv"
-GROUPS = {"grading": "Grading", "speech": "Speech", "capture": "Capture (applies to new recordings only)"}
+GROUPS = {"grading": "Grading", "speech": "Speech", "report": "Report advice",
+          "capture": "Capture (applies to new recordings only)"}
 
 st.title("Research")
 st.write("Thresholds that drive scoring. Tune them, preview the effect on stored sessions, save them as "
@@ -43,7 +45,7 @@ if db is None:
     st.warning("Profiles and re-scoring need the database, which is unreachable. Current settings:")
     st.dataframe(settings_table(settings), hide_index=True, width="stretch")
     st.stop()
-user = require_user(("admin", "coach"))
+user = require_user(("admin", "coach", "researcher"))
 # Preview, apply and calibration all see only what this user may: a coach re-scores only the
 # sessions of their own candidates and those assigned to them (pipeline.auth).
 access = auth.session_access_filter(user, db)
@@ -78,6 +80,11 @@ def form_values() -> dict[str, Any]:
 if "thr_loaded" not in state:
     load_into_form({})
     state.thr_loaded = "current settings"
+# The sidebar what-if's "Save as profile" / "Preview on stored sessions" (ui.thresholds) hands its values here.
+handoff = state.pop(HANDOFF, None)
+if isinstance(handoff, dict) and isinstance(handoff.get("values"), dict):
+    load_into_form(handoff["values"])
+    state.thr_loaded = "the sidebar what-if"
 
 try:
     profiles = list_profiles(db)
@@ -143,6 +150,10 @@ with tab_tune:
         preview = b1.form_submit_button("Preview effect", type="primary", key="preview", width="stretch")
         save = b2.form_submit_button("Save as profile", key="save", width="stretch")
 
+    if isinstance(handoff, dict) and handoff.get("action") == "save":
+        st.info("The sidebar's values are in the form: name the profile and press **Save as profile**.",
+                icon=":material/save:")
+    preview = preview or (isinstance(handoff, dict) and handoff.get("action") == "preview")
     if preview or save:
         try:
             new_settings = settings_with(settings, form_values())

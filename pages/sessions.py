@@ -33,8 +33,11 @@ from pipeline.queries import (
     session_filter_options,
 )
 from pipeline.safe_text import md
+from pipeline.settings import get_settings
+from pipeline.whatif import page_answers, whatif_rows
 from ui.navigation import run_inside_app
 from ui.session import error_text, get_store, require_user
+from ui.thresholds import threshold_panel
 
 run_inside_app()
 
@@ -59,7 +62,9 @@ db = store.db
 if db is None:
     st.warning("Sessions cannot be listed while the database is unreachable.")
     st.stop()
-user = require_user(("admin", "coach", "candidate"))
+user = require_user(("admin", "coach", "researcher", "candidate"))
+# Researchers and admins: the sidebar what-if re-grades the listed sessions in memory (nothing is written).
+whatif = threshold_panel(user, get_settings())
 access = session_access_filter(user, db)
 
 try:
@@ -105,12 +110,26 @@ with tab_list:
         st.info("No sessions match these filters." if filters != SessionFilters()
                 else "No sessions yet. Record one on the Interview page.")
     else:
+        rows: list[dict[str, Any]] = list(page.rows)
+        changes: list[str] = []
+        if whatif is not None:
+            try:
+                regraded = whatif_rows(rows, page_answers(db, [str(r["id"]) for r in rows]), whatif)
+            except PyMongoError as exc:
+                st.error(f"Could not read the answers for the what-if: {error_text(exc)}")
+                st.stop()
+            rows = [r for r, _ in regraded]
+            changes = [c.text() for _, c in regraded]
+            moved = sum(c.changed for _, c in regraded)
+            st.warning(f"**What-if, not saved:** {moved} of {len(rows)} sessions on this page change grade or "
+                       "band. Sorting and filters still use the stored grades.", icon=":material/science:")
         table = [{
             "candidate": r.get("candidate"), "date": r.get("started_at"), "role": r.get("role"),
             "answers": r.get("answers"), "grade": r.get("grade"), "band": r.get("band"),
             "flags": ", ".join(map(str, r.get("flags") or [])), "status": r.get("status"),
             "report": f"report?session={r['id']}",
-        } for r in page.rows]
+            **({"what-if": changes[i]} if changes else {}),
+        } for i, r in enumerate(rows)]
         st.dataframe(table, hide_index=True, width="stretch", column_config={
             "date": st.column_config.DatetimeColumn("date", format="YYYY-MM-DD HH:mm"),
             "grade": st.column_config.ProgressColumn("grade", min_value=0.0, max_value=1.0, format="percent"),

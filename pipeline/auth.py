@@ -42,7 +42,9 @@ from pipeline.tokens import aware, token_id
 
 log = logging.getLogger(__name__)
 
-ROLES = ("admin", "coach", "candidate")
+ROLES = ("admin", "coach", "researcher", "candidate")
+# Roles a candidate may be assigned to (``users.coach``): they then see that candidate's sessions.
+ASSIGNEE_ROLES = ("coach", "researcher", "admin")
 USERNAME_RE = re.compile(r"[a-z0-9._-]{3,64}")
 MIN_PASSWORD = PASSWORD_MIN
 MAX_PASSWORD = PASSWORD_MAX  # longer input is refused before hashing (no hashing-cost abuse)
@@ -136,8 +138,8 @@ def create_user(db: Db, username: object, password: object, role: str, *, coach:
     coach_name = None
     if role == "candidate" and coach:
         coach_name = normalize_username(coach)
-        if db.users.find_one({"username": coach_name, "role": {"$in": ["coach", "admin"]}}, {"_id": 1}) is None:
-            raise AuthError(f"No coach called {coach_name!r}.")
+        if db.users.find_one({"username": coach_name, "role": {"$in": list(ASSIGNEE_ROLES)}}, {"_id": 1}) is None:
+            raise AuthError(f"No coach or researcher called {coach_name!r}.")
     if display_name is not None and not isinstance(display_name, str):
         raise AuthError("Display name must be text.")
     doc = {
@@ -331,9 +333,9 @@ def coach_candidates(db: Db, coach: str) -> list[str]:
 def session_access_filter(user: Mapping[str, Any] | None, db: Db | None = None) -> dict[str, Any] | None:
     """The filter to merge (``$and``) into every ``sessions`` query for ``user``.
 
-    None means everything (admin). A coach sees sessions marked with their username as
-    coach or recorded by one of their candidates (resolved through ``db`` now, so a newly
-    assigned candidate shows at once); a candidate sees their own. No user, or an unknown
+    None means everything (admin). A coach or researcher sees sessions marked with their username
+    as coach or recorded by one of the candidates assigned to them (resolved through ``db`` now, so
+    a newly assigned candidate shows at once); a candidate sees their own. No user, or an unknown
     role, sees nothing.
     """
     if not user:
@@ -341,7 +343,7 @@ def session_access_filter(user: Mapping[str, Any] | None, db: Db | None = None) 
     role, username = user.get("role"), str(user.get("username", ""))
     if role == "admin":
         return None
-    if role == "coach":
+    if role in ("coach", "researcher"):
         candidates = coach_candidates(db, username) if db is not None else []
         return {"$or": [{"coach": username}, {"candidate_user": {"$in": candidates}}]}
     if role == "candidate":
@@ -360,7 +362,7 @@ def can_view_session(user: Mapping[str, Any] | None, session: Mapping[str, Any] 
     owner = session.get("candidate_user")
     if role == "candidate":
         return isinstance(owner, str) and owner == username
-    if role == "coach":
+    if role in ("coach", "researcher"):
         if session.get("coach") == username:
             return True
         return isinstance(owner, str) and db is not None and owner in coach_candidates(db, username)

@@ -43,6 +43,7 @@ THRESHOLD_FIELDS: tuple[str, ...] = (
     "keypoint_match_threshold",
     "min_answer_words",
     "off_topic_similarity",
+    "eye_contact_good",
 )
 # Which thresholds re-scoring stored answers can apply (the others act at capture time).
 GRADING_FIELDS = (
@@ -54,7 +55,9 @@ GRADING_FIELDS = (
     "off_topic_similarity",
 )
 SPEECH_FIELDS = ("filler_words", "pause_seconds", "pace_low_wpm", "pace_high_wpm")
-CAPTURE_FIELDS = tuple(f for f in THRESHOLD_FIELDS if f not in GRADING_FIELDS + SPEECH_FIELDS)
+# Thresholds of the report's advice only: applied whenever a report is drawn, nothing stored to re-score.
+REPORT_FIELDS = ("eye_contact_good",)
+CAPTURE_FIELDS = tuple(f for f in THRESHOLD_FIELDS if f not in GRADING_FIELDS + SPEECH_FIELDS + REPORT_FIELDS)
 
 MAX_NAME_CHARS = 100
 MAX_FILLERS = 100
@@ -218,7 +221,7 @@ class ThresholdSpec:
     help: str
     min_value: float | None = None
     max_value: float | None = None
-    group: str = ""  # "capture" | "speech" | "grading"
+    group: str = ""  # "capture" | "speech" | "grading" | "report"
 
 
 def _bounds(name: str) -> tuple[float | None, float | None]:
@@ -246,7 +249,8 @@ def threshold_specs(settings: Settings, values: Mapping[str, Any] | None = None)
         lo, hi = _bounds(name)
         if kind == "cutoffs":
             lo, hi = 0.0, 1.0
-        group = "grading" if name in GRADING_FIELDS else "speech" if name in SPEECH_FIELDS else "capture"
+        group = ("grading" if name in GRADING_FIELDS else "speech" if name in SPEECH_FIELDS
+                 else "report" if name in REPORT_FIELDS else "capture")
         out.append(ThresholdSpec(name, kind, value, describe(name), lo, hi, group))
     return out
 

@@ -45,8 +45,8 @@ class ReportOptions:
     emotion_confidence_floor: float = _DEFAULT.emotion.emotion_confidence_floor
     min_answer_words: int = _DEFAULT.grading.min_answer_words
     filler_words: tuple[str, ...] = _DEFAULT.speech.filler_words
+    eye_contact_good: float = _DEFAULT.report.eye_contact_good  # below it the card advises more eye contact
     # Not settings: fixed choices of the display.
-    eye_contact_good: float = 0.6  # below this share of face frames the card advises more eye contact
     word_label_limit: int = 80  # more words than this: markers with hover only (labels would overlap)
     gl_min_points: int = 1500  # marker traces this large use WebGL
 
@@ -65,5 +65,6 @@ class ReportOptions:
             emotion_confidence_floor=float(settings.emotion.emotion_confidence_floor),
             min_answer_words=int(settings.grading.min_answer_words),
             filler_words=tuple(settings.speech.filler_words),
+            eye_contact_good=float(settings.report.eye_contact_good),
         )
 

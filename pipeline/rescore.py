@@ -1,5 +1,6 @@
 """Re-score stored sessions under new thresholds without running any model.
 
+The pure stages (speech metrics, session grade, Mohler effect) are in ``pipeline.recompute``.
 Each stored answer carries the grader's features (``GradeFeatures.to_dict()``) and its
 timed words, so a new threshold set only needs the pure stages:
 
@@ -33,33 +34,41 @@ as JSON keyed by the data file's hash, so every later call only applies ``score(
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pymongo import DESCENDING, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from pipeline.agreement import pearson, rmse
 from pipeline.grading_features import GradeFeatures
-from pipeline.grading_score import BANDS, GradeOptions, band_for, score
-from pipeline.mohler import grading_features, load_mohler
+from pipeline.grading_score import BANDS, GradeOptions, score
 from pipeline.profiles import SPEECH_FIELDS, thresholds_of
 from pipeline.queries import ANSWER_SCORES, merge_rescore, rescores_of
+from pipeline.recompute import (  # re-exported: the pure stages and the Mohler effect live there
+    MohlerEffect,
+    file_sha256,
+    mohler_cache_path,
+    mohler_effect,
+    mohler_features,
+    num,
+    session_grade,
+    speech_fields,
+    speech_plan,
+    write_mohler_cache,
+)
 from pipeline.settings import Settings
-from pipeline.speech_metrics import SpeechMetricsOptions, filler_and_pause_metrics, pace_band
+from pipeline.speech_metrics import SpeechMetricsOptions
 from pipeline.writer import BatchedWriter, Update
+
+__all__ = [
+    "BAND_LABELS", "MohlerEffect", "RescoreResult", "effect_figure", "file_sha256", "mohler_cache_path",
+    "mohler_effect", "mohler_features", "rescore", "write_mohler_cache",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +76,6 @@ NO_BAND = "none"  # row/column of the transition matrix for answers without a gr
 BAND_LABELS = (*BANDS, NO_BAND)
 IN_CHUNK = 500  # session ids per $in query
 FULL_SCAN_SHARE = 0.2  # selecting more than this share of sessions: one scan beats $in look-ups
-SPEECH_FILLER_FIELDS = ("fillers", "filler_counts", "filler_count", "fillers_per_minute")
-SPEECH_PAUSE_FIELDS = ("pauses", "longest_pause_s")
 
 
 @dataclass
@@ -103,48 +110,6 @@ class RescoreResult:
 
 def _empty_transitions() -> dict[str, dict[str, int]]:
     return {b: dict.fromkeys(BAND_LABELS, 0) for b in BAND_LABELS}
-
-
-def _num(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
-def _filler_key(words: Iterable[Any]) -> frozenset[str]:
-    return frozenset(" ".join(str(w).lower().split()) for w in words or ())
-
-
-@dataclass(frozen=True)
-class _SpeechPlan:
-    fillers: bool
-    pauses: bool
-    pace: bool
-
-    @property
-    def words(self) -> bool:
-        return self.fillers or self.pauses
-
-
-def _speech_plan(old: Mapping[str, Any] | None, new: Settings) -> _SpeechPlan:
-    """What a change from the stored metrics' thresholds (``old``) to ``new`` requires."""
-    old = old or {}
-
-    def differs(name: str) -> bool:
-        value = old.get(name)
-        if value is None:
-            return True
-        if name == "filler_words":
-            return _filler_key(value) != _filler_key(new.speech.filler_words)
-        return _num(value) != float(new.value(name))
-
-    return _SpeechPlan(
-        fillers=differs("filler_words"),
-        pauses=differs("pause_seconds"),
-        pace=differs("pace_low_wpm") or differs("pace_high_wpm"),
-    )
 
 
 def _json_thresholds(settings: Settings) -> dict[str, Any]:
@@ -206,7 +171,7 @@ def rescore(
     sessions = _select_sessions(db, session_filter, limit)
     result.sessions = len(sessions)
     plans = {
-        str(s["_id"]): _speech_plan(s.get("scored_thresholds") or s.get("settings"), settings) for s in sessions
+        str(s["_id"]): speech_plan(s.get("scored_thresholds") or s.get("settings"), settings) for s in sessions
     }
     projection: dict[str, Any] = {
         "session_id": 1, "index": 1, "features": 1, "grade.score": 1, "grade.band": 1,
@@ -235,14 +200,14 @@ def rescore(
         features = doc.get("features")
         if not features:
             result.skipped += 1
-            per_session.setdefault(sid, []).append((_num(stored.get("score")), []))
+            per_session.setdefault(sid, []).append((num(stored.get("score")), []))
             t = time.perf_counter()
             continue
         t0 = time.perf_counter()
         new = score(GradeFeatures.from_dict(features), options)
         t_score += time.perf_counter() - t0
         result.rescored += 1
-        before_score, before_band = _num(stored.get("score")), stored.get("band")
+        before_score, before_band = num(stored.get("score")), stored.get("band")
         result.before.append(before_score)
         result.after.append(new.score)
         b0 = before_band if before_band in BANDS else NO_BAND
@@ -252,7 +217,7 @@ def rescore(
         per_session.setdefault(sid, []).append((new.score, new.flags))
 
         t0 = time.perf_counter()
-        fields = _speech_fields(doc, plans[sid], speech_options, result.speech)
+        fields = speech_fields(doc, plans[sid], speech_options, result.speech)
         t_speech += time.perf_counter() - t0
         if write:  # dotted metrics fields: what an earlier re-score recomputed and this one did not stays
             fields.update({"session_id": sid, "grade": new.to_dict(), "profile": prof, "rescored_at": now})
@@ -266,14 +231,11 @@ def rescore(
         rows = per_session.get(sid)
         if not rows:
             continue
-        scores = [v for v, _ in rows if v is not None]
-        mean = sum(scores) / len(scores) if scores else None
-        band = band_for(mean, settings.grading.band_cutoffs) if mean is not None else None
-        result.session_before.append(_num(s.get("grade")))
+        mean, band, flags = session_grade(rows, settings.grading.band_cutoffs)
+        result.session_before.append(num(s.get("grade")))
         result.session_after.append(mean)
         result.session_band_changes += (s.get("band") or None) != band
         if write:
-            flags = sorted({f for _, fl in rows for f in fl})
             session_ops.append(Update("sessions", s["_id"], {
                 "grade": mean, "band": band, "flags": flags, "profile": prof,
                 "scored_thresholds": scored_thresholds, "rescored_at": now,
@@ -303,35 +265,6 @@ def rescore(
     return result
 
 
-def _speech_fields(
-    doc: Mapping[str, Any], plan: _SpeechPlan, options: SpeechMetricsOptions, counts: dict[str, int]
-) -> dict[str, Any]:
-    """``metrics.*`` fields that the changed thresholds alter (empty when none)."""
-    metrics = doc.get("metrics") or {}
-    if not metrics or not metrics.get("has_speech", True):
-        return {}
-    out: dict[str, Any] = {}
-    if plan.pace:
-        wpm = _num(metrics.get("wpm"))
-        out["metrics.pace_band"] = pace_band(wpm, options.pace_low_wpm, options.pace_high_wpm)
-        counts["pace_band"] += 1
-    words = doc.get("words")
-    if plan.words and words:
-        try:
-            m = filler_and_pause_metrics(words, options, fillers=plan.fillers, pauses=plan.pauses)
-        except (KeyError, TypeError, ValueError) as exc:  # a malformed stored word: keep what is stored
-            log.warning("speech metrics of answer %s not recomputed: %s", doc.get("_id"), exc)
-            counts["errors"] += 1
-            return out
-        if plan.fillers:
-            out.update({f"metrics.{k}": m.get(k) for k in SPEECH_FILLER_FIELDS})
-            counts["fillers"] += 1
-        if plan.pauses:
-            out.update({f"metrics.{k}": m.get(k) for k in SPEECH_PAUSE_FIELDS})
-            counts["pauses"] += 1
-    return out
-
-
 def _write_all(db: Database[dict[str, Any]], updates: Mapping[str, Sequence[Update]], timings: dict[str, float]) -> None:
     """One unordered bulk write per collection; in one transaction when the server has them."""
     ops = {name: [UpdateOne({"_id": u.doc_id}, {"$set": u.fields}, upsert=u.upsert) for u in o]
@@ -351,84 +284,6 @@ def _write_all(db: Database[dict[str, Any]], updates: Mapping[str, Sequence[Upda
         log.info("re-score transaction not used (%s); writing without one", exc)
     for name, o in ops.items():
         db[name].bulk_write(o, ordered=False)
-
-
-# --------------------------------------------------------------------------- Mohler effect
-
-
-@dataclass(frozen=True)
-class MohlerEffect:
-    pearson_r: float
-    rmse: float  # on the 0-5 scale of the human grades
-    n: int
-    off_topic: int  # answers the off-topic rule capped
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def mohler_cache_path(settings: Settings, data_path: Path | str, cache_dir: Path | str | None = None) -> Path:
-    model = re.sub(r"[^A-Za-z0-9]+", "_", str(settings.grading.model or "packaged"))[-40:]
-    folder = Path(cache_dir) if cache_dir is not None else settings.storage.data_dir / "cache"
-    return folder / f"mohler_features_{file_sha256(Path(data_path))[:16]}_{model}.json"
-
-
-def write_mohler_cache(path: Path, names: Sequence[str], x: np.ndarray, y: np.ndarray, data_sha256: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({
-        "data_sha256": data_sha256, "names": list(names),
-        "x": np.round(np.asarray(x, dtype=np.float64), 6).tolist(), "y": [float(v) for v in y],
-    }), encoding="utf-8")
-    tmp.replace(path)
-
-
-@lru_cache(maxsize=4)
-def _read_mohler_cache(path: str, mtime_ns: int) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    return tuple(data["names"]), np.asarray(data["x"], dtype=np.float64), np.asarray(data["y"], dtype=np.float64)
-
-
-def mohler_features(
-    settings: Settings, data_path: Path | str, cache_dir: Path | str | None = None, build: bool = True
-) -> tuple[tuple[str, ...], np.ndarray, np.ndarray] | None:
-    """(feature names, values per answer, human grades 0-5); None when not cached and not ``build``."""
-    path = mohler_cache_path(settings, data_path, cache_dir)
-    if not path.exists():
-        if not build:
-            return None
-        rows = load_mohler(Path(data_path))
-        x, names, _ = grading_features(
-            rows, settings.grading.model, path.parent, log.info, threads=settings.grading.threads
-        )
-        y = np.array([float(r["score_avg"]) for r in rows])
-        write_mohler_cache(path, [str(n) for n in names], x, y, file_sha256(Path(data_path)))
-    return _read_mohler_cache(str(path), path.stat().st_mtime_ns)
-
-
-def mohler_effect(
-    settings: Settings, data_path: Path | str, cache_dir: Path | str | None = None, build: bool = True
-) -> MohlerEffect | None:
-    """Pearson r / RMSE of ``score()`` under ``settings`` against the human grades (no key points,
-    as in the data; note the shipped calibration was fitted on these answers, so this is an
-    in-sample figure: use it to compare threshold sets, not as the grader's accuracy)."""
-    loaded = mohler_features(settings, data_path, cache_dir, build)
-    if loaded is None:
-        return None
-    names, x, y = loaded
-    options = GradeOptions.from_settings(settings)
-    log_words = names.index("log_words") if "log_words" in names else None
-    pred = np.empty(len(y))
-    off = 0
-    for i, row in enumerate(x):
-        values = dict(zip(names, row.tolist(), strict=True))
-        n_words = round(math.expm1(row[log_words])) if log_words is not None else 0
-        g = score(GradeFeatures(False, n_words, values, [], "none"), options)
-        pred[i] = 5.0 * (g.score or 0.0)
-        off += "off_topic" in g.flags
-    return MohlerEffect(pearson_r=pearson(pred, y), rmse=rmse(pred, y), n=len(y), off_topic=off)
 
 
 # --------------------------------------------------------------------------- figures

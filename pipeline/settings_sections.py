@@ -101,6 +101,9 @@ class ReportSettings(Section):
     max_points: int = Field(
         2000, alias="report_max_points", ge=2,
         description="The report's timeline draws at most this many points per track (longer ones are averaged)")
+    eye_contact_good: float = Field(
+        0.6, alias="eye_contact_good", ge=0, le=1,
+        description="Eye contact on less than this share of face frames gets the 'look at the camera' advice")
 
 
 class AsrSettings(Section):

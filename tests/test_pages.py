@@ -63,7 +63,7 @@ def _sessions(at: AppTest) -> None:
     assert _labels(at.tabs) == ["Sessions", "Progress", "Compare two sessions"]
     assert _says(at.info, "No sessions yet. Record one on the Interview page.")
     assert _says(at.info, "The list needs at least two sessions to compare.")
-    assert _labels(at.text_input) == ["Search candidate or role"]
+    assert _labels(at.main.text_input) == ["Search candidate or role"]  # the sidebar holds the what-if panel
     assert {"Candidate", "Role", "Grade band", "Sort by", "Session to delete"} <= set(_labels(at.selectbox))
     assert at.button(key="delete_button").disabled, "nothing to delete, nothing confirmed"
     assert at.checkbox(key="delete_sure").disabled
@@ -90,10 +90,10 @@ def _research(at: AppTest) -> None:
 
 def _accounts(at: AppTest) -> None:
     assert _values(at.title) == ["Accounts"]
-    assert _says(at.markdown, "Coaches see the sessions of their own candidates")
+    assert _says(at.markdown, "Coaches and researchers see the sessions of the candidates assigned to them")
     assert _values(at.subheader) == ["New account", "Reset a password", "All accounts"]
     assert {"Create account", "Reset password"} <= set(_labels(at.button))
-    assert at.radio[0].label == "Role" and at.radio[0].options == ["candidate", "coach", "admin"]
+    assert at.radio[0].label == "Role" and at.radio[0].options == ["candidate", "coach", "researcher", "admin"]
     accounts = at.dataframe[0].value
     assert accounts["username"].tolist() == ["admin"] and accounts["role"].tolist() == ["admin"]
 
