@@ -248,3 +248,15 @@ def resume_point(db: Any, session: dict[str, Any]) -> tuple[int, list[dict[str, 
     n = len(session.get("questions") or [])
     index = next((i for i in range(n) if i not in done_indexes), n)
     return index, done
+
+
+def resume_step(session: Mapping[str, Any], index: int) -> str:
+    """The page step a resumed session opens at: its next question (live or upload), or the summary."""
+    if index >= len(session["questions"]):
+        return "summary"
+    return "upload" if session.get("source") == "upload" else "device"
+
+
+def session_questions(stored: list[dict[str, Any]]) -> list[Question]:
+    """The session's questions back from their stored dicts (``Question.to_dict``)."""
+    return [Question(**{**q, "key_points": tuple(q["key_points"])}) for q in stored]

@@ -166,6 +166,17 @@ def test_device_advice_reads_the_face_status():
     assert ("ok", "Face found.") in iv.device_advice(stats, FaceStatus("s", "a", 1, True, 90.0), 0.2, 3.0)
 
 
+def test_resume_opens_the_next_question_of_its_source_and_questions_come_back_whole():
+    from pipeline.questions import Question
+
+    q = Question("q1", "Why us?", "Because.", ("fit", "growth"), "behavioural", 60)
+    live = {"source": "live", "questions": [q.to_dict(), q.to_dict()]}
+    assert [iv.resume_step(live, i) for i in (0, 1, 2)] == ["device", "device", "summary"]
+    assert iv.resume_step({**live, "source": "upload"}, 1) == "upload"
+    assert iv.resume_step({"questions": [q.to_dict()]}, 0) == "device"  # older sessions have no source
+    assert iv.session_questions(live["questions"]) == [q, q]
+
+
 def test_feedback_reads_the_stored_answer_or_nothing(db):
     assert iv.stored_answer(db, "s-1", "a-1") is None  # not written yet: no made-up score
     db.answers.insert_one({"_id": "a-1", "session_id": "s-1", "index": 0, "question": "q", "status": "recording"})
