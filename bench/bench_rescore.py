@@ -9,8 +9,8 @@ grade they give, the settings snapshot), then times, with no model loaded:
 - preview (write=False) of a grading-only profile (band cut-offs, off-topic floor);
 - preview of a profile that also changes the filler list and pause length (speech metrics
   recomputed from the stored words);
-- apply (write=True) of each, directly (one transaction) and through the app's journaled
-  writer (one journal batch, then flushed: what the Research page does);
+- apply (write=True) of each through the app's journaled writer (one journal batch, then
+  flushed: what the Research page does; there is no direct write any more);
 - the calibration view (aggregation per session).
 Goal: re-scoring 1,000 sessions x 3 answers in < 10 s. Prints a markdown table.
 """
@@ -124,8 +124,6 @@ def main(argv: list[str] | None = None) -> int:
             for label, settings, write, prof, via in (
                 ("preview, grading thresholds", grading, False, None, None),
                 ("preview, + fillers/pause/pace", speech, False, None, None),
-                ("apply (write), grading thresholds", grading, True, ("grading", 1), None),
-                ("apply (write), + fillers/pause/pace", speech, True, ("speech", 1), None),
                 ("apply through the journaled writer, grading thresholds", grading, True, ("grading", 2), writer),
                 ("apply through the journaled writer, + fillers/pause/pace", speech, True, ("speech", 2), writer),
             ):

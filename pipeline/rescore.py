@@ -22,9 +22,8 @@ never rewritten, which on the embedded server costs in proportion to their size)
 session on the session. With the app's ``writer`` (what the pages pass) every grade goes
 through its journal in one record batch (all or nothing, ordered with the other writes, and
 dropped for a session deleted meanwhile: a re-score never brings a deleted session back),
-then the writer is flushed so the caller reads what it wrote. Without one (scripts, tests):
-one ``bulk_write(ordered=False)`` per collection, inside one transaction where the server
-supports it, plain otherwise. A previous re-score is the "before" of the next one.
+then the writer is flushed so the caller reads what it wrote. Writing needs that writer: a
+direct write could land after a journaled delete. A previous re-score is the "before" of the next one.
 
 ``mohler_effect(settings, data_path)``: Pearson r and RMSE (0-5 scale) of the grader on the
 Mohler 2011 data under the given grading thresholds. Features are computed once with the
@@ -36,14 +35,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import DESCENDING, UpdateOne
+from pymongo import DESCENDING
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
 
 from pipeline.grading_features import GradeFeatures
 from pipeline.grading_score import BANDS, GradeOptions, score
@@ -161,6 +159,8 @@ def rescore(
     recent sessions. ``profile`` = (name, version) is stored with the grades when writing,
     through ``writer`` when given (see the module docstring).
     """
+    if write and writer is None:
+        raise ValueError("writing re-scores needs the app's writer (Store.writer): there is no direct write")
     t_start = time.perf_counter()
     prof = {"name": str(profile[0]), "version": int(profile[1])} if profile else None
     result = RescoreResult(profile=prof, transitions=_empty_transitions(),
@@ -251,9 +251,6 @@ def rescore(
         result.pending = not writer.flush(flush_timeout)  # so the caller reads what it wrote
         write_timings["flush_s"] = round(time.perf_counter() - t, 3)
         result.written = True
-    elif write:
-        _write_all(db, {ANSWER_SCORES: answer_ops, "sessions": session_ops}, write_timings)
-        result.written = True
     result.timings = {
         **write_timings,
         "read_s": round(t_read, 3),
@@ -263,30 +260,6 @@ def rescore(
         "total_s": round(time.perf_counter() - t_start, 3),
     }
     return result
-
-
-def _write_all(db: Database[dict[str, Any]], updates: Mapping[str, Sequence[Update]], timings: dict[str, float]) -> None:
-    """One unordered bulk write per collection; in one transaction when the server has them."""
-    ops = {name: [UpdateOne({"_id": u.doc_id}, {"$set": u.fields}, upsert=u.upsert) for u in o]
-           for name, o in updates.items() if o}
-    if not ops:
-        return
-    try:
-        with db.client.start_session() as session, session.start_transaction():
-            for name, o in ops.items():
-                t = time.perf_counter()
-                db[name].bulk_write(o, ordered=False, session=session)
-                timings[f"write_{name}_s"] = round(time.perf_counter() - t, 3)
-            t = time.perf_counter()
-        timings["commit_s"] = round(time.perf_counter() - t, 3)
-        return
-    except PyMongoError as exc:  # standalone MongoDB has no transactions; a conflict aborts it whole
-        log.info("re-score transaction not used (%s); writing without one", exc)
-    for name, o in ops.items():
-        db[name].bulk_write(o, ordered=False)
-
-
-# --------------------------------------------------------------------------- figures
 
 
 def effect_figure(result: RescoreResult, bin_size: float = 0.05) -> Any:

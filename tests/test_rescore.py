@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from pymongo.database import Database
 
 from pipeline import encoder as encoder_module
 from pipeline.calibration import calibration_view, pipeline
@@ -20,6 +22,7 @@ from pipeline.queries import list_report_answers, with_rescores
 from pipeline.rescore import BAND_LABELS, mohler_cache_path, mohler_effect, rescore, write_mohler_cache
 from pipeline.settings import Settings
 from pipeline.speech_metrics import SpeechMetricsOptions, compute_speech_metrics
+from pipeline.writer import BatchedWriter, WriterOptions
 
 T0 = datetime(2025, 11, 1, 9, 0, tzinfo=UTC)
 BASE = Settings(mongodb_uri=None)
@@ -60,6 +63,14 @@ def features(quality: float, n_words: int = 30, author: bool = True, no_speech: 
         return GradeFeatures(True, 0, {}, [KeyPointEvidence(k.key_point, None, None, None, None) for k in kps],
                              "author", model_id="test")
     return GradeFeatures(False, n_words, values, kps, "author" if author else "reference", model_id="test")
+
+
+@pytest.fixture
+def writer(db: Database, tmp_path: Path) -> Iterator[BatchedWriter]:
+    """The journaled writer every re-score writes through (as the app's Store gives the pages)."""
+    w = BatchedWriter(lambda: db, WriterOptions(journal_dir=tmp_path / "journal", flush_seconds=3600))
+    yield w
+    w.close()
 
 
 def store_session(db, sid: str, qualities: list[float | None], settings: Settings = BASE, minutes: int = 0,
@@ -131,7 +142,7 @@ def test_band_cutoffs_change_bands_without_any_model(db):
     assert db.sessions.count_documents({"profile": {"$exists": True}}) == 0
 
 
-def test_apply_profile_writes_grades_and_profile(db):
+def test_apply_profile_writes_grades_and_profile(db, writer):
     store_session(db, "s1", [0.2, 0.5, 0.8])
     store_session(db, "s2", [0.3, None], minutes=1)  # one answer was never graded (no features)
     version = save_profile(db, "strict", {"band_cutoffs": [0.7, 0.85, 0.95], "off_topic_similarity": 0.2}, "ada")
@@ -139,7 +150,7 @@ def test_apply_profile_writes_grades_and_profile(db):
     new = settings_with(BASE, prof["thresholds"])
 
     stored = list(db.answers.find().sort("_id", 1))
-    result = rescore(db, new, write=True, profile=(prof["name"], prof["version"]))
+    result = rescore(db, new, write=True, profile=(prof["name"], prof["version"]), writer=writer)
 
     assert result.written and result.rescored == 4 and result.skipped == 1
     assert list(db.answers.find().sort("_id", 1)) == stored  # the answers themselves are never rewritten
@@ -165,7 +176,7 @@ def test_apply_profile_writes_grades_and_profile(db):
     assert again.band_changes == 0 and again.session_band_changes == 0
 
 
-def test_speech_metrics_recomputed_from_stored_words(db):
+def test_speech_metrics_recomputed_from_stored_words(db, writer):
     store_session(db, "s1", [0.5, 0.6])
     before = db.answers.find_one({"_id": "s1-a0"})
     assert before["metrics"]["filler_count"] == 2  # um, uh
@@ -173,7 +184,7 @@ def test_speech_metrics_recomputed_from_stored_words(db):
         "filler_words": ["um", "uh", "so"], "pause_seconds": 2.5, "pace_low_wpm": 50.0, "pace_high_wpm": 90.0,
     })
 
-    result = rescore(db, new, write=True, profile=("speech", 1))
+    result = rescore(db, new, write=True, profile=("speech", 1), writer=writer)
 
     assert result.speech == {"fillers": 2, "pauses": 2, "pace_band": 2, "errors": 0}
     after = scored_one(db, "s1-a0")
@@ -187,17 +198,16 @@ def test_speech_metrics_recomputed_from_stored_words(db):
     assert rescore(db, new).speech == {"fillers": 0, "pauses": 0, "pace_band": 0, "errors": 0}
 
 
-def test_rescore_is_what_every_reader_sees_and_later_rescores_build_on_it(db, tmp_path):
+def test_rescore_is_what_every_reader_sees_and_later_rescores_build_on_it(db, writer):
     from pipeline.export import delete_session
     from pipeline.progress import answer_rows
-    from pipeline.writer import BatchedWriter, WriterOptions
 
     store_session(db, "s1", [0.4, 0.6, 0.8])
     fillers = settings_with(BASE, {"filler_words": ["um", "uh", "so"]})
-    rescore(db, fillers, write=True, profile=("fillers", 1))
+    rescore(db, fillers, write=True, profile=("fillers", 1), writer=writer)
     # Second profile changes only the pause length: the first one's filler counts stay.
     both = settings_with(fillers, {"pause_seconds": 2.5, "band_cutoffs": (0.7, 0.85, 0.95)})
-    second = rescore(db, both, write=True, profile=("pauses", 1))
+    second = rescore(db, both, write=True, profile=("pauses", 1), writer=writer)
     assert second.speech["fillers"] == 0 and second.speech["pauses"] == 3
     assert second.band_changes > 0  # "before" is the first re-score's bands, not the stored ones
 
@@ -215,16 +225,12 @@ def test_rescore_is_what_every_reader_sees_and_later_rescores_build_on_it(db, tm
     assert view.metrics["pauses"].values == [0.0, 0.0, 0.0]
     assert sorted(view.metrics["grade"].values) == pytest.approx(sorted(a["grade"]["score"] for a in report))
 
-    w = BatchedWriter(lambda: db, WriterOptions(journal_dir=tmp_path / "j", flush_seconds=3600))
-    try:
-        deleted = delete_session(db, "s1", w)
-    finally:
-        w.close()
+    deleted = delete_session(db, "s1", writer)
     assert deleted is not None
     assert deleted["answer_scores"] == 3 and db.answer_scores.count_documents({}) == 0
 
 
-def test_rescore_through_the_writer_stores_what_a_direct_write_stores(db, tmp_path):
+def test_rescore_writes_only_through_the_writer_and_never_revives_a_deleted_session(db, tmp_path):
     from pipeline.export import delete_session
     from pipeline.writer import BatchedWriter, WriterOptions
 
@@ -239,12 +245,10 @@ def test_rescore_through_the_writer_stores_what_a_direct_write_stores(db, tmp_pa
         scores = {d["_id"]: {k: v for k, v in d.items() if k != "rescored_at"} for d in db.answer_scores.find()}
         sessions = {d["_id"]: (d["grade"], d["band"], d["flags"], d["profile"]) for d in db.sessions.find()}
         assert len(scores) == 5 and all(s["profile"] == {"name": "p", "version": 1} for s in scores.values())
-        db.answer_scores.delete_many({})
-        db.sessions.update_many({}, {"$unset": {"grade": "", "band": "", "profile": "", "scored_thresholds": ""}})
-        direct = rescore(db, new, write=True, profile=("p", 1))
-        assert direct.before == journaled.before and direct.after == journaled.after
-        assert {d["_id"]: {k: v for k, v in d.items() if k != "rescored_at"} for d in db.answer_scores.find()} == scores
-        assert {d["_id"]: (d["grade"], d["band"], d["flags"], d["profile"]) for d in db.sessions.find()} == sessions
+        assert {sid: row[3] for sid, row in sessions.items()} == {"s1": {"name": "p", "version": 1},
+                                                                  "s2": {"name": "p", "version": 1}}
+        with pytest.raises(ValueError, match="writer"):  # no direct write: it could race a delete
+            rescore(db, new, write=True, profile=("p", 1))
 
         # A re-score journaled around a delete never brings the deleted session's grades back.
         w.delete_session("s2")
@@ -256,13 +260,13 @@ def test_rescore_through_the_writer_stores_what_a_direct_write_stores(db, tmp_pa
         w.close()
 
 
-def test_no_speech_answer_has_no_grade_before_or_after(db):
+def test_no_speech_answer_has_no_grade_before_or_after(db, writer):
     store_session(db, "s1", [0.5])
     f = features(0.0, no_speech=True)
     db.answers.insert_one({"_id": "s1-a9", "session_id": "s1", "index": 9, "question": "q", "status": "complete",
                            "words": [], "metrics": {"has_speech": False}, "features": f.to_dict(),
                            "grade": score(f).to_dict()})
-    result = rescore(db, settings_with(BASE, {"band_cutoffs": [0.1, 0.2, 0.3]}), write=True, profile=("p", 1))
+    result = rescore(db, settings_with(BASE, {"band_cutoffs": [0.1, 0.2, 0.3]}), write=True, profile=("p", 1), writer=writer)
     assert result.transitions["none"]["none"] == 1
     assert None in result.before and None in result.after
     a = scored_one(db, "s1-a9")
@@ -270,11 +274,11 @@ def test_no_speech_answer_has_no_grade_before_or_after(db):
     assert db.sessions.find_one({"_id": "s1"})["grade"] == pytest.approx(scored_one(db, "s1-a0")["grade"]["score"])
 
 
-def test_session_filter_and_limit(db):
+def test_session_filter_and_limit(db, writer):
     for i in range(6):
         store_session(db, f"s{i}", [0.2 + 0.1 * i], minutes=i, role="software" if i % 2 else "sales")
     assert rescore(db, BASE, session_filter={"role": "sales"}).sessions == 3
-    newest = rescore(db, BASE, limit=2, write=True, profile=("p", 1))
+    newest = rescore(db, BASE, limit=2, write=True, profile=("p", 1), writer=writer)
     assert newest.sessions == 2 and newest.answers == 2
     assert sorted(s["_id"] for s in db.sessions.find({"profile": {"$exists": True}})) == ["s4", "s5"]
     one = rescore(db, BASE, session_filter={"_id": "s1"}, limit=5)
@@ -282,7 +286,7 @@ def test_session_filter_and_limit(db):
 
 
 @pytest.mark.slow
-def test_real_encoder_features_rescored_without_the_encoder(db, monkeypatch):
+def test_real_encoder_features_rescored_without_the_encoder(db, writer, monkeypatch):
     """Features from the real model are stored; re-scoring them never touches the model again."""
     monkeypatch.undo()  # this test needs the real encoder to make the features first
     from pipeline.encoder import SentenceEncoder
@@ -308,7 +312,7 @@ def test_real_encoder_features_rescored_without_the_encoder(db, monkeypatch):
     monkeypatch.setattr(SentenceEncoder, "__init__", refuse)
     monkeypatch.setattr(SentenceEncoder, "encode", refuse)
     strict = settings_with(BASE, {"band_cutoffs": (0.75, 0.9, 0.97), "keypoint_match_threshold": 0.8})
-    result = rescore(db, strict, write=True, profile=("strict", 1))
+    result = rescore(db, strict, write=True, profile=("strict", 1), writer=writer)
     assert enc.model_calls == calls and result.rescored == 3
     good, partial, off = (scored_one(db, f"r-a{i}")["grade"] for i in range(3))
     assert good["score"] > partial["score"] > off["score"] and "off_topic" in off["flags"]
