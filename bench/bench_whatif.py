@@ -26,10 +26,11 @@ from bench.bench_report import _time, synthetic_answer  # noqa: E402
 from pipeline.card import answer_card_view  # noqa: E402
 from pipeline.grading_features import GradeFeatures, KeyPointEvidence  # noqa: E402
 from pipeline.grading_score import GradeOptions, default_calibration, score  # noqa: E402
+from pipeline.profiles import settings_with  # noqa: E402
 from pipeline.report import ReportOptions  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.timeline import answer_timeline  # noqa: E402
-from pipeline.whatif import whatif_session, whatif_settings  # noqa: E402
+from pipeline.whatif import whatif_session  # noqa: E402
 
 CHANGE = {"keypoint_match_threshold": 0.3, "pause_seconds": 2.5, "band_cutoffs": (0.3, 0.5, 0.7)}
 
@@ -62,14 +63,14 @@ def main() -> None:
         render(answer, ReportOptions.from_settings(base))
 
     def whatif() -> None:
-        s = whatif_settings(base, CHANGE)
+        s = settings_with(base, CHANGE)
         result = whatif_session(session, [answer], s)
         render(result.answers[0], ReportOptions.from_settings(s))
 
     def rescore_only() -> None:
-        whatif_session(session, [answer], whatif_settings(base, CHANGE))
+        whatif_session(session, [answer], settings_with(base, CHANGE))
 
-    result = whatif_session(session, [answer], whatif_settings(base, CHANGE))
+    result = whatif_session(session, [answer], settings_with(base, CHANGE))
     pauses = (sum(1 for p in answer["metrics"]["pauses"] if p["duration"] >= base.speech.pause_seconds),
               sum(1 for p in answer["metrics"]["pauses"] if p["duration"] >= CHANGE["pause_seconds"]))
     rows = [

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, get_args, get_origin
 
@@ -190,10 +190,6 @@ class Settings(BaseSettings):
         out.pop("mongodb_uri", None)
         return out
 
-    def flat_items(self) -> Iterator[tuple[str, Any]]:
-        """Every setting as (flat name, value), in declaration order."""
-        for flat in FLAT_FIELDS:
-            yield flat, self.value(flat)
 
 
 def setting_field(flat: str) -> FieldInfo:

@@ -10,8 +10,8 @@ from typing import Any
 
 from pipeline.grading_features import GradeFeatures
 from pipeline.grading_score import GradeOptions, score
-from pipeline.profiles import settings_with, thresholds_of
-from pipeline.queries import merge_rescore, rescores_of
+from pipeline.profiles import thresholds_of
+from pipeline.queries import with_rescores
 from pipeline.recompute import num, session_grade
 from pipeline.report import ReportOptions
 from pipeline.settings import Settings
@@ -66,11 +66,6 @@ class SessionWhatIf:
     answers: list[Doc]
     change: GradeChange
     answer_changes: list[GradeChange] = field(default_factory=list)
-
-
-def whatif_settings(base: Settings, values: Mapping[str, Any]) -> Settings:
-    """``base`` with the sidebar's threshold values (validated: ProfileError names a bad one)."""
-    return settings_with(base, values)
 
 
 def changed_values(base: Settings, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -149,9 +144,7 @@ def page_answers(db: Db, session_ids: Sequence[str]) -> dict[str, list[Doc]]:
     out: dict[str, list[Doc]] = {i: [] for i in ids}
     if not ids:
         return out
-    previous = rescores_of(db, ids)
-    for doc in db.answers.find({"session_id": {"$in": ids}}, ANSWER_GRADE_FIELDS):
-        merge_rescore(doc, previous.get(str(doc["_id"])))
+    for doc in with_rescores(db, list(db.answers.find({"session_id": {"$in": ids}}, ANSWER_GRADE_FIELDS))):
         out.setdefault(str(doc.get("session_id")), []).append(doc)
     return out
 

@@ -28,7 +28,10 @@ def _open_transcript(page) -> None:
     """Open every collapsed "Transcript" expander so its text is on the page."""
     for summary in page.locator("summary", has_text="Transcript").all():
         summary.click()
-    page.wait_for_timeout(300)  # the expander's open animation; the text checks below still wait
+    # Wait on the expanders being open (not a fixed time): their text is then in the page.
+    page.wait_for_function("() => [...document.querySelectorAll('details')]"
+                           ".filter(d => d.querySelector('summary')?.innerText.includes('Transcript'))"
+                           ".every(d => d.open)", timeout=30_000)
 
 
 def _no_expression(text: str, where: str) -> None:

@@ -12,7 +12,7 @@ import pymongo
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.browser import launch_chromium, running_app, shot, wait_text
+from tests.browser import launch_chromium, running_app, shot, wait_script_done, wait_text
 from tests.test_e2e_report import ADMIN_PASSWORD, analyse_into, sign_in
 
 PAUSE_MARKS_JS = """() => {
@@ -58,7 +58,7 @@ def test_pause_threshold_changes_the_pause_marks(tmp_path, shared_data, mongo_ur
             wait_text(page, "what-if: not saved", 30)
             page.wait_for_function(f"() => ({PAUSE_MARKS_JS})() !== {before}", timeout=30_000)
             after = _pause_marks(page)
-            page.wait_for_timeout(1000)
+            wait_script_done(page)  # the rerun finished: the picture shows the settled page
             shot(page, tmp_path, "whatif_pauses")
             shot(page, artifacts, "whatif_pauses")
             body = page.inner_text("body")

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from pipeline.grading_score import GradeOptions
-from pipeline.profiles import ProfileError
+from pipeline.profiles import ProfileError, settings_with
 from pipeline.settings import Settings
 from pipeline.whatif import (
     GradeChange,
@@ -15,7 +15,6 @@ from pipeline.whatif import (
     regrade_answer,
     whatif_report_options,
     whatif_session,
-    whatif_settings,
 )
 from tests.test_rescore import features, score
 
@@ -32,7 +31,7 @@ def test_lower_keypoint_threshold_covers_more_and_raises_the_grade():
     answers = [_answer(0.45, 0), _answer(0.5, 1)]
     session = {"_id": "s", "grade": sum(a["grade"]["score"] for a in answers) / 2, "band": "fair", "flags": []}
     frozen = copy.deepcopy((session, answers))
-    low = whatif_settings(BASE, {"keypoint_match_threshold": 0.05})
+    low = settings_with(BASE, {"keypoint_match_threshold": 0.05})
     result = whatif_session(session, answers, low)
     assert (session, answers) == frozen  # the loaded documents are not modified
     assert result.change.after > result.change.before
@@ -60,7 +59,7 @@ def test_diff_text_names_band_change():
 
 
 def test_report_options_follow_the_whatif():
-    s = whatif_settings(BASE, {"pause_seconds": 2.5, "eye_contact_good": 0.9})
+    s = settings_with(BASE, {"pause_seconds": 2.5, "eye_contact_good": 0.9})
     opts = whatif_report_options(s, {"emotion_enabled": True}, emotion_enabled=False)
     assert opts.pause_seconds == 2.5 and opts.eye_contact_good == 0.9 and not opts.emotion_enabled
 
@@ -69,7 +68,7 @@ def test_changed_values_and_refusal():
     assert changed_values(BASE, {"pause_seconds": 1.0, "band_cutoffs": (0.4, 0.6, 0.8), "min_answer_words": 3}) == {
         "min_answer_words": 3}
     with pytest.raises(ProfileError, match="pace_low_wpm"):
-        whatif_settings(BASE, {"pace_low_wpm": 300.0})
+        settings_with(BASE, {"pace_low_wpm": 300.0})
 
 
 def test_researcher_has_a_coachs_access_rule():

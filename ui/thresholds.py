@@ -8,10 +8,10 @@ from typing import Any
 
 import streamlit as st
 
-from pipeline.profiles import ProfileError, parse_words, threshold_specs
+from pipeline.profiles import ProfileError, parse_words, settings_with, threshold_specs
 from pipeline.safe_text import md
 from pipeline.settings import Settings
-from pipeline.whatif import changed_values, whatif_settings
+from pipeline.whatif import changed_values
 
 PANEL_ROLES = ("researcher", "admin")
 PREFIX = "wi_thr_"  # session-state keys of the panel's threshold widgets
@@ -78,7 +78,7 @@ def threshold_panel(user: Mapping[str, Any] | None, base: Settings) -> Settings 
             values = _widgets(base)
         changed = changed_values(base, values)
         try:
-            settings = whatif_settings(base, changed) if changed else None
+            settings = settings_with(base, changed) if changed else None
         except ProfileError as exc:
             st.error(f"Not applied: {md(exc)}")
             settings = None
