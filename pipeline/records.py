@@ -7,7 +7,7 @@ They live here, not in ``sidecar/``, because the flow runs one way: ``sidecar`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 SAMPLE_RATE = 16000  # Hz: every speech path (decode, ASR, metrics, prosody) runs on 16 kHz mono float32
 
@@ -27,21 +27,56 @@ class AnswerStart:
 
 
 class FrameGaze(TypedDict):
-    """Eye-contact proxy of one frame sample (every field None when there is no face)."""
+    """Where the candidate looks in one frame sample (every field None when there is no face).
 
-    eye_contact: bool | None  # None: no face, or a face too small to judge the eyes
-    score: float | None  # 0-1: min(centring, frontality), 0.5 at the limits
+    With the landmark pipeline (``mediapipe``) eye contact is the gaze direction (head pose plus the
+    iris within each eye) pointing at the camera within the eye-contact thresholds; with the Haar /
+    DeepFace detectors it is only the "frontal face" proxy. Never where the face sits in the frame:
+    that is ``FrameSample.framing``.
+    """
+
+    eye_contact: bool | None  # None: no face, face too small, eyes closed, or not judged
+    score: float | None  # 0-1, > 0.5 exactly when eye_contact is True
     eyes_found: int  # 0-2
-    frontal: bool | None  # two eyes, level, symmetric, in the upper half
-    offset: list[float] | None  # [dx, dy] face centre minus frame centre / frame size, each in [-0.5, 0.5]
+    frontal: bool | None  # Haar proxy: two eyes, level, symmetric; landmarks: |head yaw|, |pitch| small
+    method: NotRequired[str | None]  # "iris" (landmarks + iris) or "frontal-proxy" (Haar/DeepFace eyes)
+    yaw: NotRequired[float | None]  # gaze direction, degrees; + = toward the image's right
+    pitch: NotRequired[float | None]  # gaze direction, degrees; + = down
+    iris: NotRequired[list[float] | None]  # [left, right]: iris centre along each eye line, 0-1 (0.5 centred)
+    reason: NotRequired[str | None]  # why eye_contact is None with a face: "face too small", "eyes closed", ...
 
 
 class FrameHead(TypedDict):
-    """Head movement proxies of one frame sample."""
+    """Head pose and movement of one frame sample."""
 
     movement: float | None  # centre shift in face widths + |log size change| since the previous sample
-    yaw_proxy: float | None  # (eye midpoint - box centre) * 2, + = towards image right
-    pitch_proxy: float | None  # (eye line - usual eye line) * 4, + = eyes lower in the box
+    yaw_proxy: float | None  # Haar: (eye midpoint - box centre) * 2, + = towards image right
+    pitch_proxy: float | None  # Haar: (eye line - usual eye line) * 4, + = eyes lower in the box
+    yaw: NotRequired[float | None]  # degrees (solvePnP on landmarks); + = face turned toward the image's right
+    pitch: NotRequired[float | None]  # degrees; + = looking down
+    roll: NotRequired[float | None]  # degrees; + = head tilted clockwise in the image
+
+
+class FrameFraming(TypedDict):
+    """Where the face sits in the frame: a framing hint only, never eye contact."""
+
+    offset: list[float]  # [dx, dy] face centre minus frame centre / frame size, each in [-0.5, 0.5]; + = right/down
+    scale: float  # face width / frame width
+
+
+class FrameEyes(TypedDict):
+    """Eye openness from landmarks (eye aspect ratio: lid gap / eye width)."""
+
+    ear: list[float]  # [left, right] in image order
+    closed: bool  # mean EAR below the blink threshold
+
+
+class FrameMouth(TypedDict):
+    """Mouth geometry from landmarks, in inter-ocular distances."""
+
+    smile: float  # 0-1: mouth width and corner lift against a neutral mouth
+    smiling: bool  # smile above the smile threshold
+    open: float  # lip gap / mouth width
 
 
 class FrameSample(TypedDict):
@@ -65,3 +100,8 @@ class FrameSample(TypedDict):
     tracked: bool  # the box came from tracking, not a full detection
     frozen: bool  # the frame repeats the previous one (result reused)
     latency_ms: float  # time spent analysing it
+    framing: NotRequired[FrameFraming | None]  # None without a face
+    eyes: NotRequired[FrameEyes | None]  # landmark pipeline only
+    mouth: NotRequired[FrameMouth | None]  # landmark pipeline only
+    aligned: NotRequired[bool]  # the emotion crop was landmark-aligned (eyes level, fixed scale)
+    too_small: NotRequired[bool]  # a face was found but is below the minimum size to judge gaze/expression
