@@ -25,6 +25,7 @@ class LookAway:
     end_s: float
     direction: str | None  # "down", "up", "to the side"; None when no angle was measured
     key_point: str | None  # the covered key point it overlaps most, if any
+    speaking: bool = True  # cut to the speaking stretches (False: no transcript to cut it to)
 
     @property
     def seconds(self) -> float:
@@ -96,7 +97,7 @@ def look_away_runs(fa: FrameArrays, clock: AnswerClock, speaking: Sequence[tuple
                 continue
             inside = (x >= s - 1e-9) & (x < e) & (fa.eye_contact == 0.0)
             out.append(LookAway(round(s, 2), round(e, 2), _direction(yaw[inside], pitch[inside]),
-                                _overlapping_point(s, e, key_points)))
+                                _overlapping_point(s, e, key_points), speaking is not None))
     return sorted(out, key=lambda r: (-r.seconds, r.start_s))
 
 
@@ -123,13 +124,14 @@ def look_away_lines(found: Sequence[LookAway], method: str | None, limit: int = 
     lines = []
     for r in found[:limit]:
         when = f"at {mmss(r.start_s)}–{mmss(r.end_s)}"
-        during = f"while making your key point {_quote(r.key_point)}" if r.key_point else "while speaking"
+        during = (f" while making your key point {_quote(r.key_point)}" if r.key_point
+                  else " while speaking" if r.speaking else "")
         if method == "iris":
             where = f"looked {r.direction}" if r.direction else "looked away from the camera"
-            lines.append(f"You {where} {when} {during}: keep your eyes on the camera as you make your points.")
+            lines.append(f"You {where} {when}{during}: keep your eyes on the camera as you make your points.")
         else:
             where = f"turned {r.direction}, away from the camera," if r.direction else "turned away from the camera"
-            lines.append(f"Your face {where} {when} {during}: face the camera as you make your points.")
+            lines.append(f"Your face {where} {when}{during}: face the camera as you make your points.")
     return lines
 
 

@@ -122,7 +122,7 @@ class ReportSettings(Section):
         0.12, alias="framing_small_face", ge=0, le=1,
         description="Median face width below this share of the picture's width gets the 'far from the camera' hint")
     gaze_away_min_seconds: float = Field(
-        2.0, alias="gaze_away_min_seconds", gt=0,
+        2.0, alias="gaze_away_min_seconds", ge=0.5, le=30,
         description="Looking away while speaking for at least this long is named with its time in the advice")
 
 

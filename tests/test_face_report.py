@@ -210,6 +210,14 @@ def test_looking_away_during_a_silence_is_not_named():
     assert [a.split(" while")[0] for a in card.advice if a.startswith("You looked")] == ["You looked down at 0:42–0:47"]
 
 
+def test_without_a_transcript_the_stretch_is_named_without_claiming_speech():
+    frames = clip(spans=[(42.0, 51.0, DOWN)])
+    silent = speech_answer(words=[], transcript="", grade=None, metrics={"has_speech": False})
+    card = answer_card_view(silent, frames, ReportOptions())
+    assert ("You looked down at 0:42–0:51: keep your eyes on the camera as you make your points."
+            in card.advice)
+
+
 def test_frontal_proxy_says_the_face_turned_away_not_where_the_eyes_looked():
     frames = clip(spans=[(42.0, 51.0, {**DOWN, "gaze": None})])
     for f in frames:
