@@ -102,13 +102,15 @@ def look_away_runs(fa: FrameArrays, clock: AnswerClock, speaking: Sequence[tuple
 
 
 def _overlapping_point(s: float, e: float, key_points: Sequence[EvidenceRow]) -> str | None:
+    """The covered key point whose span overlaps [s, e) most, counted only when the overlap is at least
+    half of the shorter of the two (a brush at the edge is not "while making" it)."""
     best, most = None, 0.0
     for r in key_points:
         if not r["covered"] or r["start_s"] is None:
             continue
         end = r["end_s"] if r["end_s"] is not None else r["start_s"]
         overlap = min(e, end) - max(s, r["start_s"])
-        if overlap > most:
+        if overlap > most and overlap >= 0.5 * min(e - s, max(end - r["start_s"], 1e-9)):
             best, most = r["key_point"], overlap
     return best
 

@@ -187,6 +187,13 @@ def test_look_down_while_making_a_key_point_is_named_with_its_times():
     assert [t.label for t in card.tiles][-1] == "Expression"
 
 
+def test_a_stretch_that_only_brushes_a_key_point_is_said_while_speaking():
+    frames = clip(spans=[(36.0, 41.0, DOWN)])  # 1 s of it inside the key point's 40-48 s
+    card = answer_card_view(speech_answer(), frames, ReportOptions())
+    line = next(a for a in card.advice if a.startswith("You looked"))
+    assert line.startswith("You looked down at 0:36–0:41 while speaking:")
+
+
 def test_look_away_lines_are_longest_first_capped_and_follow_the_threshold():
     spans = [(5.0, 8.0, SIDE), (12.0, 14.5, DOWN), (20.0, 26.0, {**DOWN, "gaze": (0.0, -30.0)}),
              (30.0, 34.0, SIDE), (50.0, 51.6, DOWN)]
