@@ -344,3 +344,19 @@ def test_timeline_of_old_documents_has_no_head_pose_row():
     assert [y for y in eye.y[:4]] == [1.0, 0.0, 1.0, 0.0]  # 0/1 per frame as stored
     none = answer_timeline(speech_answer(), [sample(T0 + i * 200, face=False) for i in range(50)])
     assert not {t.name for t in none.data} & {"Head yaw (°)", "Eye contact"}
+
+
+def test_the_report_query_keeps_every_face_signal_the_report_reads(db):
+    from pipeline.queries import list_answer_frames
+
+    frames = clip(20.0, spans=[(5.0, 8.0, DOWN), (12.0, 13.0, {"face": False}), (15.0, 15.4, {"closed": True}),
+                               (0.0, 4.0, {"smiling": True, "offset": (0.3, 0.25)})])
+    db.frames.insert_many([dict(f) for f in frames])
+    got = list_answer_frames(db, "s-f", "a-f")
+    assert len(got) == len(frames) and "box" not in got[0]
+    assert frame_summary(got) == frame_summary(frames)
+    answer = speech_answer(ended_ms=T0 + 20_000)
+    assert answer_card_view(answer, got, ReportOptions()).advice == answer_card_view(answer, frames,
+                                                                                     ReportOptions()).advice
+    fig = answer_timeline(answer, got)
+    assert dict(zip(_trace(fig, "Head pitch (°)").x, _trace(fig, "Head pitch (°)").y, strict=True))[6.0] == 22.0
