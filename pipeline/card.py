@@ -10,7 +10,22 @@ from datetime import datetime
 from typing import Any, TypedDict
 
 from pipeline.axis import Doc, EvidenceRow, answer_clock, answer_fillers, answer_pauses, key_point_rows, num
-from pipeline.frames import FrameSummary, frame_summary
+from pipeline.face_advice import (
+    METHOD_TEXT,
+    framing_hint,
+    head_pose_text,
+    look_away_lines,
+    look_away_runs,
+    speaking_spans,
+)
+from pipeline.frames import (
+    FrameArrays,
+    FrameSummary,
+    FramingSummary,
+    HeadPoseSummary,
+    frame_arrays,
+    frame_summary,
+)
 from pipeline.report import ReportOptions
 from pipeline.speech_metrics import pace_band
 
@@ -47,6 +62,11 @@ class CardMetrics(TypedDict):
     longest_pause_s: float | None
     face_ratio: float | None
     eye_contact_ratio: float | None
+    eye_contact_method: str | None  # "iris" or "frontal-proxy"; None when the frames do not say
+    head_pose: HeadPoseSummary | None  # median / p90 |yaw|, |pitch|, |roll| in degrees
+    blink_rate_per_min: float | None
+    smile_ratio: float | None
+    framing: FramingSummary | None
     dominant_emotion: str | None
     dominant_probability: float | None
     emotion_confidence: float | None
@@ -108,7 +128,8 @@ class AnswerCard:
 
 def answer_card_view(answer: Doc, frames: Sequence[Doc], options: ReportOptions) -> AnswerCard:
     """The card of one stored answer and its stored frames, with the options every view uses."""
-    return answer_card(answer, frame_summary(frames), options)
+    fa = frame_arrays(frames)
+    return answer_card(answer, frame_summary(fa), options, frames=fa)
 
 
 def _pct(v: float) -> str:
@@ -121,9 +142,12 @@ def _quote(s: str, n: int = 60) -> str:
 
 
 def answer_card(answer: Doc, frame_summary: FrameSummary | None = None,
-                options: ReportOptions | None = None) -> AnswerCard:
+                options: ReportOptions | None = None, *,
+                frames: Sequence[Doc] | FrameArrays | None = None) -> AnswerCard:
     """Grade with its evidence, delivery metrics, and advice tied to that evidence.
 
+    With ``frames`` (the answer's frame documents or their columns) the card also names, with their
+    times, the stretches where the candidate looked away while speaking.
     ``missing`` says which signals are absent and why; no number is made up for them.
     """
     opts = options or ReportOptions()
@@ -243,13 +267,7 @@ def answer_card(answer: Doc, frame_summary: FrameSummary | None = None,
         if face_ratio is not None and face_ratio < FACE_RATIO_ADVICE:
             advice.append(f"Your face was found in only {_pct(face_ratio)} of frames: sit centred and well lit "
                           "so the feedback covers the whole answer.")
-        if eye_ratio is None:
-            missing.append("Eye contact could not be measured (no eyes found).")
-        elif eye_ratio < opts.eye_contact_good:
-            advice.append(f"Eye contact on {_pct(eye_ratio)} of frames with a face: look at the camera more, "
-                          "especially while making your key points.")
-        else:
-            advice.append(f"Eye contact on {_pct(eye_ratio)} of frames with a face: good.")
+        _face_advice(answer, fs, frames, opts, evidence, advice, missing, notes)
         if opts.emotion_enabled and dominant is None:
             missing.append("No emotion estimate for the face frames.")
     if not opts.emotion_enabled:
@@ -264,8 +282,13 @@ def answer_card(answer: Doc, frame_summary: FrameSummary | None = None,
         Tile(grade_label, f"{grade_out['percent']}%" if grade_out else "no grade"),
         Tile(f"Pace, wpm · {band}" if band else "Pace, wpm", f"{wpm:.0f}" if wpm is not None else "—"),
         Tile("Fillers", str(len(filler_list)) if has_speech and analysed else "—"),
-        Tile("Eye contact", f"{eye_ratio:.0%}" if eye_ratio is not None else "—"),
+        _eye_contact_tile(eye_ratio, fs.get("eye_contact_method")),
     ]
+    pose: HeadPoseSummary | None = fs.get("head_pose")
+    if pose is not None:  # old documents without head pose: no tile rather than a made-up angle
+        tiles.append(Tile("Head pose", f"yaw {pose['yaw_median']:.0f}° · pitch {pose['pitch_median']:.0f}°",
+                          f"{head_pose_text(pose)} over {pose['frames']} frames; 90% of frames within yaw "
+                          f"{pose['yaw_p90']:.0f}°, pitch {pose['pitch_p90']:.0f}°, roll {pose['roll_p90']:.0f}°"))
     if opts.emotion_enabled:  # switched off: no expression tile, no line, nothing to read
         help_text = None
         if dominant and dom_p is not None:
@@ -291,6 +314,11 @@ def answer_card(answer: Doc, frame_summary: FrameSummary | None = None,
             "longest_pause_s": max((float(p["duration"]) for p in pauses), default=None),
             "face_ratio": face_ratio,
             "eye_contact_ratio": eye_ratio,
+            "eye_contact_method": fs.get("eye_contact_method"),
+            "head_pose": pose,
+            "blink_rate_per_min": num(fs.get("blink_rate_per_min")),
+            "smile_ratio": num(fs.get("smile_ratio")),
+            "framing": fs.get("framing"),
             "dominant_emotion": dominant,
             "dominant_probability": dom_p,
             "emotion_confidence": conf,
@@ -302,6 +330,59 @@ def answer_card(answer: Doc, frame_summary: FrameSummary | None = None,
         transcript=str(transcript) if transcript else "",
     )
 
+
+# --------------------------------------------------------------------------- face and eye contact
+
+
+def _eye_contact_tile(ratio: float | None, method: str | None) -> Tile:
+    short = {"iris": "iris", "frontal-proxy": "proxy"}.get(str(method))
+    return Tile(f"Eye contact · {short}" if short else "Eye contact", f"{ratio:.0%}" if ratio is not None else "—",
+                f"measured by {METHOD_TEXT[str(method)]}" if method in METHOD_TEXT else None)
+
+
+def _face_advice(answer: Doc, fs: Mapping[str, Any], frames: Sequence[Doc] | FrameArrays | None,
+                 opts: ReportOptions, evidence: list[EvidenceRow], advice: list[str], missing: list[str],
+                 notes: list[str]) -> None:
+    """Eye contact (its share, and the look-away stretches with their times), framing, head pose,
+    blinks and smiles of an answer whose frames had a face."""
+    eye_ratio = num(fs.get("eye_contact_ratio"))
+    method = fs.get("eye_contact_method")
+    how = {"iris": " (iris gaze)", "frontal-proxy": " (frontal-face proxy: the face turned to the camera)"}
+    measured = how.get(str(method), "")
+    if eye_ratio is None:
+        if fs.get("too_small_frames"):
+            missing.append("Eye contact could not be judged: your face was too small in the picture "
+                           "(sit closer to the camera).")
+        else:
+            missing.append("Eye contact could not be measured (no eyes found).")
+    elif eye_ratio < opts.eye_contact_good:
+        advice.append(f"Eye contact on {_pct(eye_ratio)} of frames with a face{measured}: look at the camera more, "
+                      "especially while making your key points.")
+    else:
+        advice.append(f"Eye contact on {_pct(eye_ratio)} of frames with a face{measured}: good.")
+    if eye_ratio is not None and frames is not None:
+        fa = frame_arrays(frames)
+        clock = answer_clock(answer, float(fa.t_ms[0]) if len(fa) else None)
+        words = [w for w in (answer.get("words") or []) if str(w.get("word", "")).strip()]
+        speaking = speaking_spans(answer, clock, opts.pause_seconds) if words else None
+        found = look_away_runs(fa, clock, speaking, opts.gaze_away_min_seconds, evidence)
+        advice += look_away_lines(found, method)
+    hint = framing_hint(fs.get("framing"), opts.framing_offset_hint, opts.framing_small_face)
+    if hint:
+        advice.append(hint)
+    pose = head_pose_text(fs.get("head_pose"))
+    geometric = []
+    if pose:
+        geometric.append(f"Head pose: {pose}")
+    blinks = num(fs.get("blink_rate_per_min"))
+    if blinks is not None:
+        geometric.append(f"blinks: {blinks:.0f} per minute (closed-eye runs among the sampled frames, "
+                         "from the eye aspect ratio; short blinks between samples are missed)")
+    smile = num(fs.get("smile_ratio"))
+    if smile is not None:
+        geometric.append(f"smiling in {_pct(smile)} of frames (mouth width and corner lift)")
+    if geometric:
+        notes.append("; ".join(geometric) + ".")
 
 
 # --------------------------------------------------------------------------- session header

@@ -151,7 +151,9 @@ def session_html(data: SessionData, options: ReportOptions | None = None) -> str
 
 CSV_COLUMNS = (
     "kind", "session_id", "answer_id", "answer_index", "question", "t_ms", "start_s", "end_s", "word",
-    "probability", "face", "dominant", "confidence", "eye_contact", "gaze_score", "head_movement",
+    "probability", "face", "dominant", "confidence", "eye_contact", "gaze_score", "eye_contact_method",
+    "gaze_yaw", "gaze_pitch", "head_movement", "head_yaw", "head_pitch", "head_roll", "framing_dx", "framing_dy",
+    "framing_scale", "eyes_closed", "smile", "smiling", "too_small",
     *(f"emotion_{e}" for e in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")),
     "status", "grade", "band", "flags", "wpm", "word_count", "filler_count", "fillers_per_minute", "pause_count",
     "longest_pause_s", "transcript",
@@ -199,12 +201,27 @@ def sample_rows(data: SessionData) -> Iterable[dict[str, Any]]:
             yield {**base, "kind": "word", "t_ms": w.get("t_ms"), "start_s": w.get("start"), "end_s": w.get("end"),
                    "word": w.get("word"), "probability": w.get("probability")}
         for f in data.frames.get(aid, []):
-            gaze = f.get("gaze") or {}
-            emotions = f.get("emotions") or {}
-            yield {**base, "kind": "frame", "t_ms": f.get("t"), "face": f.get("face"), "dominant": f.get("dominant"),
-                   "confidence": f.get("confidence"), "eye_contact": gaze.get("eye_contact"),
-                   "gaze_score": gaze.get("score"), "head_movement": (f.get("head") or {}).get("movement"),
-                   **{f"emotion_{k}": v for k, v in emotions.items() if f"emotion_{k}" in CSV_COLUMNS}}
+            yield {**base, **_frame_row(f)}
+
+
+def _frame_row(f: Mapping[str, Any]) -> dict[str, Any]:
+    """One frame's cells; fields older documents lack (head pose, framing, eyes, mouth) stay empty."""
+    gaze = f.get("gaze") or {}
+    head = f.get("head") or {}
+    framing = f.get("framing") or {}
+    offset = framing.get("offset")
+    dx, dy = offset if isinstance(offset, list | tuple) and len(offset) == 2 else (None, None)
+    eyes = f.get("eyes") or {}
+    mouth = f.get("mouth") or {}
+    emotions = f.get("emotions") or {}
+    return {"kind": "frame", "t_ms": f.get("t"), "face": f.get("face"), "dominant": f.get("dominant"),
+            "confidence": f.get("confidence"), "eye_contact": gaze.get("eye_contact"),
+            "gaze_score": gaze.get("score"), "eye_contact_method": gaze.get("method"), "gaze_yaw": gaze.get("yaw"),
+            "gaze_pitch": gaze.get("pitch"), "head_movement": head.get("movement"), "head_yaw": head.get("yaw"),
+            "head_pitch": head.get("pitch"), "head_roll": head.get("roll"), "framing_dx": dx, "framing_dy": dy,
+            "framing_scale": framing.get("scale"), "eyes_closed": eyes.get("closed"), "smile": mouth.get("smile"),
+            "smiling": mouth.get("smiling"), "too_small": f.get("too_small"),
+            **{f"emotion_{k}": v for k, v in emotions.items() if f"emotion_{k}" in CSV_COLUMNS}}
 
 
 _FORMULA_START = frozenset("=+-@")

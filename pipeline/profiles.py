@@ -44,6 +44,9 @@ THRESHOLD_FIELDS: tuple[str, ...] = (
     "min_answer_words",
     "off_topic_similarity",
     "eye_contact_good",
+    "framing_offset_hint",
+    "framing_small_face",
+    "gaze_away_min_seconds",
 )
 # Which thresholds re-scoring stored answers can apply (the others act at capture time).
 GRADING_FIELDS = (
@@ -56,7 +59,7 @@ GRADING_FIELDS = (
 )
 SPEECH_FIELDS = ("filler_words", "pause_seconds", "pace_low_wpm", "pace_high_wpm")
 # Thresholds of the report's advice only: applied whenever a report is drawn, nothing stored to re-score.
-REPORT_FIELDS = ("eye_contact_good",)
+REPORT_FIELDS = ("eye_contact_good", "framing_offset_hint", "framing_small_face", "gaze_away_min_seconds")
 CAPTURE_FIELDS = tuple(f for f in THRESHOLD_FIELDS if f not in GRADING_FIELDS + SPEECH_FIELDS + REPORT_FIELDS)
 
 MAX_NAME_CHARS = 100

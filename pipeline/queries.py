@@ -82,6 +82,9 @@ def list_answers(db: Db, session_id: str) -> list[dict[str, Any]]:
 FRAME_REPORT_FIELDS = {
     "_id": 0, "t": 1, "face": 1, "emotions": 1, "dominant": 1, "confidence": 1, "uncertain": 1,
     "gaze.score": 1, "gaze.eye_contact": 1, "head.movement": 1,
+    # landmark face signals (absent on older frames): pipeline.frames reads each of these
+    "gaze.method": 1, "gaze.yaw": 1, "gaze.pitch": 1, "head.yaw": 1, "head.pitch": 1, "head.roll": 1,
+    "framing": 1, "eyes.closed": 1, "mouth.smile": 1, "mouth.smiling": 1, "too_small": 1,
 }
 
 

@@ -46,6 +46,9 @@ class ReportOptions:
     min_answer_words: int = _DEFAULT.grading.min_answer_words
     filler_words: tuple[str, ...] = _DEFAULT.speech.filler_words
     eye_contact_good: float = _DEFAULT.report.eye_contact_good  # below it the card advises more eye contact
+    framing_offset_hint: float = _DEFAULT.report.framing_offset_hint  # median face offset that gets a framing hint
+    framing_small_face: float = _DEFAULT.report.framing_small_face  # median face width / picture width: "far"
+    gaze_away_min_seconds: float = _DEFAULT.report.gaze_away_min_seconds  # shortest look-away named with its time
     # Not settings: fixed choices of the display.
     word_label_limit: int = 80  # more words than this: markers with hover only (labels would overlap)
     gl_min_points: int = 1500  # marker traces this large use WebGL
@@ -66,5 +69,8 @@ class ReportOptions:
             min_answer_words=int(settings.grading.min_answer_words),
             filler_words=tuple(settings.speech.filler_words),
             eye_contact_good=float(settings.report.eye_contact_good),
+            framing_offset_hint=float(settings.report.framing_offset_hint),
+            framing_small_face=float(settings.report.framing_small_face),
+            gaze_away_min_seconds=float(settings.report.gaze_away_min_seconds),
         )
 

@@ -115,6 +115,15 @@ class ReportSettings(Section):
     eye_contact_good: float = Field(
         0.6, alias="eye_contact_good", ge=0, le=1,
         description="Eye contact on less than this share of face frames gets the 'look at the camera' advice")
+    framing_offset_hint: float = Field(
+        0.2, alias="framing_offset_hint", ge=0, le=0.5,
+        description="Median face centre this far off the picture's centre (share of its size) gets a framing hint")
+    framing_small_face: float = Field(
+        0.12, alias="framing_small_face", ge=0, le=1,
+        description="Median face width below this share of the picture's width gets the 'far from the camera' hint")
+    gaze_away_min_seconds: float = Field(
+        2.0, alias="gaze_away_min_seconds", ge=0.5, le=30,
+        description="Looking away while speaking for at least this long is named with its time in the advice")
 
 
 class AsrSettings(Section):

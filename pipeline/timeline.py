@@ -1,5 +1,5 @@
-"""The Plotly timeline of one answer: emotion, eye contact and head movement, words/fillers/pauses/
-key points, pace, pitch and energy, on one shared x axis (seconds since the answer began)."""
+"""The Plotly timeline of one answer: emotion, eye contact and head movement, head pose (degrees),
+words/fillers/pauses/key points, pace, pitch and energy, on one shared x axis (seconds since the answer began)."""
 
 from __future__ import annotations
 
@@ -42,11 +42,15 @@ EMOTION_COLOURS = {
 ROW_TITLES = {
     "emotion": "Emotion (stacked probability)",
     "gaze": "Eye contact and head movement",
+    "head": "Head pose (degrees)",
     "speech": "Words, fillers, pauses, key points",
     "pace": "Speaking pace",
     "voice": "Pitch and energy",
 }
-ROW_HEIGHTS = {"emotion": 0.22, "gaze": 0.16, "speech": 0.28, "pace": 0.16, "voice": 0.18}
+ROW_HEIGHTS = {"emotion": 0.22, "gaze": 0.16, "head": 0.14, "speech": 0.28, "pace": 0.16, "voice": 0.18}
+HEAD_TRACES = (("head_yaw", "Head yaw (°)", "#1f77b4", True), ("head_pitch", "Head pitch (°)", "#d62728", True),
+               ("head_roll", "Head roll (°)", "#7f7f7f", True), ("gaze_yaw", "Gaze yaw (°)", "#17becf", False),
+               ("gaze_pitch", "Gaze pitch (°)", "#e377c2", False))  # gaze: in the legend, shown on a click
 
 
 @dataclass
@@ -72,13 +76,16 @@ def _note(fig: go.Figure, rows: _Rows, name: str, text: str) -> None:
 def answer_timeline(answer: Doc, frames: Sequence[Doc] | FrameArrays, options: ReportOptions | None = None) -> go.Figure:
     """One figure, one shared x axis (seconds since the answer began), a range slider.
 
-    Rows: emotion (when enabled), eye contact + head movement, words/fillers/pauses/key
-    points, pace, pitch + energy. Stored documents are read, never modified.
+    Rows: emotion (when enabled), eye contact + head movement, head pose (only when the frames
+    measured it: older documents have none, never zeros), words/fillers/pauses/key points, pace,
+    pitch + energy. Stored documents are read, never modified.
     """
     opts = options or ReportOptions()
     fa = frame_arrays(frames)
     clock = answer_clock(answer, float(fa.t_ms[0]) if len(fa) else None)
-    names = (["emotion"] if opts.emotion_enabled else []) + ["gaze", "speech", "pace", "voice"]
+    has_pose = bool(np.isfinite(np.column_stack([fa.head_yaw, fa.head_pitch, fa.head_roll])).any()) if len(fa) else False
+    names = ((["emotion"] if opts.emotion_enabled else []) + ["gaze"] + (["head"] if has_pose else [])
+             + ["speech", "pace", "voice"])
     rows = _Rows(names)
     fig = make_subplots(
         rows=len(names), cols=1, shared_xaxes=True, vertical_spacing=0.035,
@@ -180,8 +187,13 @@ def _frame_rows(fig: go.Figure, rows: _Rows, fa: FrameArrays, x: np.ndarray, hol
     if fa.face.any():
         xb, yb = bucket_mean(x, np.column_stack([fa.gaze_score, fa.eye_contact, fa.movement]), step, 0.5)
         xb, yb = insert_gaps(xb, yb, holes)
+        fig.add_trace(go.Scatter(x=gappy(xb), y=gappy(yb[:, 1], 3), name="Eye contact", mode="lines",
+                                 line={"color": "#2ca02c", "shape": "hv", "width": 3}, connectgaps=False,
+                                 fill="tozeroy", fillcolor="rgba(44,160,44,0.12)",
+                                 hovertemplate="eye contact on %{y:.0%} of frames<extra></extra>"),
+                      row=r_g, col=1)
         fig.add_trace(go.Scatter(x=gappy(xb), y=gappy(yb[:, 0]), name="eye contact score", mode="lines",
-                                 line={"color": "#2ca02c"}, connectgaps=False,
+                                 line={"color": "#98df8a", "width": 1}, connectgaps=False,
                                  customdata=gappy(yb[:, 1], 2),
                                  hovertemplate="eye contact score %{y:.2f} (on %{customdata:.0%} of frames)<extra></extra>"),
                       row=r_g, col=1)
@@ -193,6 +205,27 @@ def _frame_rows(fig: go.Figure, rows: _Rows, fa: FrameArrays, x: np.ndarray, hol
         _note(fig, rows, "gaze", "No face found: no eye contact or head movement")
     fig.update_yaxes(range=[0, 1.02], title_text="score", row=r_g, col=1, secondary_y=False)
     fig.update_yaxes(title_text="movement", rangemode="tozero", row=r_g, col=1, secondary_y=True, showgrid=False)
+    _head_row(fig, rows, fa, x, holes, step)
+
+
+def _head_row(fig: go.Figure, rows: _Rows, fa: FrameArrays, x: np.ndarray, holes: np.ndarray, step: int) -> None:
+    """Head yaw, pitch and roll (and the gaze direction, off by default) in degrees; gaps where not measured."""
+    r = rows.row("head")
+    if r is None:
+        return
+    cols = np.column_stack([getattr(fa, key) for key, _, _, _ in HEAD_TRACES])
+    xb, yb = bucket_mean(x, cols, step, 0.5)
+    xb, yb = insert_gaps(xb, yb, holes)
+    for j, (_, name, colour, shown) in enumerate(HEAD_TRACES):
+        if not np.isfinite(yb[:, j]).any():
+            continue  # e.g. no gaze direction with the frontal-face proxy
+        fig.add_trace(go.Scatter(x=gappy(xb), y=gappy(yb[:, j], 1), name=name, mode="lines", connectgaps=False,
+                                 line={"color": colour, "width": 2 if shown else 1, "dash": "solid" if shown else "dot"},
+                                 visible=True if shown else "legendonly",
+                                 hovertemplate=f"{name.split(' (')[0].lower()} %{{y:.0f}}°<extra></extra>"),
+                      row=r, col=1)
+    fig.add_hline(y=0, line={"color": "#bbb", "width": 1}, row=r, col=1)
+    fig.update_yaxes(title_text="degrees", ticksuffix="°", row=r, col=1)
 
 
 def _speech_row(fig: go.Figure, rows: _Rows, answer: Doc, clock: AnswerClock, opts: ReportOptions) -> float:

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.face_advice import framing_hint
+from pipeline.frames import frame_summary
 from pipeline.media import MediaError, check_duration, iter_video_frames, load_audio, probe
 from pipeline.records import SAMPLE_RATE
 from pipeline.settings import Settings
@@ -158,7 +160,7 @@ def _run(request: AnalyzeRequest, settings: Settings, store: bool, sidecar: Side
         timings["emotion_per_frame_ms"] = {k: round(v, 2) for k, v in emotion_stats.items()}
 
     frames = sorted(collected.frames, key=lambda f: f["t"])
-    report = _report(request, result, frames, t0_ms, sampled, audio is not None, timings)
+    report = _report(request, result, frames, t0_ms, sampled, audio is not None, timings, settings)
     report["session_id"], report["answer_id"] = session_id, answer_id
     if session_store is not None:
         grade = result.get("grade") or {}
@@ -182,12 +184,11 @@ def _fit(image: np.ndarray, sidecar: Sidecar) -> np.ndarray:
 
 
 def _report(request: AnalyzeRequest, result: AnswerSummary, frames: list[dict[str, Any]], t0_ms: int,
-            sampled: int, has_audio: bool, timings: dict[str, Any]) -> dict[str, Any]:
+            sampled: int, has_audio: bool, timings: dict[str, Any], settings: Settings) -> dict[str, Any]:
     metrics = result.get("metrics") or {}
     grade = result.get("grade")
     if grade is not None:
         grade = {**grade, "evidence": {"matched": grade.get("matched", []), "missed": grade.get("missed", [])}}
-    faces = sum(1 for f in frames if f["face"])
     return {
         "question": request.question,
         "transcript": result.get("transcript", "") if has_audio else None,
@@ -195,14 +196,8 @@ def _report(request: AnalyzeRequest, result: AnswerSummary, frames: list[dict[st
             {"word": w["word"], "start": w["start"], "end": w["end"], "probability": w.get("probability")}
             for w in result.get("words", [])
         ],
-        "frames": [
-            {"t": round((f["t"] - t0_ms) / 1000.0, 3), "face": f["face"], "emotions": f["emotions"],
-             "dominant": f["dominant"], "confidence": f["confidence"], "gaze": f["gaze"], "head": f.get("head"),
-             "box": f["box"]}
-            for f in frames
-        ],
-        "frames_summary": {"sampled": sampled, "analysed": len(frames), "with_face": faces,
-                           "face_ratio": round(faces / len(frames), 3) if frames else None},
+        "frames": [_frame_row(f, t0_ms) for f in frames],
+        "frames_summary": frames_summary(frames, sampled, settings),
         "metrics": {
             "wpm": metrics.get("wpm"), "pace_band": metrics.get("pace_band"), "fillers": metrics.get("fillers", []),
             "filler_count": metrics.get("filler_count"), "pauses": metrics.get("pauses", []),
@@ -211,6 +206,36 @@ def _report(request: AnalyzeRequest, result: AnswerSummary, frames: list[dict[st
         "grade": grade,
         "missing": _missing(has_audio, frames, metrics, grade),
         "timings": timings,
+    }
+
+
+def _frame_row(f: dict[str, Any], t0_ms: int) -> dict[str, Any]:
+    """One frame of the JSON: the stored record's main fields, plus head pose and gaze direction
+    in degrees (None where not measured, e.g. with the frontal-face proxy or without a face)."""
+    gaze, head = f.get("gaze") or {}, f.get("head") or {}
+    return {"t": round((f["t"] - t0_ms) / 1000.0, 3), "face": f["face"], "emotions": f["emotions"],
+            "dominant": f["dominant"], "confidence": f["confidence"], "gaze": f["gaze"], "head": f.get("head"),
+            "box": f["box"], "head_yaw": head.get("yaw"), "head_pitch": head.get("pitch"),
+            "head_roll": head.get("roll"), "gaze_yaw": gaze.get("yaw"), "gaze_pitch": gaze.get("pitch"),
+            "framing": f.get("framing"), "eyes": f.get("eyes"), "mouth": f.get("mouth"),
+            "too_small": f.get("too_small")}
+
+
+def frames_summary(frames: list[dict[str, Any]], sampled: int, settings: Settings) -> dict[str, Any]:
+    """Face rate, eye contact and its method, head pose (median / p90 |angle|), blink rate, smile
+    share and the framing hint of the analysed frames; None for what was not measured."""
+    s = frame_summary(frames)
+    ratio = s["eye_contact_ratio"]
+    report = settings.report
+    return {
+        "sampled": sampled, "analysed": len(frames), "with_face": s["face_frames"],
+        "face_ratio": round(s["face_ratio"], 3) if s["face_ratio"] is not None else None,
+        "eye_contact_frames": s["eye_contact_frames"],
+        "eye_contact_ratio": round(ratio, 3) if ratio is not None else None,
+        "eye_contact_method": s["eye_contact_method"], "too_small_frames": s["too_small_frames"],
+        "head_pose": s["head_pose"], "blink_count": s["blink_count"], "blink_rate_per_min": s["blink_rate_per_min"],
+        "smile_ratio": s["smile_ratio"], "framing": s["framing"],
+        "framing_hint": framing_hint(s["framing"], report.framing_offset_hint, report.framing_small_face),
     }
 
 
@@ -226,4 +251,11 @@ def _missing(has_audio: bool, frames: list[dict[str, Any]], metrics: dict[str, A
         out.append("no video: no emotion or eye contact")
     elif not any(f["face"] for f in frames):
         out.append("no face found in any frame: no emotion or eye contact")
+    else:
+        judged = [f for f in frames if (f.get("gaze") or {}).get("eye_contact") is not None]
+        if not judged:
+            small = any(f.get("too_small") for f in frames)
+            out.append("face too small to judge eye contact" if small else "eye contact not measured (no eyes found)")
+        if not any((f.get("head") or {}).get("yaw") is not None for f in frames):
+            out.append("no head pose in degrees (measured by the landmark face pipeline only)")
     return out

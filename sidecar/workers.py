@@ -196,7 +196,8 @@ def _close_backlog(backlog: JournalBacklog, name: str) -> None:
 
 
 def _frame_doc(frame: RingFrame, sample: FrameSample) -> dict[str, Any]:
-    keep = ("face", "box", "emotions", "dominant", "confidence", "uncertain", "gaze", "head", "tracked")
+    keep = ("face", "box", "emotions", "dominant", "confidence", "uncertain", "gaze", "head", "tracked",
+            "framing", "eyes", "mouth", "aligned", "too_small")
     doc: dict[str, Any] = {k: sample.get(k) for k in keep}
     box = sample.get("box")
     if box is not None:

@@ -148,7 +148,8 @@ def test_report_figure_has_every_track_on_one_time_axis(tmp_path, shared_data, m
         by_name.setdefault(t["name"], []).append(t)
 
     # Every track this data must give: emotion and gaze from the faces, the rest from the speech.
-    required = [*EMOTIONS, "emotion", "eye contact score", "head movement", "words", "key points covered",
+    required = [*EMOTIONS, "emotion", "Eye contact", "eye contact score", "head movement", "Head yaw (°)",
+                "Head pitch (°)", "Head roll (°)", "words", "key points covered",
                 "key points missed", "pace (wpm)", "pitch (Hz)", "energy (dB)",
                 "no face / no video"]  # the video (3.5 s) ends long before the speech (11 s)
     missing = [n for n in required if n not in by_name]
@@ -165,7 +166,9 @@ def test_report_figure_has_every_track_on_one_time_axis(tmp_path, shared_data, m
         ax = axes["xaxis" + xid[1:]]
         assert xid == shared["id"] or ax["matches"] == shared["id"], f"{xid} is not linked to {shared['id']}: {ax}"
     rows = {t["xaxis"] for t in traces}
-    assert len(rows) >= 5, f"tracks on {len(rows)} rows only: {x_ids}"  # emotion, gaze, speech, pace, voice
+    assert len(rows) >= 6, f"tracks on {len(rows)} rows only: {x_ids}"  # emotion, gaze, head, speech, pace, voice
+    head = {by_name[n][0]["xaxis"] for n in ("Head yaw (°)", "Head pitch (°)", "Head roll (°)")}
+    assert len(head) == 1 and head != {by_name["Eye contact"][0]["xaxis"]}, "head pose has a row of its own"
     assert shared["title"] == "seconds since the answer began", shared
     for n in ("eye contact score", "head movement", "pitch (Hz)", "energy (dB)"):
         # secondary y axes overlay their row's primary one on the same x axis

@@ -117,6 +117,30 @@ def test_csv_and_json_contain_the_samples(seeded):
     assert len(parsed["frames"]) == 90 and {f["session_id"] for f in parsed["frames"]} == {"s-1"}
 
 
+def test_csv_has_the_landmark_frame_columns_and_leaves_them_empty_on_old_frames():
+    from pipeline.export import SessionData
+    from tests.test_face_report import DOWN, sample, speech_answer
+
+    new = [sample(1_000, **DOWN, offset=(0.05, -0.25), scale=0.2, closed=False, smiling=True),
+           sample(1_200, eye=None, too_small=True, gaze=None, head=None), sample(1_400, face=False)]
+    data = SessionData({"_id": "s-f"}, [speech_answer(), make_answer("a-old", "s-f")],
+                       {"a-f": new, "a-old": make_frames(3, answer_id="a-old", session_id="s-f", no_face=range(0))})
+    rows = [r for r in csv.DictReader(io.StringIO(samples_csv(data))) if r["kind"] == "frame"]
+    assert len(rows) == 6
+    down, small, gone, old = rows[0], rows[1], rows[2], rows[3]
+    assert (down["eye_contact"], down["eye_contact_method"], down["gaze_yaw"], down["gaze_pitch"]) == (
+        "False", "iris", "3.0", "28.0")
+    assert (down["head_yaw"], down["head_pitch"], down["head_roll"]) == ("2.0", "22.0", "0.5")
+    assert (down["framing_dx"], down["framing_dy"], down["framing_scale"]) == ("0.05", "-0.25", "0.2")
+    assert (down["eyes_closed"], down["smile"], down["smiling"], down["too_small"]) == ("False", "0.7", "True", "False")
+    assert small["too_small"] == "True" and small["eye_contact"] == "" and small["head_yaw"] == ""
+    assert gone["face"] == "False" and gone["head_yaw"] == gone["framing_scale"] == gone["smile"] == ""
+    for col in ("eye_contact_method", "gaze_yaw", "head_yaw", "head_pitch", "head_roll", "framing_dx",
+                "framing_scale", "eyes_closed", "smile", "too_small"):
+        assert old[col] == "", col  # stored before these fields existed: missing, never 0
+    assert old["eye_contact"] == "True" and old["gaze_score"] == "0.7"
+
+
 def test_csv_cells_cannot_be_spreadsheet_formulas(db):
     db.sessions.insert_one({**SESSION, "_id": "s-f"})
     db.answers.insert_one(make_answer("a-f", "s-f", question="=HYPERLINK(\"http://x\")", transcript="+cmd"))

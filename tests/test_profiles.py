@@ -19,7 +19,7 @@ from pipeline.settings import Settings, setting_field
 
 
 def test_every_threshold_is_a_described_setting():
-    assert len(set(THRESHOLD_FIELDS)) == len(THRESHOLD_FIELDS) == 15
+    assert len(set(THRESHOLD_FIELDS)) == len(THRESHOLD_FIELDS) == 18
     for name in THRESHOLD_FIELDS:
         assert setting_field(name).description
     specs = threshold_specs(Settings())

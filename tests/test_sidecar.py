@@ -313,11 +313,45 @@ def test_cli_acceptance_jfk_and_baseline(shared_data):
     assert summary["face_ratio"] >= 0.9
     assert [f["t"] for f in report["frames"]] == sorted(f["t"] for f in report["frames"])
     for f in report["frames"]:
-        assert set(f) >= {"t", "face", "emotions", "dominant", "confidence", "gaze"}
+        assert set(f) >= {"t", "face", "emotions", "dominant", "confidence", "gaze", "head_yaw", "head_pitch",
+                          "head_roll", "gaze_yaw", "gaze_pitch"}
+    assert set(summary) >= {"eye_contact_ratio", "eye_contact_method", "head_pose", "blink_rate_per_min",
+                            "smile_ratio", "framing", "framing_hint"}
+    assert summary["eye_contact_ratio"] is not None and summary["eye_contact_method"] in ("iris", "frontal-proxy", None)
     g = report["grade"]
     assert 0 <= g["score"] <= 1 and g["band"] and set(g["evidence"]) == {"matched", "missed"}
     assert set(report["metrics"]) >= {"wpm", "fillers", "pauses"} and report["metrics"]["wpm"] > 60
     assert set(report["timings"]) >= {"total_s", "asr_tail_s", "grade_s"}
+
+
+def test_analyze_json_summarises_face_signals_of_schema_frames():
+    from sidecar.analyze import _frame_row, _missing, frames_summary
+    from tests.test_face_report import DOWN, T0, clip, sample
+
+    frames = clip(30.0, spans=[(10.0, 16.0, DOWN), (0.0, 30.0, {"offset": (0.0, 0.28)}),
+                               (20.0, 20.4, {"closed": True, "eye": None}), (0.0, 6.0, {"smiling": True})])
+    s = frames_summary(frames, len(frames), Settings())
+    assert (s["sampled"], s["analysed"], s["with_face"], s["face_ratio"]) == (150, 150, 150, 1.0)
+    assert s["eye_contact_ratio"] == pytest.approx(118 / 148, abs=1e-3) and s["eye_contact_method"] == "iris"
+    assert s["head_pose"] == {"frames": 150, "yaw_median": 3.0, "yaw_p90": 3.0, "pitch_median": 8.0,
+                              "pitch_p90": 22.0, "roll_median": 1.5, "roll_p90": 1.5}
+    assert s["blink_count"] == 1 and s["blink_rate_per_min"] == pytest.approx(60 / 29.8, abs=0.05)
+    assert s["smile_ratio"] == pytest.approx(0.2) and s["framing"]["dy"] == 0.28
+    assert s["framing_hint"] and "your face sits low in the picture" in s["framing_hint"]
+    json.dumps(s)  # the CLI prints it as JSON
+    row = _frame_row(frames[55], T0)
+    assert row["t"] == 11.0 and (row["head_yaw"], row["head_pitch"], row["head_roll"]) == (2.0, 22.0, 0.5)
+    assert (row["gaze_yaw"], row["gaze_pitch"]) == (3.0, 28.0) and row["gaze"]["eye_contact"] is False
+    assert _missing(True, frames, {"has_speech": True}, None) == []
+    # No face anywhere: None, never 0, and a plain reason.
+    empty = [sample(T0 + i * 200, face=False) for i in range(20)]
+    e = frames_summary(empty, 20, Settings())
+    assert e["eye_contact_ratio"] is None and e["head_pose"] is None and e["framing_hint"] is None
+    assert e["blink_rate_per_min"] is None and e["smile_ratio"] is None and e["face_ratio"] == 0.0
+    assert any("no face" in m for m in _missing(True, empty, {"has_speech": True}, None))
+    small = [sample(T0 + i * 200, eye=None, too_small=True, gaze=None, head=None) for i in range(20)]
+    reasons = _missing(True, small, {"has_speech": True}, None)
+    assert "face too small to judge eye contact" in reasons and any("no head pose" in m for m in reasons)
 
 
 @pytest.mark.slow
