@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     videos = sorted((DATA / "video").glob("*.mp4"))
     print(f"# sidecar.emotion bench\n\n{pinned}; OpenCV {cv2.__version__}, 1 thread; "
           f"load average at start {os.getloadavg()[0]:.2f}\n")
-    compare_detectors(videos, list(dict.fromkeys(d.strip() for d in args.detectors.split(",") if d.strip())), args.rounds)
+    detectors = list(dict.fromkeys(d.strip() for d in args.detectors.split(",") if d.strip()))
+    compare_detectors(videos, detectors, args.rounds)
     if args.compare_only:
         return 0
     frames, fps = load_frames(args.video)
