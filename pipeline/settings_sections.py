@@ -64,21 +64,32 @@ class CaptureSettings(Section):
 
 
 class EmotionSettings(Section):
-    detector: str = Field("opencv", alias="face_detector",
-                          description="Face detector: opencv (Haar) or mtcnn (DeepFace backends)")
+    detector: str = Field(
+        "mediapipe", alias="face_detector",
+        description="Face detector: mediapipe (landmarks, iris gaze, head pose), opencv (Haar) or mtcnn (DeepFace)")
     detect_width: int = Field(320, alias="detect_width", ge=64,
                               description="Width of the downscaled frame faces are detected on")
     detect_every: int = Field(3, alias="detect_every", ge=1,
-                              description="Run full detection every Nth sampled frame; track in between")
+                              description="Haar/DeepFace: full detection every Nth sampled frame, tracked in between (mediapipe tracks by landmarks)")
     face_confidence_floor: float = Field(0.5, alias="face_confidence_floor", ge=0, le=1,
                                          description="Faces below this detector confidence are ignored")
     emotion_confidence_floor: float = Field(0.35, alias="emotion_confidence_floor", ge=0, le=1,
                                     description="Dominant emotion below this is shown as uncertain")
     smoothing_window: int = Field(5, alias="emotion_smoothing_window", ge=1,
                                   description="Samples in the moving average of emotion tracks")
-    gaze_center_tolerance: float = Field(
-        0.2, alias="gaze_center_tolerance", ge=0, le=1,
-        description="Face centre within this fraction of frame centre counts as eye contact")
+    eye_contact_yaw_deg: float = Field(
+        20.0, alias="eye_contact_yaw_deg", ge=0, le=90,
+        description="Gaze (head pose + iris) within this many degrees left/right of the camera counts as eye contact")
+    eye_contact_pitch_deg: float = Field(
+        20.0, alias="eye_contact_pitch_deg", ge=0, le=90,
+        description="Gaze within this many degrees above/below the camera counts as eye contact")
+    min_gaze_face_px: int = Field(
+        60, alias="min_gaze_face_px", ge=0,
+        description="Faces narrower than this (frame pixels) are too small to judge gaze; expression is uncertain")
+    blink_ear: float = Field(0.15, alias="blink_ear", ge=0, le=1,
+                             description="Mean eye aspect ratio below this means the eyes are closed (no gaze judged)")
+    smile_threshold: float = Field(0.5, alias="smile_threshold", ge=0, le=1,
+                                   description="Mouth smile score (width against a neutral mouth, 0-1) above this is a smile")
     enabled: bool = Field(True, alias="emotion_enabled", description="Show emotion at all (candidates may switch it off)")
     emotion_model: str = Field(
         "auto", alias="emotion_model", pattern="^(auto|fer|deepface)$",

@@ -1,9 +1,11 @@
-"""Live facial analysis of sampled webcam frames: face, emotion, eye-contact proxy, head movement.
+"""Live facial analysis of sampled webcam frames: face, emotion, gaze / eye contact, head pose, framing.
 
 Runs inside the sidecar worker on one core beside speech recognition, so every step is sized for
-CPU: faces are detected on a frame downscaled to ``detect_width``, a full detection runs only every
-``detect_every`` samples and a cheap re-detection in a padded window around the last face tracks it
-in between. Detectors: ``sidecar.face_detectors``; emotion models: ``sidecar.emotion_classifiers``.
+CPU. The default ``mediapipe`` detector runs MediaPipe's landmark models (``sidecar.face_mesh``,
+geometry in ``sidecar.face_geometry``): BlazeFace finds the face, the 468-landmark model tracks it
+frame to frame, the iris model gives gaze. With Haar/DeepFace detectors faces are detected on a frame
+downscaled to ``detect_width`` every ``detect_every`` samples and re-detected in a padded window around
+the last face in between. Detectors: ``sidecar.face_detectors``; emotion models: ``sidecar.emotion_classifiers``.
 
 Every result is a ``pipeline.records.FrameSample``. No face means no emotion: the analyzer never
 guesses one.
@@ -20,8 +22,9 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from pipeline.records import FrameSample
+from pipeline.records import FrameFraming, FrameGaze, FrameSample
 from pipeline.settings_sections import EmotionSettings
+from sidecar import face_geometry as geo
 from sidecar.emotion_classifiers import (
     EMOTION_LABELS,
     FER_SIZE,
@@ -39,6 +42,7 @@ from sidecar.face_detectors import (
     make_detector,
     to_gray_and_bgr,
 )
+from sidecar.face_mesh import MediaPipeFaceDetector, MeshFace
 
 if TYPE_CHECKING:
     pass
@@ -69,7 +73,10 @@ class EmotionAnalyzer:
     ) -> None:
         self.options = options or EmotionSettings()
         # built now so a missing detector package fails at start-up, not on the first frame
-        self._detector = detector if detector is not None else make_detector(self.options.detector)
+        self._detector = (
+            detector if detector is not None else make_detector(self.options.detector, self.options.threads)
+        )
+        self._mesh = self._detector.mesh if isinstance(self._detector, MediaPipeFaceDetector) else None
         self._eyes: cv2.CascadeClassifier | None = None
         self._emotion: EmotionModel | None = None
         self.reset()
@@ -83,6 +90,9 @@ class EmotionAnalyzer:
         self._prev_face: tuple[float, float, float] | None = None  # cx, cy, w of the last sample's face
         self._last_sig: np.ndarray | None = None  # sparse pixel sample of the last frame
         self._last_result: FrameSample | None = None
+        if getattr(self, "_mesh", None) is not None:
+            assert self._mesh is not None
+            self._mesh.reset()
 
     @property
     def detector_name(self) -> str:
@@ -100,7 +110,7 @@ class EmotionAnalyzer:
         t0 = time.perf_counter()
         self._detector.load()
         t1 = time.perf_counter()
-        if self._eyes is None:
+        if self._eyes is None and self._mesh is None:  # the landmark path needs no eye cascade
             self._eyes = load_cascade(EYE_CASCADE)
         t2 = time.perf_counter()
         if self._emotion is None:
@@ -139,7 +149,7 @@ class EmotionAnalyzer:
         t = float(t)
         if not math.isfinite(t):
             raise ValueError(f"t must be a finite number of seconds, got {t}")
-        if self._emotion is None or self._eyes is None:
+        if self._emotion is None or (self._eyes is None and self._mesh is None):
             self._load()
         gray, bgr = to_gray_and_bgr(frame_bgr, color=color, need_bgr=self._detector.needs_bgr)
         src = bgr if self._detector.needs_bgr else gray
@@ -153,6 +163,11 @@ class EmotionAnalyzer:
             result = copy.deepcopy(last)
             result["t"], result["frozen"], result["tracked"] = t, True, bool(last["face"])
             result["head"]["movement"] = 0.0 if last["face"] else None
+        elif self._mesh is not None:
+            assert bgr is not None
+            result = self._describe_mesh(gray, self._mesh.process(bgr, bgr=True), t)
+            result["frozen"] = False
+            self._last_sig, self._last_result = sig, copy.deepcopy(result)
         else:
             face, tracked = self._find_face(src)
             result = self._describe(gray, face, tracked, t)
@@ -245,51 +260,52 @@ class EmotionAnalyzer:
 
     # -- description of the face -------------------------------------------------------------------
 
-    def _describe(self, gray: np.ndarray, face: _Track | None, tracked: bool, t: float) -> FrameSample:
-        opts = self.options
+    def _empty(self, t: float, tracked: bool) -> FrameSample:
+        """The record of a sample with no face: every face-derived field None."""
         out: FrameSample = {
             "t": t,
-            "face": face is not None,
+            "face": False,
             "box": None,
             "face_confidence": None,
             "emotions": None,
             "dominant": None,
             "confidence": None,
             "uncertain": False,  # only meaningful when a face is found
-            "gaze": {"eye_contact": None, "score": None, "eyes_found": 0, "frontal": None, "offset": None},
-            "head": {"movement": None, "yaw_proxy": None, "pitch_proxy": None},
+            "gaze": {"eye_contact": None, "score": None, "eyes_found": 0, "frontal": None,
+                     "method": "frontal-proxy", "yaw": None, "pitch": None, "iris": None, "reason": None},
+            "head": {"movement": None, "yaw_proxy": None, "pitch_proxy": None, "yaw": None, "pitch": None,
+                     "roll": None},
             "detector": self._detector.name,
             "model": self._emotion.name if self._emotion is not None else None,
-            "tracked": bool(tracked and face is not None),
+            "tracked": tracked,
             "frozen": False,
             "latency_ms": 0.0,  # both set by analyze()
+            "framing": None,
+            "eyes": None,
+            "mouth": None,
+            "aligned": False,
+            "too_small": False,
         }
+        return out
+
+    def _describe(self, gray: np.ndarray, face: _Track | None, tracked: bool, t: float) -> FrameSample:
+        opts = self.options
+        out = self._empty(t, tracked and face is not None)
+        out["face"] = face is not None
         if face is None:
             self._prev_face = None
+            out["gaze"]["reason"] = "no face"
             return out
 
         x, y, w, h = face.box
         out["box"] = [int(x), int(y), int(w), int(h)]
         out["face_confidence"] = round(face.confidence, 4)
 
-        # emotion
-        assert self._emotion is not None
-        probs = self._emotion.predict(face_crop(gray, face.box))
-        probs = np.clip(np.nan_to_num(probs[: len(EMOTION_LABELS)], nan=0.0), 0.0, None)
-        total = float(probs.sum())
-        probs = probs / total if total > 0 else np.full(len(EMOTION_LABELS), 1.0 / len(EMOTION_LABELS))
-        k = int(np.argmax(probs))
-        out["emotions"] = {label: round(float(p), 5) for label, p in zip(EMOTION_LABELS, probs, strict=True)}
-        out["dominant"] = EMOTION_LABELS[k]
-        out["confidence"] = round(float(probs[k]), 5)
-        # tiny faces give blurry 64x64 crops: report the prediction but flag it
-        out["uncertain"] = bool(probs[k] < opts.emotion_confidence_floor or w < SMALL_FACE_PX)
+        self._emotions_into(out, face_crop(gray, face.box), w)
 
         # gaze / eye-contact proxy
-        img_h, img_w = gray.shape[:2]
-        cx, cy = x + w / 2.0, y + h / 2.0
-        dx, dy = (cx - img_w / 2.0) / img_w, (cy - img_h / 2.0) / img_h
-        out["gaze"]["offset"] = [round(dx, 4), round(dy, 4)]
+        out["framing"] = _framing(gray.shape, face.box)
+        out["too_small"] = bool(w < opts.min_gaze_face_px)
         eyes: tuple[tuple[float, float], tuple[float, float]] | None
         if face.eyes is not None:  # landmark detectors (mtcnn, ...) give eyes; better than a cascade
             (lx, ly), (rx, ry) = face.eyes
@@ -317,22 +333,120 @@ class EmotionAnalyzer:
             elif found == 1:
                 s_frontal = 0.25
         out["gaze"]["frontal"] = frontal
-        # centred: face centre within gaze_center_tolerance (fraction of the frame) of its centre
-        tol = opts.gaze_center_tolerance
-        off = max(abs(dx), abs(dy))
-        s_center = max(0.0, 1.0 - off / (2.0 * tol)) if tol > 0 else float(off == 0.0)
+        # the proxy is only "a frontal face": where the face sits in the frame is framing, not eye contact
         if frontal is not None:
-            out["gaze"]["eye_contact"] = bool(frontal and off <= tol)
-            # the weaker of the two, so score > 0.5 exactly when both checks pass
-            out["gaze"]["score"] = round(min(s_center, s_frontal), 4)
+            out["gaze"]["eye_contact"] = bool(frontal)
+            out["gaze"]["score"] = round(s_frontal, 4)  # > 0.5 exactly when frontal
+        else:
+            out["gaze"]["reason"] = "face too small"
+        out["head"]["movement"] = self._movement(face.box)
+        return out
 
-        # head movement: centre shift in face widths plus relative size change, since last sample
+    def _movement(self, box: tuple[int, int, int, int]) -> float | None:
+        """Centre shift in face widths plus |log size change| since the last sample (None on the first)."""
+        x, y, w, _h = box
+        cx, cy = x + w / 2.0, y + _h / 2.0
+        move = None
         if self._prev_face is not None:
             pcx, pcy, pw = self._prev_face
-            move = math.hypot(cx - pcx, cy - pcy) / max(pw, 1.0) + abs(math.log(max(w, 1) / max(pw, 1.0)))
-            out["head"]["movement"] = round(move, 4)
+            move = round(math.hypot(cx - pcx, cy - pcy) / max(pw, 1.0) + abs(math.log(max(w, 1) / max(pw, 1.0))), 4)
         self._prev_face = (cx, cy, float(w))
+        return move
+
+    def _describe_mesh(self, gray: np.ndarray, face: MeshFace | None, t: float) -> FrameSample:
+        """The landmark path: every FrameSample field from the 468 landmarks and both irises."""
+        opts = self.options
+        out = self._empty(t, False)  # the no-face record, filled in below
+        out["gaze"]["method"] = "iris"
+        if face is None:
+            self._prev_face = None
+            out["gaze"]["reason"] = "no face"
+            return out
+        img_h, img_w = gray.shape[:2]
+        lm = face.landmarks
+        bx, by, bw, bh = face.box
+        x0, y0 = max(0, int(round(bx))), max(0, int(round(by)))
+        x1, y1 = min(img_w, int(round(bx + bw))), min(img_h, int(round(by + bh)))
+        if x1 - x0 < 2 or y1 - y0 < 2:  # the landmarks left the frame
+            self._prev_face = None
+            self.reset_track()
+            return out
+        box = (x0, y0, x1 - x0, y1 - y0)
+        w = box[2]
+        out["face"], out["box"] = True, list(box)
+        out["face_confidence"] = round(face.score, 4)
+        out["tracked"] = face.tracked
+        self._emotions_into(out, geo.aligned_crop(gray, lm, FER_SIZE), w)
+        out["aligned"] = True
+        out["framing"] = _framing(gray.shape, box)
+        out["head"]["movement"] = self._movement(box)
+        pose = geo.head_pose(lm, img_w, img_h)
+        if pose is not None:
+            out["head"]["yaw"], out["head"]["pitch"], out["head"]["roll"] = (
+                round(pose.yaw, 2), round(pose.pitch, 2), round(pose.roll, 2))
+        smile, mouth_open = geo.mouth_shape(lm)
+        out["mouth"] = {"smile": round(smile, 4), "smiling": bool(smile > opts.smile_threshold),
+                        "open": round(mouth_open, 4)}
+        gaze = out["gaze"]
+        if w < opts.min_gaze_face_px:
+            # too few pixels for the eyes: say so, never a guess about gaze; expression is flagged
+            out["too_small"], out["uncertain"] = True, True
+            gaze["reason"] = "face too small"
+            return out
+        ear = geo.eye_aspect_ratios(lm)
+        closed = bool((ear[0] + ear[1]) / 2.0 < opts.blink_ear)
+        out["eyes"] = {"ear": [round(ear[0], 4), round(ear[1], 4)], "closed": closed}
+        gaze["eyes_found"] = 2 if face.iris is not None else 0
+        if pose is not None:
+            gaze["frontal"] = bool(abs(pose.yaw) <= opts.eye_contact_yaw_deg
+                                   and abs(pose.pitch) <= opts.eye_contact_pitch_deg)
+        if closed:
+            gaze["reason"] = "eyes closed"
+            return out
+        if face.iris is None or pose is None:
+            gaze["reason"] = "no iris" if face.iris is None else "head pose not solved"
+            return out
+        direction = geo.gaze_direction(pose, lm, face.iris)
+        _judge_gaze(gaze, direction, opts.eye_contact_yaw_deg, opts.eye_contact_pitch_deg)
         return out
+
+    def reset_track(self) -> None:
+        if self._mesh is not None:
+            self._mesh.reset()
+
+    def _emotions_into(self, out: FrameSample, crop: np.ndarray, w: int) -> None:
+        assert self._emotion is not None
+        probs = self._emotion.predict(crop)
+        probs = np.clip(np.nan_to_num(probs[: len(EMOTION_LABELS)], nan=0.0), 0.0, None)
+        total = float(probs.sum())
+        probs = probs / total if total > 0 else np.full(len(EMOTION_LABELS), 1.0 / len(EMOTION_LABELS))
+        k = int(np.argmax(probs))
+        out["emotions"] = {label: round(float(p), 5) for label, p in zip(EMOTION_LABELS, probs, strict=True)}
+        out["dominant"] = EMOTION_LABELS[k]
+        out["confidence"] = round(float(probs[k]), 5)
+        # tiny faces give blurry 64x64 crops: report the prediction but flag it
+        out["uncertain"] = bool(probs[k] < self.options.emotion_confidence_floor or w < SMALL_FACE_PX)
+
+
+def _framing(shape: tuple[int, ...], box: tuple[int, int, int, int]) -> FrameFraming:
+    img_h, img_w = shape[:2]
+    x, y, w, h = box
+    dx, dy = (x + w / 2.0 - img_w / 2.0) / img_w, (y + h / 2.0 - img_h / 2.0) / img_h
+    return {"offset": [round(dx, 4), round(dy, 4)], "scale": round(w / img_w, 4)}
+
+
+def _judge_gaze(gaze: FrameGaze, d: geo.Gaze, yaw_limit: float, pitch_limit: float) -> None:
+    """Eye contact = gaze within both limits; score = 0-1 margin, > 0.5 exactly when eye contact."""
+    gaze["yaw"], gaze["pitch"] = round(d.yaw, 2), round(d.pitch, 2)
+    gaze["iris"] = [round(d.iris[0], 4), round(d.iris[1], 4)]
+    ratio = max(abs(d.yaw) / yaw_limit if yaw_limit > 0 else math.inf * abs(d.yaw),
+                abs(d.pitch) / pitch_limit if pitch_limit > 0 else math.inf * abs(d.pitch))
+    ratio = 0.0 if math.isnan(ratio) else ratio
+    contact = bool(ratio <= 1.0)
+    score = max(0.0, 1.0 - ratio / 2.0)
+    if contact:
+        score = max(score, 0.5001)  # at the limit itself (ratio 1) eye contact holds: keep score > 0.5
+    gaze["eye_contact"], gaze["score"] = contact, round(min(score, 1.0), 4)
 
 
 def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:

@@ -21,7 +21,6 @@ log = logging.getLogger("sidecar.emotion")  # one logger for the whole emotion p
 DEEPFACE_DETECTOR_PACKAGES: dict[str, tuple[str, ...]] = {
     "mtcnn": ("mtcnn", "tensorflow"),
     "retinaface": ("retinaface", "tensorflow"),
-    "mediapipe": ("mediapipe",),
     "dlib": ("dlib",),
     "fastmtcnn": ("facenet_pytorch", "torch"),
     "yolo": ("ultralytics",),  # every yolov8*/v11*/v12* backend
@@ -239,10 +238,17 @@ def check_deepface_detector(backend: str) -> None:
         )
 
 
-def make_detector(name: str) -> FaceDetector:
+def make_detector(name: str, threads: int = 1) -> FaceDetector:
+    """The detector named by MOCKAI_FACE_DETECTOR: mediapipe (our LiteRT landmark pipeline, never
+    DeepFace's mediapipe backend), opencv/haar, or any DeepFace backend."""
     name = name.strip().lower()
     if name in ("opencv", "haar"):
         return HaarFaceDetector()
+    if name == "mediapipe":
+        from sidecar.face_mesh import MediaPipeFaceDetector, mediapipe_modules
+
+        mediapipe_modules()  # a missing wheel or model file fails now, at start-up
+        return MediaPipeFaceDetector(threads=threads)
     return DeepFaceDetector(name)
 
 
@@ -262,7 +268,6 @@ def load_cascade(file_name: str) -> cv2.CascadeClassifier:
 def find_eyes(
     cascade: cv2.CascadeClassifier | None, gray: np.ndarray, box: tuple[int, int, int, int]
 ) -> tuple[tuple[tuple[float, float], tuple[float, float]] | None, int]:
-    """Eyes in the upper face band, one per half. Returns (eye centres in face units or None, count)."""
     """Eyes in the upper face band, one per half. Returns (eye centres in face units or None, count)."""
     x, y, w, h = box
     if w < MIN_EYE_FACE_PX or cascade is None:
