@@ -6,7 +6,6 @@ per detector and scored against the labels (eye-contact agreement, head-pose err
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,13 +16,13 @@ import numpy as np
 
 from pipeline.settings_sections import EmotionSettings
 from sidecar.emotion import EmotionAnalyzer
-from sidecar.face_detectors import FACE_CASCADE, MIN_EYE_FACE_PX, load_cascade
+from sidecar.face_detectors import FACE_CASCADE, load_cascade
+from sidecar.face_geometry import rotate_face_image
 
 FRAME_W, FRAME_H = 640, 480
 MULTI_FACE = frozenset({"couple.jpg", "selfie-many-people.jpg"})  # not single-face: skipped
 FACE_W = 0.25  # face width / frame width of the nominal placement (160 px: a laptop camera at arm's length)
 JITTER = 0.03  # seeded jitter of each placement (fraction of the frame)
-FOCAL = 1.0  # focal length of the perspective warp, in frame widths (a ~53 degree webcam)
 SOURCE_MAX = 1600  # sources are downscaled to at most this many pixels on their long side
 JPEG_QUALITY = 95
 TOO_SMALL_FACTOR = 0.6  # "too small" faces are this fraction of the minimum face size
@@ -92,12 +91,6 @@ class Sample:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def min_face_px(options: EmotionSettings) -> int:
-    """The smallest face the analyzer judges: the settings' minimum where it has one, else Haar's eye limit."""
-    value = getattr(options, "min_face_px", None)
-    return int(value) if isinstance(value, (int, float)) and value > 0 else MIN_EYE_FACE_PX
-
-
 def _locate(cascade: cv2.CascadeClassifier, img: np.ndarray) -> tuple[int, int, int, int] | None:
     gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     r = min(1.0, 800 / max(gray.shape))
@@ -158,24 +151,6 @@ def place(src: Source, at: tuple[float, float], face_w: float) -> tuple[np.ndarr
     return img, [round(s * x + tx), round(s * y + ty), round(s * w), round(s * h)]
 
 
-def turn(img: np.ndarray, yaw: float, pitch: float, centre: tuple[float, float]) -> np.ndarray:
-    """Perspective warp of the image as a plane rotated about ``centre`` (yaw + = toward the image's right:
-    the right side recedes; pitch + = down: the lower part recedes), seen by a pinhole camera."""
-    f = FOCAL * img.shape[1]
-    cy_, sy_ = math.cos(math.radians(yaw)), math.sin(math.radians(yaw))
-    cp, sp = math.cos(math.radians(pitch)), math.sin(math.radians(pitch))
-    rot = np.array([[cy_, 0, -sy_], [0, 1, 0], [sy_, 0, cy_]]) @ np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
-    cx, cyy = centre
-    h_img, w_img = img.shape[:2]
-    src_pts = np.array([[0, 0], [w_img, 0], [w_img, h_img], [0, h_img]], np.float32)
-    dst = []
-    for u, v in src_pts:
-        px, py, pz = rot @ np.array([u - cx, v - cyy, 0.0])
-        dst.append([cx + f * px / (f + pz), cyy + f * py / (f + pz)])
-    hmat = cv2.getPerspectiveTransform(src_pts, np.array(dst, np.float32))
-    return cv2.warpPerspective(img, hmat, (w_img, h_img), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
 def relight(img: np.ndarray, gamma: float, gain: float) -> np.ndarray:
     lut = np.clip(255.0 * gain * (np.arange(256) / 255.0) ** gamma, 0, 255).astype(np.uint8)
     out: np.ndarray = cv2.LUT(img, lut)
@@ -196,8 +171,8 @@ def build_media(sources: Sequence[Source], out: Path, seed: int, small_px: int) 
             yaw = cond.sign * float(rng.uniform(*cond.yaw)) if cond.yaw else 0.0
             pitch = cond.sign * float(rng.uniform(*cond.pitch)) if cond.pitch else 0.0
             img, box = place(src, at, face_w)
-            if yaw or pitch:
-                img = turn(img, yaw, pitch, (box[0] + box[2] / 2, box[1] + box[3] / 2))
+            if yaw or pitch:  # the face is at the frame centre, the warp's pivot
+                img = rotate_face_image(img, yaw, pitch)
             if cond.mirror:
                 img = np.ascontiguousarray(img[:, ::-1])
                 box = [FRAME_W - box[0] - box[2], box[1], box[2], box[3]]
@@ -234,7 +209,8 @@ def analyse(samples: Sequence[Sample], out: Path, detector: str) -> dict[str, An
         rows.append({
             "id": s.id, "face": r["face"], "eye_contact": gaze["eye_contact"], "score": gaze["score"],
             "too_small": bool(r.get("too_small", False)), "reason": gaze.get("reason"),
-            "method": gaze.get("method"), "head_yaw": head.get("yaw"), "head_pitch": head.get("pitch"),
+            "method": gaze.get("method"), "gaze_yaw": gaze.get("yaw"), "gaze_pitch": gaze.get("pitch"),
+            "iris": gaze.get("iris"), "head_yaw": head.get("yaw"), "head_pitch": head.get("pitch"),
             "agree": agrees(s.expected, gaze["eye_contact"]),
         })
     return {"available": True, "error": None, "samples": rows}
@@ -336,14 +312,15 @@ def run(data: Path, out: Path, detectors: Sequence[str], limit: int, video_frame
         log: Log = print) -> dict[str, Any]:
     """Build the media under ``out``, write manifest.json, analyse per detector, write results.json."""
     out.mkdir(parents=True, exist_ok=True)
-    small_px = min(min_face_px(EmotionSettings(detector=d)) for d in detectors) if detectors else MIN_EYE_FACE_PX
+    small_px = EmotionSettings().min_gaze_face_px  # below it no detector may judge gaze
     sources = load_sources(data, limit, video_frames, log)
     if not sources:
         raise SystemExit(f"no usable face sources under {data} (faces/*.jpg, video/*.mp4)")
     samples = build_media(sources, out, seed, small_px)
     manifest = {
         "frame_size": [FRAME_W, FRAME_H], "seed": seed, "limit": limit, "video_frames": video_frames,
-        "too_small_px": round(small_px * TOO_SMALL_FACTOR), "min_face_px": small_px,
+        "too_small_px": round(small_px * TOO_SMALL_FACTOR), "min_gaze_face_px": small_px,
+        "warp": "sidecar.face_geometry.rotate_face_image: planar perspective, pivot = face centre, focal = frame width",
         "conditions": [asdict(c) for c in CONDITIONS], "samples": [asdict(s) for s in samples],
         "sign_conventions": "yaw + = face turned toward the image's right; pitch + = down",
     }

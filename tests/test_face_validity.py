@@ -14,8 +14,9 @@ import pytest
 
 from pipeline import evaluate
 from sidecar import face_validity as fv
+from sidecar.face_geometry import rotate_face_image
 
-DETECTORS = ("opencv",)
+DETECTORS = ("mediapipe", "opencv")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_media_and_manifest_written(harness: dict[str, Any]) -> None:
 def test_labels_per_condition(harness: dict[str, Any]) -> None:
     manifest = harness["manifest"]
     small = manifest["too_small_px"]
-    assert small < manifest["min_face_px"]
+    assert small < manifest["min_gaze_face_px"]
     for s in manifest["samples"]:
         name, group = s["condition"], s["group"]
         if group == fv.TURNED:
@@ -68,7 +69,7 @@ def test_labels_per_condition(harness: dict[str, Any]) -> None:
             assert s["expected"] is None and s["face_box"][2] <= small + 1
         else:
             assert s["expected"] is True and s["yaw"] == 0 and s["pitch"] == 0
-            assert s["face_box"][2] >= manifest["min_face_px"]
+            assert s["face_box"][2] >= manifest["min_gaze_face_px"]
             assert s["mirrored"] == (group == fv.MIRRORED)
     # the "anywhere in the frame" placements really spread over the frame
     placed = [s["face_box"] for s in manifest["samples"] if s["group"] == fv.AT_CAMERA]
@@ -96,12 +97,12 @@ def test_warp_sign_conventions() -> None:
     cx, cy = fv.FRAME_W // 2, fv.FRAME_H // 2
     for dx, dy in ((-100, 0), (100, 0), (0, -100), (0, 100)):
         img[cy + dy - 5 : cy + dy + 5, cx + dx - 5 : cx + dx + 5] = 255
-    yaw = fv.turn(img, 35.0, 0.0, (cx, cy))
+    yaw = rotate_face_image(img, 35.0, 0.0)
     lx, _ = _centroid(yaw, 0, cx - 40, cy - 30, cy + 30)
     rx, _ = _centroid(yaw, cx + 40, fv.FRAME_W, cy - 30, cy + 30)
     # yaw + = turned toward the image's right: the right side recedes (comes closer to the centre)
     assert cx - rx > -100 and rx - cx < cx - lx < 100
-    pitch = fv.turn(img, 0.0, 30.0, (cx, cy))
+    pitch = rotate_face_image(img, 0.0, 30.0)
     _, ty = _centroid(pitch, cx - 30, cx + 30, 0, cy - 40)
     _, by = _centroid(pitch, cx - 30, cx + 30, cy + 40, fv.FRAME_H)
     # pitch + = down: the lower part recedes
@@ -117,22 +118,41 @@ def test_agreement_rule(expected: bool | None, eye_contact: bool | None, agree: 
     assert fv.agrees(expected, eye_contact) is agree
 
 
-def test_haar_path_figures(harness: dict[str, Any]) -> None:
-    """Today's Haar path, as the issue measured it: eye contact only when the face is centred."""
+def test_haar_proxy_figures(harness: dict[str, Any]) -> None:
+    """Haar's frontal-face proxy since issue 12: position in the frame no longer decides eye contact
+    (before it, left/right/upper faces got 0 %), but it cannot see a head turn (the issue's 23/23)."""
     cond = _by_condition(harness, "opencv")
-    at_camera = [c.name for c in fv.CONDITIONS if c.group == fv.AT_CAMERA]
-    for name in at_camera:
-        if name.startswith(("centre", "near", "far")):
-            continue
-        assert all(r["face"] for r in cond[name]), name
-    assert all(r["eye_contact"] for r in cond["centre"])
-    off_centre = [r for n in ("left", "right", "upper (camera below eye level)") for r in cond[n]]
-    assert not any(r["eye_contact"] for r in off_centre)  # the bug issue 12 is about
+    groups = harness["results"]["opencv"]["summary"]["groups"]
+    at_camera = [r for c in fv.CONDITIONS if c.group == fv.AT_CAMERA for r in cond[c.name]]
+    assert all(r["face"] for r in at_camera)
+    assert groups[fv.AT_CAMERA]["agree_pct"] >= 85.0  # measured 100 on this subset, 92.6 on the default set
+    assert groups[fv.TURNED]["agree_pct"] <= 25.0  # measured 0 here, 9.1 on the default set
     # a face below the minimum size is never judged: no eye contact value, counted as agreement
     assert all(r["eye_contact"] is None and r["agree"] for r in cond["too small to judge"])
-    groups = harness["results"]["opencv"]["summary"]["groups"]
-    assert groups[fv.TOO_SMALL]["agree_pct"] == 100.0
-    assert groups[fv.AT_CAMERA]["agree_pct"] < 60.0
+
+
+def test_mediapipe_figures(harness: dict[str, Any]) -> None:
+    """The landmark pipeline on the same media. Thresholds are this subset's measured figures minus a
+    margin (the issue's goals, 95 % / 90 %, are not met yet: BENCHMARKS.md has the full run)."""
+    cond = _by_condition(harness, "mediapipe")
+    groups = harness["results"]["mediapipe"]["summary"]["groups"]
+    at_camera = [r for c in fv.CONDITIONS if c.group == fv.AT_CAMERA for r in cond[c.name]]
+    assert sum(r["face"] for r in at_camera) / len(at_camera) >= 0.95  # measured 100 %
+    assert all(r["eye_contact"] is True and r["method"] == "iris" for r in cond["centre"])  # measured 4/4
+    assert groups[fv.AT_CAMERA]["agree_pct"] >= 70.0  # measured 81.2 (87.5 on the default set)
+    assert groups[fv.TURNED]["agree_pct"] >= 40.0  # measured 56.2 (39.8 on the default set: pitch fails)
+    # found, but too small to judge: it says so instead of guessing
+    for r in cond["too small to judge"]:
+        assert r["face"] and r["too_small"] and r["eye_contact"] is None and r["reason"] == "face too small"
+    # head yaw follows the warp: measured change / warp angle, same source's centred sample as reference
+    ref = {s["source"]: s["id"] for s in harness["manifest"]["samples"] if s["condition"] == "centre"}
+    rows = {r["id"]: r for r in harness["results"]["mediapipe"]["samples"]}
+    gains = [
+        (rows[s["id"]]["head_yaw"] - rows[ref[s["source"]]]["head_yaw"]) / s["yaw"]
+        for s in harness["manifest"]["samples"] if s["yaw"]
+    ]
+    assert len(gains) == 8 and float(np.mean(gains)) >= 0.3  # measured mean 0.54, 7 of 8 in the warp's direction
+    assert sum(g > 0 for g in gains) >= 6
 
 
 def test_cli_prints_side_by_side(tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
