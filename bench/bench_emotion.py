@@ -9,8 +9,8 @@ process is pinned to one core and OpenCV/tflite to one thread, as in the worker.
 
 Prints markdown tables: the face detectors side by side in one run (CPU per analysed frame,
 time.process_time, on every 4th frame of each ../shared/data/video/*.mp4 at 640x480, rounds
-alternating between detectors; face-found rate per video; the ratio), then, for the default detector: sustained fps with full detection on every sample (detect_every=1) vs the
-default tracking, per-stage latencies, FER tflite latency per face, and the CPU seconds of
+alternating between detectors; face-found rate per video; the ratio), then, for Haar (opencv):
+sustained fps with full detection on every sample (detect_every=1) vs the default tracking, per-stage latencies, FER tflite latency per face, and the CPU seconds of
 analysing every frame vs every 4th frame of the same 10 s clip.
 """
 
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     frames, fps = load_frames(args.video)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"## Default detector in detail\n\n{args.video.name}: {len(frames)} frames at {fps:g} fps -> 640x480; {pinned}; "
+        f"## Haar (opencv) in detail: detection schedule, stages, sampling\n\n{args.video.name}: {len(frames)} frames at {fps:g} fps -> 640x480; {pinned}; "
         f"OpenCV {cv2.__version__}, 1 thread; load average at start {load:.2f}\n"
     )
 
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = {"detect_every=1": 1, "detect_every=3 (default)": EmotionSettings().detect_every}
     out, stages = {}, {}
     for name, every in configs.items():
-        a = EmotionAnalyzer(EmotionSettings(detect_every=every, threads=1))
+        a = EmotionAnalyzer(EmotionSettings(detector="opencv", detect_every=every, threads=1))
         a.warm_up()
         timer = StageTimer(a)
         out[name] = run(a, frames, order, SAMPLE_FPS)
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {stage} | {cells[0]} | {cells[1]} |")
 
     # FER tflite alone on real face crops (preprocessing + invoke)
-    a = EmotionAnalyzer(EmotionSettings(detect_every=1))
+    a = EmotionAnalyzer(EmotionSettings(detector="opencv", detect_every=1))
     a.warm_up()
     crops = []
     for i in range(0, len(frames), 4):
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     # CPU of every frame vs every 4th frame of the same 10 s clip
     n_clip = round(args.clip_seconds * fps)
     clip = ping_pong(len(frames), n_clip)
-    a = EmotionAnalyzer(EmotionSettings(threads=1))
+    a = EmotionAnalyzer(EmotionSettings(detector="opencv", threads=1))
     a.warm_up()
     every_frame = run(a, frames, clip, fps)
     fourth = run(a, frames, every_nth(clip, 4), fps / 4)
