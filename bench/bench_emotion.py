@@ -10,8 +10,9 @@ process is pinned to one core and OpenCV/tflite to one thread, as in the worker.
 Prints markdown tables: the face detectors side by side in one run (CPU per analysed frame,
 time.process_time, on every 4th frame of each ../shared/data/video/*.mp4 at 640x480, rounds
 alternating between detectors; face-found rate per video; the ratio), then, for Haar (opencv):
-sustained fps with full detection on every sample (detect_every=1) vs the default tracking, per-stage latencies, FER tflite latency per face, and the CPU seconds of
-analysing every frame vs every 4th frame of the same 10 s clip.
+sustained fps with full detection on every sample (detect_every=1) vs the default tracking,
+per-stage latencies, FER tflite latency per face, and the CPU seconds of analysing every frame
+vs every 4th frame of the same 10 s clip.
 """
 
 from __future__ import annotations
