@@ -88,8 +88,8 @@ class EmotionSettings(Section):
         description="Faces narrower than this (frame pixels) are too small to judge gaze; expression is uncertain")
     blink_ear: float = Field(0.15, alias="blink_ear", ge=0, le=1,
                              description="Mean eye aspect ratio below this means the eyes are closed (no gaze judged)")
-    smile_threshold: float = Field(0.5, alias="smile_threshold", ge=0, le=1,
-                                   description="Mouth smile score (width against a neutral mouth, 0-1) above this is a smile")
+    smile_threshold: float = Field(0.35, alias="smile_threshold", ge=0, le=1,
+                                   description="Mouth smile score (corner lift and width against a neutral mouth, 0-1) above this is a smile")
     enabled: bool = Field(True, alias="emotion_enabled", description="Show emotion at all (candidates may switch it off)")
     emotion_model: str = Field(
         "auto", alias="emotion_model", pattern="^(auto|fer|deepface)$",

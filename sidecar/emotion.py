@@ -336,7 +336,7 @@ class EmotionAnalyzer:
         # the proxy is only "a frontal face": where the face sits in the frame is framing, not eye contact
         if frontal is not None:
             out["gaze"]["eye_contact"] = bool(frontal)
-            out["gaze"]["score"] = round(s_frontal, 4)  # > 0.5 exactly when frontal
+            out["gaze"]["score"] = round(float(s_frontal), 4)  # > 0.5 exactly when frontal
         else:
             out["gaze"]["reason"] = "face too small"
         out["head"]["movement"] = self._movement(face.box)

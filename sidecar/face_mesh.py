@@ -174,19 +174,21 @@ class Roi:
     size: float
     angle: float
 
-    def matrix(self, n: int) -> np.ndarray:
-        """2x3 affine from crop pixels (n x n) to frame pixels."""
+    def matrix(self, n: int, pixel_index: bool = False) -> np.ndarray:
+        """2x3 affine from crop coordinates (0..n, as the models output them) to frame pixels; with
+        ``pixel_index`` from crop pixel indices, whose centres sit half a pixel in (for warpAffine)."""
         c, s = math.cos(self.angle), math.sin(self.angle)
         k = self.size / n
         a = np.array([[c * k, -s * k], [s * k, c * k]])
-        t = np.array([self.cx, self.cy]) - a @ np.array([n / 2.0, n / 2.0])
+        half = n / 2.0 - (0.5 if pixel_index else 0.0)
+        t = np.array([self.cx, self.cy]) - a @ np.array([half, half])
         return np.hstack([a, t[:, None]])
 
     def crop(self, img: np.ndarray, n: int, flip: bool = False, bgr: bool = False) -> np.ndarray:
         """The n x n crop as float32 RGB in [0, 1] (mirrored when ``flip``; ``bgr`` input is swapped)."""
-        m = self.matrix(n)
-        if flip:  # mirror the crop: crop x -> n - x
-            m = m @ np.array([[-1.0, 0.0, n], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        m = self.matrix(n, pixel_index=True)
+        if flip:  # mirror the crop: pixel index u -> n - 1 - u
+            m = m @ np.array([[-1.0, 0.0, n - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
         out = cv2.warpAffine(img, m, (n, n), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
         if bgr:
