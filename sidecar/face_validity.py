@@ -17,7 +17,8 @@ import numpy as np
 from pipeline.settings_sections import EmotionSettings
 from sidecar.emotion import EmotionAnalyzer
 from sidecar.face_detectors import FACE_CASCADE, load_cascade
-from sidecar.face_geometry import rotate_face_image
+from sidecar.face_geometry import rotate_face_image, rotate_image_plane
+from sidecar.face_mesh import FaceMesh
 
 FRAME_W, FRAME_H = 640, 480
 MULTI_FACE = frozenset({"couple.jpg", "selfie-many-people.jpg"})  # not single-face: skipped
@@ -27,6 +28,7 @@ SOURCE_MAX = 1600  # sources are downscaled to at most this many pixels on their
 JPEG_QUALITY = 95
 TOO_SMALL_FACTOR = 0.6  # "too small" faces are this fraction of the minimum face size
 AT_CAMERA, TURNED, MIRRORED, LIGHT, TOO_SMALL = "at camera", "turned", "mirrored", "light", "too small"
+TURNED_FLAT = "turned (flat photo)"  # the same angles on the flat photo: no nose parallax, a weaker cue
 Log = Callable[[str], object]
 
 
@@ -40,6 +42,7 @@ class Condition:
     yaw: tuple[float, float] | None = None  # |angle| range in degrees and its sign comes from the name
     pitch: tuple[float, float] | None = None
     sign: int = 1
+    warp: str = "mesh"  # "mesh": the face's 3D landmarks rotated; "plane": the flat photo rotated
     mirror: bool = False
     gamma: float = 1.0  # out = in ** gamma (> 1 darker)
     gain: float = 1.0  # exposure: out = in * gain
@@ -54,10 +57,14 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("upper left corner", AT_CAMERA, True, at=(0.25, 0.3)),
     Condition("near (large face)", AT_CAMERA, True, face_w=0.42),
     Condition("far (small face)", AT_CAMERA, True, face_w=0.13),
-    Condition("yaw + (turned to image right)", TURNED, False, yaw=(30.0, 40.0)),
-    Condition("yaw - (turned to image left)", TURNED, False, yaw=(30.0, 40.0), sign=-1),
-    Condition("pitch + (looking down)", TURNED, False, pitch=(25.0, 35.0)),
-    Condition("pitch - (looking up)", TURNED, False, pitch=(25.0, 35.0), sign=-1),
+    Condition("yaw + (turned to image right), 3D", TURNED, False, yaw=(30.0, 40.0)),
+    Condition("yaw - (turned to image left), 3D", TURNED, False, yaw=(30.0, 40.0), sign=-1),
+    Condition("pitch + (looking down), 3D", TURNED, False, pitch=(25.0, 35.0)),
+    Condition("pitch - (looking up), 3D", TURNED, False, pitch=(25.0, 35.0), sign=-1),
+    Condition("yaw + (turned to image right), flat", TURNED_FLAT, False, yaw=(30.0, 40.0), warp="plane"),
+    Condition("yaw - (turned to image left), flat", TURNED_FLAT, False, yaw=(30.0, 40.0), sign=-1, warp="plane"),
+    Condition("pitch + (looking down), flat", TURNED_FLAT, False, pitch=(25.0, 35.0), warp="plane"),
+    Condition("pitch - (looking up), flat", TURNED_FLAT, False, pitch=(25.0, 35.0), sign=-1, warp="plane"),
     Condition("mirrored", MIRRORED, True, mirror=True),
     Condition("darker (gamma 2.0)", LIGHT, True, gamma=2.0),
     Condition("darker (exposure x0.45)", LIGHT, True, gain=0.45),
@@ -161,6 +168,7 @@ def build_media(sources: Sequence[Source], out: Path, seed: int, small_px: int) 
     """Render every condition of every source to out/media/*.jpg (seeded) and return their labels."""
     media = out / "media"
     media.mkdir(parents=True, exist_ok=True)
+    mesh = FaceMesh()  # landmarks of the placed face, for the 3D warp (one instance: loads once)
     samples = []
     for k, src in enumerate(sources):
         rng = np.random.default_rng([seed, k])  # per source: --limit does not move other sources' samples
@@ -171,8 +179,15 @@ def build_media(sources: Sequence[Source], out: Path, seed: int, small_px: int) 
             yaw = cond.sign * float(rng.uniform(*cond.yaw)) if cond.yaw else 0.0
             pitch = cond.sign * float(rng.uniform(*cond.pitch)) if cond.pitch else 0.0
             img, box = place(src, at, face_w)
-            if yaw or pitch:  # the face is at the frame centre, the warp's pivot
-                img = rotate_face_image(img, yaw, pitch)
+            warp = None
+            if (yaw or pitch) and cond.warp == "plane":  # the face is at the frame centre, the plane's pivot
+                img, warp = rotate_image_plane(img, yaw, pitch), "plane"
+            elif yaw or pitch:
+                mesh.reset()
+                face = mesh.process(img, bgr=True)
+                warp = "mesh" if face is not None else "plane (no landmarks for the 3D warp)"
+                img = rotate_face_image(img, yaw, pitch, face.landmarks) if face is not None else \
+                    rotate_image_plane(img, yaw, pitch)
             if cond.mirror:
                 img = np.ascontiguousarray(img[:, ::-1])
                 box = [FRAME_W - box[0] - box[2], box[1], box[2], box[3]]
@@ -182,7 +197,7 @@ def build_media(sources: Sequence[Source], out: Path, seed: int, small_px: int) 
             cv2.imwrite(str(media / f"{sid}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
             samples.append(Sample(sid, f"media/{sid}.jpg", src.name, src.kind, cond.name, cond.group,
                                   cond.expected, round(yaw, 2), round(pitch, 2), cond.mirror, box,
-                                  {"gamma": cond.gamma, "gain": cond.gain, "face_px": box[2]}))
+                                  {"gamma": cond.gamma, "gain": cond.gain, "face_px": box[2], "warp": warp}))
     return samples
 
 
@@ -259,7 +274,7 @@ def summarise(samples: Sequence[Sample], result: dict[str, Any]) -> dict[str, An
             "pose_n": len(e),
         }
     groups = {}
-    for g in (AT_CAMERA, TURNED, MIRRORED, LIGHT, TOO_SMALL):
+    for g in (AT_CAMERA, TURNED, TURNED_FLAT, MIRRORED, LIGHT, TOO_SMALL):
         mine = [s for s in samples if s.group == g]
         if mine:
             groups[g] = {"n": len(mine), "agree_pct": 100.0 * sum(rows[s.id]["agree"] for s in mine) / len(mine)}
@@ -301,9 +316,11 @@ def report(samples: Sequence[Sample], summaries: dict[str, dict[str, Any]], erro
             lines.append(f"{d}: unavailable here ({errors[d]})")
             continue
         g = summaries[d]["groups"]
-        at, turned, mir, light, small = (_group_pct(g, k) for k in (AT_CAMERA, TURNED, MIRRORED, LIGHT, TOO_SMALL))
+        at, turned, flat, mir, light, small = (
+            _group_pct(g, k) for k in (AT_CAMERA, TURNED, TURNED_FLAT, MIRRORED, LIGHT, TOO_SMALL))
         lines.append(f"{d}: looking at the camera, anywhere in the frame: agreement {at}")
         lines.append(f"{d}: head turned beyond threshold: agreement {turned}")
+        lines.append(f"{d}: flat photo turned beyond threshold (no depth, a weaker cue): agreement {flat}")
         lines.append(f"{d}: mirrored {mir}; darker/brighter {light}; too small to judge {small}")
     return lines
 
@@ -320,7 +337,10 @@ def run(data: Path, out: Path, detectors: Sequence[str], limit: int, video_frame
     manifest = {
         "frame_size": [FRAME_W, FRAME_H], "seed": seed, "limit": limit, "video_frames": video_frames,
         "too_small_px": round(small_px * TOO_SMALL_FACTOR), "min_gaze_face_px": small_px,
-        "warp": "sidecar.face_geometry.rotate_face_image: planar perspective, pivot = face centre, focal = frame width",
+        "warps": {"3D": "sidecar.face_geometry.rotate_face_image: the face's landmark mesh rotated in 3D, "
+                  "warped triangle by triangle (head and eyes turned together)",
+                  "flat": "sidecar.face_geometry.rotate_image_plane: the flat photo rotated about the frame "
+                  "centre (the face's centre), focal = frame width"},
         "conditions": [asdict(c) for c in CONDITIONS], "samples": [asdict(s) for s in samples],
         "sign_conventions": "yaw + = face turned toward the image's right; pitch + = down",
     }

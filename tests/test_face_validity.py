@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import evaluate
 from sidecar import face_validity as fv
-from sidecar.face_geometry import rotate_face_image
+from sidecar.face_geometry import rotate_image_plane
 
 DETECTORS = ("mediapipe", "opencv")
 
@@ -58,8 +58,8 @@ def test_labels_per_condition(harness: dict[str, Any]) -> None:
     assert small < manifest["min_gaze_face_px"]
     for s in manifest["samples"]:
         name, group = s["condition"], s["group"]
-        if group == fv.TURNED:
-            assert s["expected"] is False
+        if group in (fv.TURNED, fv.TURNED_FLAT):
+            assert s["expected"] is False and s["extra"]["warp"] == ("mesh" if group == fv.TURNED else "plane")
             sign = -1 if " - " in name else 1
             if name.startswith("yaw"):
                 assert s["pitch"] == 0 and 30 <= sign * s["yaw"] <= 40
@@ -97,12 +97,12 @@ def test_warp_sign_conventions() -> None:
     cx, cy = fv.FRAME_W // 2, fv.FRAME_H // 2
     for dx, dy in ((-100, 0), (100, 0), (0, -100), (0, 100)):
         img[cy + dy - 5 : cy + dy + 5, cx + dx - 5 : cx + dx + 5] = 255
-    yaw = rotate_face_image(img, 35.0, 0.0)
+    yaw = rotate_image_plane(img, 35.0, 0.0)
     lx, _ = _centroid(yaw, 0, cx - 40, cy - 30, cy + 30)
     rx, _ = _centroid(yaw, cx + 40, fv.FRAME_W, cy - 30, cy + 30)
     # yaw + = turned toward the image's right: the right side recedes (comes closer to the centre)
     assert cx - rx > -100 and rx - cx < cx - lx < 100
-    pitch = rotate_face_image(img, 0.0, 30.0)
+    pitch = rotate_image_plane(img, 0.0, 30.0)
     _, ty = _centroid(pitch, cx - 30, cx + 30, 0, cy - 40)
     _, by = _centroid(pitch, cx - 30, cx + 30, cy + 40, fv.FRAME_H)
     # pitch + = down: the lower part recedes
@@ -125,34 +125,41 @@ def test_haar_proxy_figures(harness: dict[str, Any]) -> None:
     groups = harness["results"]["opencv"]["summary"]["groups"]
     at_camera = [r for c in fv.CONDITIONS if c.group == fv.AT_CAMERA for r in cond[c.name]]
     assert all(r["face"] for r in at_camera)
-    assert groups[fv.AT_CAMERA]["agree_pct"] >= 85.0  # measured 100 on this subset, 92.6 on the default set
-    assert groups[fv.TURNED]["agree_pct"] <= 25.0  # measured 0 here, 9.1 on the default set
+    assert groups[fv.AT_CAMERA]["agree_pct"] >= 85.0  # measured 100 on this subset
+    assert groups[fv.TURNED]["agree_pct"] <= 25.0  # measured 0 here
     # a face below the minimum size is never judged: no eye contact value, counted as agreement
     assert all(r["eye_contact"] is None and r["agree"] for r in cond["too small to judge"])
 
 
+def _yaw_gains(harness: dict[str, Any], group: str) -> list[float]:
+    """Measured head-yaw change / warp angle, against the same source's centred sample."""
+    samples = harness["manifest"]["samples"]
+    ref = {s["source"]: s["id"] for s in samples if s["condition"] == "centre"}
+    rows = {r["id"]: r for r in harness["results"]["mediapipe"]["samples"]}
+    return [
+        (rows[s["id"]]["head_yaw"] - rows[ref[s["source"]]]["head_yaw"]) / s["yaw"]
+        for s in samples if s["yaw"] and s["group"] == group
+    ]
+
+
 def test_mediapipe_figures(harness: dict[str, Any]) -> None:
-    """The landmark pipeline on the same media. Thresholds are this subset's measured figures minus a
-    margin (the issue's goals, 95 % / 90 %, are not met yet: BENCHMARKS.md has the full run)."""
+    """The landmark pipeline on the same media; thresholds are this subset's measured figures minus a margin."""
     cond = _by_condition(harness, "mediapipe")
     groups = harness["results"]["mediapipe"]["summary"]["groups"]
     at_camera = [r for c in fv.CONDITIONS if c.group == fv.AT_CAMERA for r in cond[c.name]]
-    assert sum(r["face"] for r in at_camera) / len(at_camera) >= 0.95  # measured 100 %
+    assert all(r["face"] for r in at_camera)  # measured 32/32
     assert all(r["eye_contact"] is True and r["method"] == "iris" for r in cond["centre"])  # measured 4/4
-    assert groups[fv.AT_CAMERA]["agree_pct"] >= 70.0  # measured 81.2 (87.5 on the default set)
-    assert groups[fv.TURNED]["agree_pct"] >= 40.0  # measured 56.2 (39.8 on the default set: pitch fails)
+    assert groups[fv.AT_CAMERA]["agree_pct"] >= 90.0  # measured 100 (32/32)
+    assert groups[fv.MIRRORED]["agree_pct"] >= 75.0 and groups[fv.LIGHT]["agree_pct"] >= 85.0  # measured 100, 100
+    assert groups[fv.TURNED]["agree_pct"] >= 75.0  # measured 87.5 (14/16), the 3D warp
     # found, but too small to judge: it says so instead of guessing
     for r in cond["too small to judge"]:
         assert r["face"] and r["too_small"] and r["eye_contact"] is None and r["reason"] == "face too small"
-    # head yaw follows the warp: measured change / warp angle, same source's centred sample as reference
-    ref = {s["source"]: s["id"] for s in harness["manifest"]["samples"] if s["condition"] == "centre"}
-    rows = {r["id"]: r for r in harness["results"]["mediapipe"]["samples"]}
-    gains = [
-        (rows[s["id"]]["head_yaw"] - rows[ref[s["source"]]]["head_yaw"]) / s["yaw"]
-        for s in harness["manifest"]["samples"] if s["yaw"]
-    ]
-    assert len(gains) == 8 and float(np.mean(gains)) >= 0.3  # measured mean 0.54, 7 of 8 in the warp's direction
-    assert sum(g > 0 for g in gains) >= 6
+    # head yaw follows the 3D warp (measured gains 0.67-0.79, mean 0.73), hardly the flat one (no depth)
+    gains = _yaw_gains(harness, fv.TURNED)
+    assert len(gains) == 8 and min(gains) >= 0.4 and float(np.mean(gains)) >= 0.6
+    flat = _yaw_gains(harness, fv.TURNED_FLAT)
+    assert len(flat) == 8 and abs(float(np.mean(flat))) < 0.3  # measured mean 0.10
 
 
 def test_cli_prints_side_by_side(tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
