@@ -284,10 +284,11 @@ class FaceMesh:
             dets = [d for d in self._full.detect(img, bgr) if d[2] >= self.detection_floor]
         return dets
 
-    def process(self, img: np.ndarray, bgr: bool = False) -> MeshFace | None:
+    def process(self, img: np.ndarray, bgr: bool = False, iris: bool = True) -> MeshFace | None:
         """Landmarks of the tracked face, or of the largest face detected when there is no track.
 
         ``img`` is an HxWx3 uint8 frame, RGB (or BGR with ``bgr``); landmarks come back in its pixels.
+        ``iris=False`` leaves ``MeshFace.iris`` None (the caller may run ``irises`` later, only if needed).
         """
         rgb = img
         self.load()
@@ -307,7 +308,7 @@ class FaceMesh:
                 return None
         lm, score = face
         self._roi = roi_from_landmarks(lm)
-        return MeshFace(lm, self._iris_points(rgb, lm, bgr), score, det_score, tracked)
+        return MeshFace(lm, self.irises(rgb, lm, bgr) if iris else None, score, det_score, tracked)
 
     def _landmarks_in(self, rgb: np.ndarray, roi: Roi, bgr: bool) -> tuple[np.ndarray, float] | None:
         assert self._landmarks is not None
@@ -320,7 +321,9 @@ class FaceMesh:
         pts = out["conv2d_21"].reshape(468, 3)
         return roi.to_frame(pts, LANDMARK_SIZE), score
 
-    def _iris_points(self, rgb: np.ndarray, lm: np.ndarray, bgr: bool) -> np.ndarray | None:
+    def irises(self, rgb: np.ndarray, lm: np.ndarray, bgr: bool = False) -> np.ndarray | None:
+        """Iris points (2, 5, 2) of both eyes of these landmarks (image-left eye first), frame pixels."""
+        self.load()
         assert self._iris is not None
         irises = []
         for k, (a, b) in enumerate(EYE_CORNERS):
