@@ -1,14 +1,18 @@
 """Benchmark of sidecar.emotion on one CPU core with real webcam-style video.
 
     python bench/bench_emotion.py [--video ../shared/data/video/baseline.mp4] [--frames 300]
+        [--detectors opencv,mediapipe] [--rounds 3] [--compare-only]
 
 Frames are decoded and downscaled to 640x480 (centre crop to 4:3, as a webcam gives) before any
 timing: the sidecar receives decoded frames from its ring, so decoding is not its cost. The
 process is pinned to one core and OpenCV/tflite to one thread, as in the worker.
 
-Prints markdown tables: sustained fps with full detection on every sample (detect_every=1) vs the
-default tracking, per-stage latencies, FER tflite latency per face, and the CPU seconds of
-analysing every frame vs every 4th frame of the same 10 s clip.
+Prints markdown tables: the face detectors side by side in one run (CPU per analysed frame,
+time.process_time, on every 4th frame of each ../shared/data/video/*.mp4 at 640x480, rounds
+alternating between detectors; face-found rate per video; the ratio), then, for Haar (opencv):
+sustained fps with full detection on every sample (detect_every=1) vs the default tracking,
+per-stage latencies, FER tflite latency per face, and the CPU seconds of analysing every frame
+vs every 4th frame of the same 10 s clip.
 """
 
 from __future__ import annotations
@@ -79,7 +83,7 @@ def pin_one_core() -> str:
     except (AttributeError, OSError):
         return "not pinned (no sched_setaffinity here)"
 
-_FIND_EYES = sidecar.emotion.find_eyes
+_FIND_EYES = sidecar.emotion.find_eyes  # type: ignore[attr-defined]  # re-imported name
 
 
 class StageTimer:
@@ -93,7 +97,7 @@ class StageTimer:
         ):
             setattr(analyzer, attr, self._wrap(getattr(analyzer, attr), stage))
         # eyes are found by a module function of sidecar.emotion (issue 10 split); wrap the original each time
-        sidecar.emotion.find_eyes = self._wrap(_FIND_EYES, "eyes")
+        sidecar.emotion.find_eyes = self._wrap(_FIND_EYES, "eyes")  # type: ignore[attr-defined]
         model = analyzer._emotion
         assert model is not None
         model.predict = self._wrap(model.predict, "emotion model")  # type: ignore[method-assign]
@@ -136,18 +140,82 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
 
+def compare_detectors(videos: list[Path], detectors: list[str], rounds: int) -> None:
+    """CPU ms per analysed frame and face-found % per video, detectors alternating round by round."""
+    clips = []
+    for v in videos:
+        frames, fps = load_frames(v)
+        clips.append((v.name, frames, every_nth(list(range(len(frames))), 4), fps / 4))
+    analyzers: dict[str, EmotionAnalyzer] = {}
+    for d in detectors:
+        try:
+            a = EmotionAnalyzer(EmotionSettings(detector=d, threads=1))
+            a.warm_up()
+            analyzers[d] = a
+        except Exception as exc:  # reported, never timed as 0
+            print(f"{d}: unavailable here ({type(exc).__name__}: {exc})\n")
+    names = list(analyzers)
+    cpu: dict[tuple[str, str], list[float]] = defaultdict(list)
+    face: dict[tuple[str, str], float] = {}
+    for _ in range(rounds):
+        for name, frames, order, fps in clips:
+            for d in names:
+                r = run(analyzers[d], frames, order, fps)
+                assert r["frozen"] == 0
+                cpu[(name, d)].append(r["cpu_ms"])
+                face[(name, d)] = r["face_pct"]  # the same frames every round: deterministic
+    print(f"## Face detectors side by side, every 4th frame at 640x480, one core, {rounds} alternating rounds\n")
+    base = names[0] if names else ""
+    cols = [f"{d} CPU ms/frame (median)" for d in names] + [f"{d} / {base}" for d in names[1:]]
+    cols += [f"{d} face %" for d in names]
+    print("| video | frames | " + " | ".join(cols) + " |")
+    print("|---|---:|" + "---:|" * len(cols))
+    totals: dict[str, list[float]] = defaultdict(list)
+    for name, _frames, order, _fps in clips:
+        med = {d: statistics.median(cpu[(name, d)]) for d in names}
+        for d in names:
+            totals[d] += [m * len(order) for m in cpu[(name, d)]]
+        cells = [f"{med[d]:.2f}" for d in names] + [ratio(med[d], med[base]) for d in names[1:]]
+        cells += [f"{face[(name, d)]:.1f}" for d in names]
+        print(f"| {name} | {len(order)} | " + " | ".join(cells) + " |")
+    n_all = sum(len(c[2]) for c in clips)
+    if not names or not n_all:
+        return
+    # per round: the CPU of every clip summed, over all frames; the median round
+    per = {d: statistics.median([sum(totals[d][i::rounds]) for i in range(rounds)]) / n_all for d in names}
+    face_all = {d: sum(face[(c[0], d)] * len(c[2]) for c in clips) / n_all for d in names}
+    cells = [f"{per[d]:.2f}" for d in names] + [ratio(per[d], per[base]) for d in names[1:]]
+    cells += [f"{face_all[d]:.1f}" for d in names]
+    print(f"| all | {n_all} | " + " | ".join(cells) + " |")
+    for d in names[1:]:
+        print(f"\n{base} / {d} CPU per analysed frame: {ratio(per[base], per[d])} "
+              f"({d} uses {100 * per[d] / per[base]:.0f} % of {base}'s CPU)")
+    shares = ", ".join(f"{d} {100 * per[d] * SAMPLE_FPS / 1000:.1f} %" for d in names)
+    print(f"\nShare of one core at {SAMPLE_FPS} fps: {shares}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--video", type=Path, default=DATA / "video" / "baseline.mp4")
     ap.add_argument("--frames", type=int, default=300, help="samples per sustained run")
     ap.add_argument("--clip-seconds", type=float, default=10.0)
+    ap.add_argument("--detectors", default="opencv,mediapipe", help="compared side by side (first = baseline)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the detector comparison")
+    ap.add_argument("--compare-only", action="store_true", help="only the detector comparison")
     args = ap.parse_args(argv)
 
     pinned = pin_one_core()
+    videos = sorted((DATA / "video").glob("*.mp4"))
+    print(f"# sidecar.emotion bench\n\n{pinned}; OpenCV {cv2.__version__}, 1 thread; "
+          f"load average at start {os.getloadavg()[0]:.2f}\n")
+    detectors = list(dict.fromkeys(d.strip() for d in args.detectors.split(",") if d.strip()))
+    compare_detectors(videos, detectors, args.rounds)
+    if args.compare_only:
+        return 0
     frames, fps = load_frames(args.video)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"# sidecar.emotion bench\n\n{args.video.name}: {len(frames)} frames at {fps:g} fps -> 640x480; {pinned}; "
+        f"## Haar (opencv) in detail: detection schedule, stages, sampling\n\n{args.video.name}: {len(frames)} frames at {fps:g} fps -> 640x480; {pinned}; "
         f"OpenCV {cv2.__version__}, 1 thread; load average at start {load:.2f}\n"
     )
 
@@ -157,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = {"detect_every=1": 1, "detect_every=3 (default)": EmotionSettings().detect_every}
     out, stages = {}, {}
     for name, every in configs.items():
-        a = EmotionAnalyzer(EmotionSettings(detect_every=every, threads=1))
+        a = EmotionAnalyzer(EmotionSettings(detector="opencv", detect_every=every, threads=1))
         a.warm_up()
         timer = StageTimer(a)
         out[name] = run(a, frames, order, SAMPLE_FPS)
@@ -200,13 +268,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {stage} | {cells[0]} | {cells[1]} |")
 
     # FER tflite alone on real face crops (preprocessing + invoke)
-    a = EmotionAnalyzer(EmotionSettings(detect_every=1))
+    a = EmotionAnalyzer(EmotionSettings(detector="opencv", detect_every=1))
     a.warm_up()
     crops = []
     for i in range(0, len(frames), 4):
         r = a.analyze(frames[i], 0.0)
         if r["face"]:
-            crops.append(face_crop(cv2.cvtColor(frames[i], cv2.COLOR_BGR2GRAY), tuple(r["box"])))
+            x, y, w, h = r["box"] or (0, 0, 0, 0)
+            crops.append(face_crop(cv2.cvtColor(frames[i], cv2.COLOR_BGR2GRAY), (x, y, w, h)))
     fer = FerTfliteEmotion(threads=1)
     fer.load()
     lat = []
@@ -226,30 +295,30 @@ def main(argv: list[str] | None = None) -> int:
     # CPU of every frame vs every 4th frame of the same 10 s clip
     n_clip = round(args.clip_seconds * fps)
     clip = ping_pong(len(frames), n_clip)
-    a = EmotionAnalyzer(EmotionSettings(threads=1))
+    a = EmotionAnalyzer(EmotionSettings(detector="opencv", threads=1))
     a.warm_up()
-    every = run(a, frames, clip, fps)
+    every_frame = run(a, frames, clip, fps)
     fourth = run(a, frames, every_nth(clip, 4), fps / 4)
-    assert every["frozen"] == fourth["frozen"] == 0
+    assert every_frame["frozen"] == fourth["frozen"] == 0
     print(
         f"\n## CPU for a {args.clip_seconds:g} s clip ({n_clip} frames, ping-pong of the video), default options\n"
     )
     print("| | every frame | every 4th frame | ratio (4th vs every) |")
     print("|---|---:|---:|---:|")
-    print(f"| frames analysed | {every['n']} | {fourth['n']} | {ratio(fourth['n'], every['n'])} |")
+    print(f"| frames analysed | {every_frame['n']} | {fourth['n']} | {ratio(fourth['n'], every_frame['n'])} |")
     print(
-        f"| CPU seconds | {every['cpu_s']:.2f} | {fourth['cpu_s']:.2f} | {ratio(fourth['cpu_s'], every['cpu_s'])} |"
+        f"| CPU seconds | {every_frame['cpu_s']:.2f} | {fourth['cpu_s']:.2f} | {ratio(fourth['cpu_s'], every_frame['cpu_s'])} |"
     )
     print(
-        f"| CPU ms per analysed frame | {every['cpu_ms']:.1f} | {fourth['cpu_ms']:.1f} | "
-        f"{ratio(fourth['cpu_ms'], every['cpu_ms'])} |"
+        f"| CPU ms per analysed frame | {every_frame['cpu_ms']:.1f} | {fourth['cpu_ms']:.1f} | "
+        f"{ratio(fourth['cpu_ms'], every_frame['cpu_ms'])} |"
     )
     print(
-        f"| share of one core in real time % | {100 * every['cpu_s'] / args.clip_seconds:.0f} | "
+        f"| share of one core in real time % | {100 * every_frame['cpu_s'] / args.clip_seconds:.0f} | "
         f"{100 * fourth['cpu_s'] / args.clip_seconds:.0f} | |"
     )
-    print(f"| face found % | {every['face_pct']:.0f} | {fourth['face_pct']:.0f} | |")
-    saved = 100 * (1 - fourth["cpu_s"] / every["cpu_s"])
+    print(f"| face found % | {every_frame['face_pct']:.0f} | {fourth['face_pct']:.0f} | |")
+    saved = 100 * (1 - fourth["cpu_s"] / every_frame["cpu_s"])
     print(f"\nSampling every 4th frame saves {saved:.0f} % of the CPU.")
     return 0
 

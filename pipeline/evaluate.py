@@ -10,6 +10,13 @@ and predicts the held-out questions (question-disjoint folds, seeded). The last 
 ``--fit-out`` also fits on every answer and writes the calibration JSON the grader loads.
 Embeddings are cached under --cache-dir (default data/cache, gitignored) keyed by model.
 
+    python -m pipeline.evaluate face --out DIR [--detectors mediapipe,opencv] [--limit N]
+
+Face: the validity harness (``sidecar.face_validity``) builds labelled 640x480 media from
+../shared/data/faces and ../shared/data/video under DIR (media/, manifest.json), runs each
+detector's EmotionAnalyzer on it (results.json) and prints, per condition and detector side by
+side, face-found rate, eye-contact agreement with the label and head-pose error.
+
 Also the ASR evaluation's ``word_error_rate`` (jiwer: a test/evaluation dependency only).
 """
 
@@ -156,6 +163,22 @@ def run_grading(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_face(args: argparse.Namespace) -> int:
+    # imported here: pipeline never imports sidecar at module level (the flow runs sidecar -> pipeline)
+    from sidecar.face_validity import run
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    detectors = [d.strip().lower() for d in args.detectors.split(",") if d.strip()]
+    if not detectors:
+        raise SystemExit("--detectors names no detector")
+    out = run(Path(args.data), Path(args.out), detectors, args.limit, args.video_frames, args.seed, log)
+    print("\n".join(out["lines"]), flush=True)
+    print(f"media and manifest.json, results.json in {args.out}", flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate")
     sub = parser.add_subparsers(dest="task", required=True)
@@ -176,9 +199,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument(
         "--fit-out", default="", help="also fit on all answers and write the calibration JSON here"
     )
+    f = sub.add_parser("face", help="face validity harness: labelled media, eye-contact agreement per detector")
+    f.add_argument("--out", required=True, help="folder for the media, manifest.json and results.json")
+    f.add_argument("--detectors", default="mediapipe,opencv", help="comma list, printed side by side")
+    f.add_argument("--limit", type=int, default=16, help="single-face photos used (sorted by name)")
+    f.add_argument("--video-frames", type=int, default=3, help="frames taken from each video clip")
+    f.add_argument("--seed", type=int, default=0, help="seed of the placements and warp angles")
+    f.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"),
+                   help="the shared test material (faces/, video/)")
     args = parser.parse_args(argv)
     if args.task == "grading":
         return run_grading(args)
+    if args.task == "face":
+        return run_face(args)
     return 2
 
 

@@ -165,7 +165,7 @@ class EmotionAnalyzer:
             result["head"]["movement"] = 0.0 if last["face"] else None
         elif self._mesh is not None:
             assert bgr is not None
-            result = self._describe_mesh(gray, self._mesh.process(bgr, bgr=True), t)
+            result = self._describe_mesh(gray, bgr, self._mesh.process(bgr, bgr=True, iris=False), t)
             result["frozen"] = False
             self._last_sig, self._last_result = sig, copy.deepcopy(result)
         else:
@@ -336,7 +336,7 @@ class EmotionAnalyzer:
         # the proxy is only "a frontal face": where the face sits in the frame is framing, not eye contact
         if frontal is not None:
             out["gaze"]["eye_contact"] = bool(frontal)
-            out["gaze"]["score"] = round(s_frontal, 4)  # > 0.5 exactly when frontal
+            out["gaze"]["score"] = round(float(s_frontal), 4)  # > 0.5 exactly when frontal
         else:
             out["gaze"]["reason"] = "face too small"
         out["head"]["movement"] = self._movement(face.box)
@@ -353,7 +353,7 @@ class EmotionAnalyzer:
         self._prev_face = (cx, cy, float(w))
         return move
 
-    def _describe_mesh(self, gray: np.ndarray, face: MeshFace | None, t: float) -> FrameSample:
+    def _describe_mesh(self, gray: np.ndarray, bgr: np.ndarray, face: MeshFace | None, t: float) -> FrameSample:
         """The landmark path: every FrameSample field from the 468 landmarks and both irises."""
         opts = self.options
         out = self._empty(t, False)  # the no-face record, filled in below
@@ -396,13 +396,15 @@ class EmotionAnalyzer:
         ear = geo.eye_aspect_ratios(lm)
         closed = bool((ear[0] + ear[1]) / 2.0 < opts.blink_ear)
         out["eyes"] = {"ear": [round(ear[0], 4), round(ear[1], 4)], "closed": closed}
-        gaze["eyes_found"] = 2 if face.iris is not None else 0
         if pose is not None:
             gaze["frontal"] = bool(abs(pose.yaw) <= opts.eye_contact_yaw_deg
                                    and abs(pose.pitch) <= opts.eye_contact_pitch_deg)
         if closed:
             gaze["reason"] = "eyes closed"
             return out
+        assert self._mesh is not None
+        face.iris = self._mesh.irises(bgr, lm, bgr=True)  # only now: a blink or a tiny face needs no iris
+        gaze["eyes_found"] = 2 if face.iris is not None else 0
         if face.iris is None or pose is None:
             gaze["reason"] = "no iris" if face.iris is None else "head pose not solved"
             return out

@@ -18,32 +18,41 @@ LIP_INNER = (13, 14)  # upper, lower
 # each eye left to right along the image: (corner, corner) and the 6 EAR points p1..p6
 EYE_LINE = ((33, 133), (362, 263))
 EAR_POINTS = ((33, 160, 158, 133, 153, 144), (362, 385, 387, 263, 373, 380))
-# A generic 3D face (millimetres; x right, y down, z away from the camera; nose tip at the origin),
-# the usual 6-point model for solvePnP head pose
-POSE_INDICES = (NOSE_TIP, CHIN, EYE_OUTER[0], EYE_OUTER[1], MOUTH_CORNERS[0], MOUTH_CORNERS[1])
+# A generic 3D face for solvePnP: these landmarks of MediaPipe's canonical face model
+# (mediapipe/modules/face_geometry/data/canonical_face_model.obj, Apache-2.0; centimetres), turned
+# into camera axes: x right, y down, z away from the camera (the obj has y up, z toward the viewer)
+POSE_INDICES = (NOSE_TIP, CHIN, EYE_OUTER[0], EYE_OUTER[1], MOUTH_CORNERS[0], MOUTH_CORNERS[1], 133, 362, 168)
 POSE_MODEL = np.array(
     [
-        (0.0, 0.0, 0.0),
-        (0.0, 63.6, 12.5),
-        (-43.3, -32.7, 26.0),
-        (43.3, -32.7, 26.0),
-        (-28.9, 28.9, 24.1),
-        (28.9, 28.9, 24.1),
+        (0.0, 1.127, -7.476),
+        (0.0, 9.403, -4.264),
+        (-4.446, -2.664, -3.173),
+        (4.446, -2.664, -3.173),
+        (-2.456, 4.343, -4.284),
+        (2.456, 4.343, -4.284),
+        (-1.856, -2.585, -3.758),
+        (1.856, -2.585, -3.758),
+        (0.0, -3.271, -5.236),
     ],
     dtype=np.float64,
 )
-# The generic model reads frontal faces as looking this far up (mean on ../shared/data/faces): removed
-POSE_PITCH_BIAS_DEG = 0.0
-# The iris moves (eye width) x offset / EYE_WIDTH_PER_RADIUS ... : eyeball radius ~12 mm, eye ~30 mm wide
+# Eye rotation = asin(iris offset in eye widths x EYE_WIDTH_PER_RADIUS): the eye opening (~30 mm) is
+# about 2.5 eyeball radii (~12 mm) wide
 EYE_WIDTH_PER_RADIUS = 2.5
-IRIS_PITCH_BIAS = 0.0  # iris centre below the corner line, in eye widths, of a level gaze (measured)
-# Aligned crop for FER2013: the Haar box plus 10 % margin it was trained on is ~2.9 inter-ocular distances
-# wide with the eye line at 41 % of its height (measured on the photos)
-CROP_IOD = 2.9
-CROP_EYE_V = 0.41
-# Mouth: width in inter-ocular distances of a neutral and of a broad smile (measured on the photos)
-MOUTH_NEUTRAL_W = 0.8
-MOUTH_SMILE_W = 1.1
+# Iris centre below the eye-corner line (eye widths) of a gaze level with the camera. 0: on the photos
+# the iris sits 0.057 above it while the head pitches 8 deg down, which is gaze pitch ~0 (at the lens)
+IRIS_PITCH_BIAS = 0.0
+# Aligned crop for FER2013, matching the Haar crop it ran on before: the alt2 box is 2.7 inter-ocular
+# distances (eye-corner midpoints) wide with the eye line at 41 % of its height (median on
+# ../shared/data/faces); plus the 10 % margin on each side that is 3.2 IODs with the eyes at 42.5 %
+CROP_IOD = 3.2
+CROP_EYE_V = 0.425
+# Mouth, in inter-ocular distances (IOD), on ../shared/data/faces against FER's "happy": the corners'
+# lift above the lip centre is -0.05-0.03 on neutral faces and 0.04-0.16 on smiles (correlation with
+# happy 0.84); the width 0.76-0.86 neutral, 0.94-1.14 on broad smiles (0.67)
+MOUTH_NEUTRAL_LIFT, MOUTH_SMILE_LIFT = 0.0, 0.12
+MOUTH_NEUTRAL_W, MOUTH_SMILE_W = 0.8, 1.05
+MOUTH_LIFT_WEIGHT = 0.6  # the smile score weighs the corner lift 0.6 and the width 0.4
 
 
 class HeadPose(NamedTuple):
@@ -66,7 +75,7 @@ def _angles(v: np.ndarray) -> tuple[float, float]:
 
 
 def head_pose(lm: np.ndarray, frame_w: int, frame_h: int) -> HeadPose | None:
-    """Head yaw/pitch/roll by cv2.solvePnP of 6 landmarks on a generic face, nominal camera (focal = width).
+    """Head yaw/pitch/roll by cv2.solvePnP of 9 landmarks on a generic face, nominal camera (focal = width).
 
     Yaw and pitch are measured from the line between the face and the camera, so a face anywhere in the
     frame that points at the lens reads 0. None when solvePnP fails.
@@ -74,19 +83,20 @@ def head_pose(lm: np.ndarray, frame_w: int, frame_h: int) -> HeadPose | None:
     pts = np.ascontiguousarray(lm[list(POSE_INDICES), :2], dtype=np.float64)
     f = float(frame_w)
     cam = np.array([[f, 0, frame_w / 2.0], [0, f, frame_h / 2.0], [0, 0, 1]], dtype=np.float64)
-    ok, rvec, tvec = cv2.solvePnP(POSE_MODEL, pts, cam, None, flags=cv2.SOLVEPNP_EPNP)
-    if ok:
-        ok, rvec, tvec = cv2.solvePnP(POSE_MODEL, pts, cam, None, rvec, tvec, True, cv2.SOLVEPNP_ITERATIVE)
+    # SQPnP finds the global minimum (the iterative solver alone sometimes lands on a flipped face)
+    ok, rvec, tvec = cv2.solvePnP(POSE_MODEL, pts, cam, None, flags=cv2.SOLVEPNP_SQPNP)
     if not ok or not np.all(np.isfinite(rvec)) or float(tvec[2, 0]) <= 0:
         return None
     rot, _ = cv2.Rodrigues(rvec)
     forward = rot @ np.array([0.0, 0.0, -1.0])  # out of the face, toward the camera when frontal
+    if forward[2] >= 0:  # facing away from the camera: not a solution for a visible face
+        return None
     to_camera = -tvec[:, 0] / np.linalg.norm(tvec[:, 0])
     fy, fp = _angles(forward)
     cy, cp = _angles(to_camera)
     across = rot @ np.array([1.0, 0.0, 0.0])
     roll = math.degrees(math.atan2(float(across[1]), float(across[0])))
-    return HeadPose(_wrap(fy - cy), _wrap(fp - cp - POSE_PITCH_BIAS_DEG), _wrap(roll))
+    return HeadPose(_wrap(fy - cy), _wrap(fp - cp), _wrap(roll))
 
 
 def _wrap(deg: float) -> float:
@@ -137,14 +147,21 @@ def eye_centres(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mouth_shape(lm: np.ndarray) -> tuple[float, float]:
-    """(smile 0-1 from the mouth width against a neutral one, lip gap / mouth width)."""
+    """(smile 0-1: corner lift and mouth width against a neutral mouth, lip gap / mouth width)."""
     left, right = eye_centres(lm)
-    iod = float(np.linalg.norm(right - left))
+    d = right - left
+    iod = float(np.hypot(d[0], d[1]))
     width = float(np.linalg.norm(lm[MOUTH_CORNERS[1], :2] - lm[MOUTH_CORNERS[0], :2]))
     gap = float(np.linalg.norm(lm[LIP_INNER[1], :2] - lm[LIP_INNER[0], :2]))
     if iod <= 1e-9 or width <= 1e-9:
         return 0.0, 0.0
-    smile = float(np.clip((width / iod - MOUTH_NEUTRAL_W) / (MOUTH_SMILE_W - MOUTH_NEUTRAL_W), 0.0, 1.0))
+    down = np.array([-d[1], d[0]]) / iod  # the face's "down" axis (perpendicular to the eye line)
+    centre = (lm[LIP_INNER[0], :2] + lm[LIP_INNER[1], :2]) / 2.0
+    corners = (lm[MOUTH_CORNERS[0], :2] + lm[MOUTH_CORNERS[1], :2]) / 2.0
+    lift = float((centre - corners) @ down) / iod  # + = corners above the lip centre
+    lift_t = np.clip((lift - MOUTH_NEUTRAL_LIFT) / (MOUTH_SMILE_LIFT - MOUTH_NEUTRAL_LIFT), 0.0, 1.0)
+    width_t = np.clip((width / iod - MOUTH_NEUTRAL_W) / (MOUTH_SMILE_W - MOUTH_NEUTRAL_W), 0.0, 1.0)
+    smile = MOUTH_LIFT_WEIGHT * float(lift_t) + (1.0 - MOUTH_LIFT_WEIGHT) * float(width_t)
     return smile, gap / width
 
 
@@ -154,30 +171,108 @@ def aligned_crop(gray: np.ndarray, lm: np.ndarray, size: int) -> np.ndarray:
     d = right - left
     iod = float(np.hypot(d[0], d[1]))
     angle = math.atan2(float(d[1]), float(d[0]))
-    k = iod * CROP_IOD / size  # frame pixels per crop pixel
+    # warp at an integer multiple of the size (about 1 frame pixel per sample), then area-average down:
+    # warpAffine alone would alias a large face sampled at 64 x 64
+    over = max(1, int(iod * CROP_IOD / size))
+    n = size * over
+    k = iod * CROP_IOD / n  # frame pixels per warped pixel
     c, s = math.cos(angle) * k, math.sin(angle) * k
     mid = (left + right) / 2.0
     a = np.array([[c, -s], [s, c]])
-    t = mid - a @ np.array([size / 2.0, CROP_EYE_V * size])
+    t = mid - a @ np.array([n / 2.0 - 0.5, CROP_EYE_V * n - 0.5])
     m = np.hstack([a, t[:, None]])
-    interp = cv2.INTER_AREA if k > 1 else cv2.INTER_LINEAR
-    return cv2.warpAffine(gray, m, (size, size), flags=interp | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    out = cv2.warpAffine(gray, m, (n, n), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    return out if over == 1 else cv2.resize(out, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def rotate_face_image(img: np.ndarray, yaw_deg: float, pitch_deg: float) -> np.ndarray:
-    """Warp a photo as if its (flat) content were turned by yaw/pitch degrees about the image centre.
-
-    Signs follow pipeline/records.py: yaw + turns the face toward the image's right (its right half
-    recedes), pitch + tilts it down (its lower half recedes). Pinhole camera, focal = image width, the
-    plane at that distance, so (0, 0) returns the image unchanged. Same size out, black where nothing maps.
-    A planar warp, not a 3D head: the landmark model still reads it as a turned face (tests/test_face_mesh.py).
-    """
-    h, w = img.shape[:2]
-    f = float(w)
+def _rotation(yaw_deg: float, pitch_deg: float) -> np.ndarray:
+    """Camera-axis rotation turning a face's forward direction (0, 0, -1) to the given yaw/pitch."""
     y, p = math.radians(yaw_deg), math.radians(pitch_deg)
     r_yaw = np.array([[math.cos(y), 0, -math.sin(y)], [0, 1, 0], [math.sin(y), 0, math.cos(y)]])
     r_pitch = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
-    rot = r_pitch @ r_yaw
+    rot: np.ndarray = r_pitch @ r_yaw
+    return rot
+
+
+def rotate_face_image(
+    img: np.ndarray, yaw_deg: float, pitch_deg: float, landmarks: np.ndarray | None = None
+) -> np.ndarray:
+    """Warp a photo so its face looks turned by yaw/pitch degrees (for tests and validity checks).
+
+    Signs follow pipeline/records.py: yaw + turns the face toward the image's right, pitch + tilts it
+    down. Without ``landmarks`` the face's 468 landmarks are found with ``sidecar.face_mesh`` first; with
+    a face, its mesh (x, y and the landmark model's depth z) is rotated in 3D about a point behind the
+    face and the photo is warped triangle by triangle (far triangles first, so the nose hides the cheek):
+    the nose moves toward the turn as on a real head, and the eyes move with the face (head and eyes
+    turned together). Without a face it falls back to ``rotate_image_plane``. Same size out.
+    """
+    if landmarks is None:
+        from sidecar.face_mesh import FaceMesh  # lazy: only the test helpers need the models here
+
+        bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        face = FaceMesh().process(np.ascontiguousarray(bgr[:, :, :3]), bgr=True)
+        if face is None:
+            return rotate_image_plane(img, yaw_deg, pitch_deg)
+        landmarks = face.landmarks
+    return _rotate_mesh(img, np.asarray(landmarks, dtype=np.float64), _rotation(yaw_deg, pitch_deg))
+
+
+def _rotate_mesh(img: np.ndarray, lm: np.ndarray, rot: np.ndarray) -> np.ndarray:
+    h, w = img.shape[:2]
+    x0, y0 = lm[:, :2].min(0)
+    x1, y1 = lm[:, :2].max(0)
+    face_w = float(x1 - x0)
+    # fixed anchors: a ring 35 % of the face size outside it, and the image border; the face moves inside
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    ring = [(cx + (x1 - x0) * 0.85 * math.cos(a), cy + (y1 - y0) * 0.85 * math.sin(a))
+            for a in np.linspace(0, 2 * math.pi, 24, endpoint=False)]
+    border = [(0, 0), (w / 2, 0), (w - 1, 0), (w - 1, h / 2), (w - 1, h - 1), (w / 2, h - 1), (0, h - 1), (0, h / 2)]
+    pivot = np.array([cx, cy, float(np.median(lm[:, 2])) + 0.5 * face_w])  # the head turns about its middle
+    moved = (lm - pivot) @ rot.T + pivot
+    src = np.vstack([lm[:, :2], ring, border]).astype(np.float64)
+    dst = np.vstack([moved[:, :2], ring, border]).astype(np.float64)
+    depth = np.concatenate([moved[:, 2], np.full(len(ring) + len(border), np.inf)])
+    subdiv = cv2.Subdiv2D((-1, -1, w + 2, h + 2))
+    index: dict[tuple[float, float], int] = {}
+    for k, (px, py) in enumerate(src):
+        px, py = float(np.clip(px, 0, w - 1)), float(np.clip(py, 0, h - 1))
+        src[k] = (px, py)
+        index.setdefault((round(px, 3), round(py, 3)), k)
+        subdiv.insert((px, py))
+    tris: list[list[int]] = []
+    for t in subdiv.getTriangleList():
+        found = [index.get((round(float(t[2 * j]), 3), round(float(t[2 * j + 1]), 3))) for j in range(3)]
+        ids = [k for k in found if k is not None]
+        if len(ids) == 3:
+            tris.append(ids)
+    tris.sort(key=lambda ids: -float(np.mean([depth[i] if math.isfinite(depth[i]) else 1e9 for i in ids])))
+    out = img.copy()
+    for ids in tris:
+        s3, d3 = src[ids].astype(np.float32), dst[ids].astype(np.float32)
+        bx, by, bw, bh = cv2.boundingRect(d3)
+        bx0, by0, bx1, by1 = max(bx, 0), max(by, 0), min(bx + bw, w), min(by + bh, h)
+        if bx1 <= bx0 or by1 <= by0:
+            continue
+        origin = np.array([bx0, by0], dtype=np.float32)
+        m = cv2.getAffineTransform(s3, d3 - origin)
+        patch = cv2.warpAffine(img, m, (bx1 - bx0, by1 - by0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        mask = np.zeros((by1 - by0, bx1 - bx0), np.uint8)
+        cv2.fillConvexPoly(mask, np.round(d3 - origin).astype(np.int32), (1,))
+        region = out[by0:by1, bx0:bx1]
+        region[mask.astype(bool)] = patch[mask.astype(bool)]
+    return out
+
+
+def rotate_image_plane(img: np.ndarray, yaw_deg: float, pitch_deg: float) -> np.ndarray:
+    """Perspective warp of the whole (flat) photo turned by yaw/pitch about the image centre.
+
+    Pinhole camera, focal = image width, plane at that distance, so (0, 0) returns the image unchanged.
+    A flat photo has no depth: the landmark model reads a 30 deg warp as only ~5-10 deg of head yaw
+    (nose still centred between the eyes), so tests of head pose use ``rotate_face_image``.
+    """
+    h, w = img.shape[:2]
+    f = float(w)
+    rot = _rotation(yaw_deg, pitch_deg)
     src = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float64)
     plane = np.c_[src - [w / 2.0, h / 2.0], np.zeros(4)]  # x right, y down, z away
     q = plane @ rot.T + [0.0, 0.0, f]

@@ -174,19 +174,21 @@ class Roi:
     size: float
     angle: float
 
-    def matrix(self, n: int) -> np.ndarray:
-        """2x3 affine from crop pixels (n x n) to frame pixels."""
+    def matrix(self, n: int, pixel_index: bool = False) -> np.ndarray:
+        """2x3 affine from crop coordinates (0..n, as the models output them) to frame pixels; with
+        ``pixel_index`` from crop pixel indices, whose centres sit half a pixel in (for warpAffine)."""
         c, s = math.cos(self.angle), math.sin(self.angle)
         k = self.size / n
         a = np.array([[c * k, -s * k], [s * k, c * k]])
-        t = np.array([self.cx, self.cy]) - a @ np.array([n / 2.0, n / 2.0])
+        half = n / 2.0 - (0.5 if pixel_index else 0.0)
+        t = np.array([self.cx, self.cy]) - a @ np.array([half, half])
         return np.hstack([a, t[:, None]])
 
     def crop(self, img: np.ndarray, n: int, flip: bool = False, bgr: bool = False) -> np.ndarray:
         """The n x n crop as float32 RGB in [0, 1] (mirrored when ``flip``; ``bgr`` input is swapped)."""
-        m = self.matrix(n)
-        if flip:  # mirror the crop: crop x -> n - x
-            m = m @ np.array([[-1.0, 0.0, n], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        m = self.matrix(n, pixel_index=True)
+        if flip:  # mirror the crop: pixel index u -> n - 1 - u
+            m = m @ np.array([[-1.0, 0.0, n - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
         out = cv2.warpAffine(img, m, (n, n), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
         if bgr:
@@ -282,10 +284,11 @@ class FaceMesh:
             dets = [d for d in self._full.detect(img, bgr) if d[2] >= self.detection_floor]
         return dets
 
-    def process(self, img: np.ndarray, bgr: bool = False) -> MeshFace | None:
+    def process(self, img: np.ndarray, bgr: bool = False, iris: bool = True) -> MeshFace | None:
         """Landmarks of the tracked face, or of the largest face detected when there is no track.
 
         ``img`` is an HxWx3 uint8 frame, RGB (or BGR with ``bgr``); landmarks come back in its pixels.
+        ``iris=False`` leaves ``MeshFace.iris`` None (the caller may run ``irises`` later, only if needed).
         """
         rgb = img
         self.load()
@@ -305,7 +308,7 @@ class FaceMesh:
                 return None
         lm, score = face
         self._roi = roi_from_landmarks(lm)
-        return MeshFace(lm, self._iris_points(rgb, lm, bgr), score, det_score, tracked)
+        return MeshFace(lm, self.irises(rgb, lm, bgr) if iris else None, score, det_score, tracked)
 
     def _landmarks_in(self, rgb: np.ndarray, roi: Roi, bgr: bool) -> tuple[np.ndarray, float] | None:
         assert self._landmarks is not None
@@ -318,7 +321,9 @@ class FaceMesh:
         pts = out["conv2d_21"].reshape(468, 3)
         return roi.to_frame(pts, LANDMARK_SIZE), score
 
-    def _iris_points(self, rgb: np.ndarray, lm: np.ndarray, bgr: bool) -> np.ndarray | None:
+    def irises(self, rgb: np.ndarray, lm: np.ndarray, bgr: bool = False) -> np.ndarray | None:
+        """Iris points (2, 5, 2) of both eyes of these landmarks (image-left eye first), frame pixels."""
+        self.load()
         assert self._iris is not None
         irises = []
         for k, (a, b) in enumerate(EYE_CORNERS):

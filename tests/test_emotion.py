@@ -58,10 +58,26 @@ def check_well_formed(r: dict[str, Any], shape: tuple[int, ...]) -> None:
     assert isinstance(r["uncertain"], bool)
     g = r["gaze"]
     assert g["eyes_found"] in (0, 1, 2)
-    assert all(-0.5 <= v <= 0.5 for v in g["offset"])
+    assert "offset" not in g  # where the face sits is framing, never gaze
+    assert all(-0.5 <= v <= 0.5 for v in r["framing"]["offset"])
+    assert r["framing"]["scale"] == pytest.approx(w / shape[1], abs=1e-3)
     assert g["score"] is None or 0.0 <= g["score"] <= 1.0
-    assert set(r["head"]) == {"movement", "yaw_proxy", "pitch_proxy"}
+    assert g["score"] is None or (g["score"] > 0.5) is bool(g["eye_contact"])
+    assert (g["eye_contact"] is None) is (g["score"] is None)
+    assert set(r["head"]) == {"movement", "yaw_proxy", "pitch_proxy", "yaw", "pitch", "roll"}
     assert r["detector"] and r["model"]
+    if r["detector"] == "mediapipe":
+        assert g["method"] == "iris" and r["aligned"] is True
+        assert r["head"]["yaw_proxy"] is None and r["head"]["pitch_proxy"] is None
+        assert all(-90 <= r["head"][k] <= 90 for k in ("yaw", "pitch"))
+        assert isinstance(r["too_small"], bool) and r["mouth"] is not None
+        if g["eye_contact"] is None:
+            assert g["reason"] in ("face too small", "eyes closed")
+        else:
+            assert g["eyes_found"] == 2 and len(g["iris"]) == 2 and g["reason"] is None
+    else:
+        assert g["method"] == "frontal-proxy" and r["aligned"] is False
+        assert r["head"]["yaw"] is None and r["head"]["pitch"] is None and r["head"]["roll"] is None
 
 
 def check_no_face(r: dict[str, Any]) -> None:
@@ -75,7 +91,14 @@ def check_no_face(r: dict[str, Any]) -> None:
 
 @pytest.fixture
 def analyzer() -> EmotionAnalyzer:
-    a = EmotionAnalyzer(EmotionSettings())
+    a = EmotionAnalyzer(EmotionSettings())  # the default: the mediapipe landmark pipeline
+    a.warm_up()
+    return a
+
+
+@pytest.fixture
+def haar() -> EmotionAnalyzer:
+    a = EmotionAnalyzer(EmotionSettings(detector="opencv"))
     a.warm_up()
     return a
 
@@ -140,7 +163,8 @@ def test_warm_up_reports_timings() -> None:
     timings = a.warm_up()
     assert {"detector_load_s", "emotion_load_s", "first_frame_s", "total_s"} <= set(timings)
     assert all(v >= 0 for v in timings.values())
-    assert a.emotion_backend == "fer-tflite" and a.detector_name == "opencv"
+    assert a.emotion_backend == "fer-tflite" and a.detector_name == "mediapipe"
+    assert EmotionAnalyzer(EmotionSettings(detector="opencv")).detector_name == "opencv"
 
 
 # --- photos ------------------------------------------------------------------------------------
@@ -166,7 +190,8 @@ def test_photos_mostly_frontal_with_both_eyes(analyzer: EmotionAnalyzer) -> None
 
 
 @pytest.mark.parametrize("name", MULTI_FACE)
-def test_multi_face_photo_yields_largest_face(analyzer: EmotionAnalyzer, name: str) -> None:
+def test_multi_face_photo_yields_largest_face(haar: EmotionAnalyzer, name: str) -> None:
+    analyzer = haar  # compared with the Haar detections below (the mediapipe path: tests/test_face_mesh.py)
     img = cv2.imread(str(FACES / name))
     r = analyzer.analyze(img, 0.0)
     check_well_formed(r, img.shape)
@@ -191,12 +216,16 @@ def test_multi_face_photo_yields_largest_face(analyzer: EmotionAnalyzer, name: s
 # --- video -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("detect_every", [1, 3])
-def test_video_faces_found(video_samples: list[tuple[float, np.ndarray]], detect_every: int) -> None:
-    a = EmotionAnalyzer(EmotionSettings(detect_every=detect_every))
+@pytest.mark.parametrize(("detector", "detect_every"), [("opencv", 1), ("opencv", 3), ("mediapipe", 3)])
+def test_video_faces_found(
+    video_samples: list[tuple[float, np.ndarray]], detector: str, detect_every: int
+) -> None:
+    a = EmotionAnalyzer(EmotionSettings(detector=detector, detect_every=detect_every))
     results = [a.analyze(frame, t) for t, frame in video_samples]
     found = sum(r["face"] for r in results)
-    assert found >= 0.9 * len(results), f"{found}/{len(results)}"
+    assert found >= (0.98 if detector == "mediapipe" else 0.9) * len(results), f"{found}/{len(results)}"
+    if detector == "mediapipe":  # a person looking into the webcam: eye contact on (nearly) every frame
+        assert sum(bool(r["gaze"]["eye_contact"]) for r in results) >= 0.9 * found
     for r in results:
         if r["face"]:
             check_well_formed(r, video_samples[0][1].shape)
@@ -208,8 +237,8 @@ def test_video_faces_found(video_samples: list[tuple[float, np.ndarray]], detect
 
 
 def test_tracking_matches_full_detection(video_samples: list[tuple[float, np.ndarray]]) -> None:
-    full = EmotionAnalyzer(EmotionSettings(detect_every=1))
-    tracking = EmotionAnalyzer(EmotionSettings(detect_every=3))
+    full = EmotionAnalyzer(EmotionSettings(detector="opencv", detect_every=1))
+    tracking = EmotionAnalyzer(EmotionSettings(detector="opencv", detect_every=3))
     ious = []
     for t, frame in video_samples:
         rf, rt = full.analyze(frame, t), tracking.analyze(frame, t)
@@ -331,15 +360,19 @@ def test_frozen_frame(analyzer: EmotionAnalyzer, webcam_frame: np.ndarray) -> No
         check_no_face(analyzer.analyze(np.zeros((480, 640, 3), np.uint8), 0.0))
 
 
-def test_still_face_with_sensor_noise(analyzer: EmotionAnalyzer, webcam_frame: np.ndarray) -> None:
-    # a still head filmed by a real (noisy) camera: schedule full/track/track, little movement
+@pytest.mark.parametrize("detector", ["opencv", "mediapipe"])
+def test_still_face_with_sensor_noise(webcam_frame: np.ndarray, detector: str) -> None:
+    # a still head filmed by a real (noisy) camera: Haar runs full/track/track, the landmark path detects
+    # once and tracks; little movement either way
+    analyzer = EmotionAnalyzer(EmotionSettings(detector=detector))
     rng = np.random.default_rng(1)
     results = []
     for i in range(9):
         noisy = np.clip(webcam_frame.astype(np.int16) + rng.integers(-3, 4, webcam_frame.shape), 0, 255)
         results.append(analyzer.analyze(noisy.astype(np.uint8), i / 7.5))
     assert all(r["face"] and not r["frozen"] for r in results)
-    assert [r["tracked"] for r in results] == [False, True, True] * 3
+    tracked = [r["tracked"] for r in results]
+    assert tracked == ([False, True, True] * 3 if detector == "opencv" else [False] + [True] * 8)
     moves = [r["head"]["movement"] for r in results[1:]]
     assert max(moves) < 0.08 and float(np.mean(moves)) < 0.05, moves
     assert len({r["dominant"] for r in results}) == 1
@@ -374,21 +407,25 @@ def test_head_movement_measures_shift(analyzer: EmotionAnalyzer, webcam_frame: n
     assert r1["box"][0] - r0["box"][0] == pytest.approx(shift, abs=0.1 * w)
 
 
-def test_eye_contact_needs_a_centred_frontal_face(
-    analyzer: EmotionAnalyzer, webcam_frame: np.ndarray
-) -> None:
+@pytest.mark.parametrize("detector", ["opencv", "mediapipe"])
+def test_eye_contact_ignores_where_the_face_sits(webcam_frame: np.ndarray, detector: str) -> None:
+    # eye contact was "frontal and centred" (issue 12 removed the centring): a frontal face in a corner
+    # of the frame still makes eye contact; its position is reported as framing only
+    analyzer = EmotionAnalyzer(EmotionSettings(detector=detector))
     r = analyzer.analyze(webcam_frame, 0.0)
     assert r["gaze"]["frontal"] is True and r["gaze"]["eyes_found"] == 2
     assert r["gaze"]["eye_contact"] is True and r["gaze"]["score"] > 0.5
-    assert abs(r["head"]["yaw_proxy"]) < 0.3
-    # same face in the top-left corner of a larger frame: still frontal, no longer eye contact
+    if detector == "opencv":
+        assert abs(r["head"]["yaw_proxy"]) < 0.3 and r["gaze"]["method"] == "frontal-proxy"
+    else:
+        assert abs(r["head"]["yaw"]) < 10 and r["gaze"]["method"] == "iris"
     analyzer.reset()
     canvas = np.zeros((1200, 1600, 3), np.uint8)
     canvas[:480, :640] = webcam_frame
     r = analyzer.analyze(canvas, 0.1)
     assert r["gaze"]["frontal"] is True
-    assert r["gaze"]["eye_contact"] is False and r["gaze"]["score"] < 0.5
-    assert r["gaze"]["offset"][0] < -0.2 and r["gaze"]["offset"][1] < -0.2
+    assert r["gaze"]["eye_contact"] is True and r["gaze"]["score"] > 0.5
+    assert r["framing"]["offset"][0] < -0.2 and r["framing"]["offset"][1] < -0.2
 
 
 class FakeLandmarkDetector:
@@ -423,8 +460,9 @@ def test_gaze_geometry_from_eye_positions(
     r = a.analyze(webcam_frame, 0.0)
     g, head = r["gaze"], r["head"]
     assert g["eyes_found"] == 2 and g["frontal"] is frontal
-    assert g["eye_contact"] is frontal  # the fake face is centred: eye contact iff frontal
-    assert g["offset"] == pytest.approx([0.0, 0.0], abs=0.01)
+    assert g["eye_contact"] is frontal  # the Haar/DeepFace proxy: eye contact iff frontal
+    assert g["method"] == "frontal-proxy" and head["yaw"] is None
+    assert r["framing"]["offset"] == pytest.approx([0.0, 0.0], abs=0.01)
     assert (g["score"] > 0.5) is frontal
     assert np.sign(round(head["yaw_proxy"], 2)) == yaw_sign
     assert head["pitch_proxy"] == pytest.approx((0.4 - 0.39) * 4, abs=0.02)
