@@ -176,9 +176,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument(
         "--fit-out", default="", help="also fit on all answers and write the calibration JSON here"
     )
+    from pipeline import evaluate_star
+
+    evaluate_star.add_parser(sub)
     args = parser.parse_args(argv)
     if args.task == "grading":
         return run_grading(args)
+    if args.task == "star":
+        return evaluate_star.run(args)
     return 2
 
 
