@@ -50,10 +50,12 @@ def _wordset(words: str) -> frozenset[str]:
 
 _NUMBER_WORDS = sorted(_wordset("one two three four five six seven eight nine ten eleven twelve fifteen twenty thirty forty fifty "
                  "sixty seventy eighty ninety hundred thousand million billion half third quarter double doubled "
-                 "tripled twice dozen"))
-_MEASURE = re.compile(
-    r"\b(?:\d[\d,.]*\s*(?:%|percent|k|x)?|(?:" + "|".join(_NUMBER_WORDS) + r")\b(?:\s+(?:percent|per cent))?"
-    r"|from\s+\S+(?:\s+\S+){0,3}?\s+to\s+\S+)", re.IGNORECASE)
+                 "tripled twice dozen tenth"))
+_ONE = r"(?:\d[\d,.]*|(?:" + "|".join(_NUMBER_WORDS) + r")\b)"
+_NUM = _ONE + r"(?:[\s-]+(?:point\s+)?" + _ONE + r")*(?:\s*(?:%|percent\b|per cent\b|k\b|x\b))?"
+_FROM_TO = re.compile(r"\bfrom\s+(?:about\s+|around\s+)?" + _NUM + r"[^.,;]{0,40}?\bto\s+(?:about\s+|around\s+|under\s+|"
+                      r"less than\s+|a\s+)?" + _NUM + r"(?:\s+of\s+a\s+percent)?", re.IGNORECASE)
+_MEASURE = re.compile(r"(?<![\w])" + _NUM, re.IGNORECASE)
 _MONEY = re.compile(r"[$£€]\s*\d|\b(?:dollars?|pounds?|euros?|revenue|budget)\b", re.IGNORECASE)
 _TIME = re.compile(r"\b(?:minutes?|hours?|days?|weeks?|months?|quarters?|years?|early|ahead of|on time|on schedule)\b",
                    re.IGNORECASE)
@@ -118,7 +120,7 @@ def words_of(text: str) -> list[str]:
 
 def measurable(text: str) -> str | None:
     """The first measurable outcome in ``text`` (a number, percent, money, a time, 'from X to Y'), else None."""
-    for pattern in (_MEASURE, _MONEY, _TIME):
+    for pattern in (_FROM_TO, _MEASURE, _MONEY, _TIME):
         m = pattern.search(text)
         if m:
             return m.group(0).strip()
@@ -300,7 +302,11 @@ def star_for_answer(encoder: SentenceEncoder, question: str, words: Sequence[Map
         return None
     if not [w for w in (words or []) if str(w.get("word", "")).strip()]:
         return {"version": STAR_VERSION, "missing": "No transcript: no STAR structure."}
-    return analyse_star(encoder, question, words or [])
+    try:
+        model = load_model()
+    except (OSError, ValueError) as e:  # a missing or stale model file: say so, keep the rest of the answer
+        return {"version": STAR_VERSION, "missing": f"STAR structure not analysed: {e}"}
+    return analyse_star(encoder, question, words or [], model)
 
 
 def _times(n: int) -> str:
