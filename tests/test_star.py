@@ -90,8 +90,8 @@ def test_behavioural_questions_are_recognised() -> None:
 def test_segmentation_cuts_at_punctuation_and_long_pauses() -> None:
     words = timed_words(["I led the project.", "It shipped on time!"])
     assert [s.text for s in segment(words)] == ["I led the project.", "It shipped on time!"]
-    run_on = [{"word": w, "start": i * 0.4, "end": i * 0.4 + 0.3} for i, w in enumerate("so I led it then".split())]
-    run_on += [{"word": w, "start": 5.0 + i * 0.4, "end": 5.3 + i * 0.4} for i, w in enumerate("it worked well".split())]
+    run_on = [{"word": w, "start": i * 0.4, "end": i * 0.4 + 0.3} for i, w in enumerate(["so", "I", "led", "it", "then"])]
+    run_on += [{"word": w, "start": 5.0 + i * 0.4, "end": 5.3 + i * 0.4} for i, w in enumerate(["it", "worked", "well"])]
     cut = segment(run_on)
     assert [s.text for s in cut] == ["so I led it then", "it worked well"]
     assert cut[1].start == pytest.approx(5.0) and cut[0].end == pytest.approx(1.9)
