@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,16 +37,58 @@ def timed_words(texts: Sequence[str], start: float = 1.0, step: float = 0.4) -> 
             for i, w in enumerate(words)]
 
 
-def answer_features(encoder: Any, rows: Sequence[dict[str, Any]]) -> list[np.ndarray]:
-    """Features of each answer's sentences as the live code cuts them (checked against the labels)."""
+def asr_like(texts: Sequence[str], rng: np.random.Generator) -> list[str]:
+    """The sentences as a recogniser may punctuate them: each full stop kept, turned into a comma (next word
+    lower-cased), or dropped (next word keeps its capital), one third each."""
+    out = list(texts)
+    for i in range(len(out) - 1):
+        choice = int(rng.integers(3))
+        if choice == 0 or not out[i].endswith("."):
+            continue
+        out[i] = out[i][:-1] + ("," if choice == 1 else "")
+        head, _, rest = out[i + 1].partition(" ")
+        if choice == 1 and head not in ("I", "I'm", "I've", "I'd"):
+            out[i + 1] = (head[:1].lower() + head[1:] + " " + rest).strip()
+    return out
+
+
+@dataclass
+class Answer:
+    """One labelled answer as the live code cuts it: features and labels of its units, and for each unit
+    the labelled sentence it starts in (scoring is per labelled sentence, by majority of its words)."""
+
+    x: np.ndarray
+    unit_gold: list[str]
+    unit_words: list[tuple[int, int]]
+    sentence_gold: list[str]
+    sentence_of_word: list[int]
+
+
+def answer_features(encoder: Any, rows: Sequence[dict[str, Any]], asr_seed: int | None = None) -> list[Answer]:
+    """Features of each answer's units (sentences and clauses) as ``segment`` cuts them; ``asr_seed`` first
+    re-punctuates the text like a recogniser may (``asr_like``)."""
+    rng = np.random.default_rng(asr_seed)
     out = []
     for r in rows:
         texts = [s["text"] for s in r["sentences"]]
-        cut = [s.text for s in segment(timed_words(texts))]
-        if cut != texts:
-            raise SystemExit(f"{r['id']}: segmentation gave {len(cut)} sentences, labels have {len(texts)}")
-        out.append(sentence_features(encoder, r["question"], cut))
+        if asr_seed is not None:
+            texts = asr_like(texts, rng)
+        gold = [s["label"] for s in r["sentences"]]
+        of_word = [k for k, t in enumerate(texts) for _ in t.split()]
+        units = segment(timed_words(texts))
+        unit_gold = [Counter(gold[of_word[i]] for i in range(u.first, u.stop)).most_common(1)[0][0] for u in units]
+        out.append(Answer(sentence_features(encoder, r["question"], [u.text for u in units]), unit_gold,
+                          [(u.first, u.stop) for u in units], gold, of_word))
     return out
+
+
+def sentence_labels(ans: Answer, unit_pred: Sequence[str]) -> list[str]:
+    """Each labelled sentence's predicted label: the label most of its words got."""
+    votes: list[Counter[str]] = [Counter() for _ in ans.sentence_gold]
+    for (a, b), lab in zip(ans.unit_words, unit_pred, strict=True):
+        for i in range(a, b):
+            votes[ans.sentence_of_word[i]][lab] += 1
+    return [v.most_common(1)[0][0] if v else "O" for v in votes]
 
 
 def fit_model(xs: Sequence[np.ndarray], ys: Sequence[Sequence[str]], c: float = DEFAULT_C) -> StarModel:
@@ -80,20 +124,20 @@ def prf(pred: Sequence[str], gold: Sequence[str], part: str) -> tuple[float, flo
     return prec, rec, (2 * prec * rec / (prec + rec) if prec + rec else 0.0)
 
 
-def cross_validate(rows: Sequence[dict[str, Any]], xs: Sequence[np.ndarray], folds: int, seed: int,
+def cross_validate(rows: Sequence[dict[str, Any]], xs: Sequence[Answer], folds: int, seed: int,
                    c: float = DEFAULT_C, out: Any = sys.stdout) -> dict[str, float]:
     """Question-disjoint folds; returns per-part sentence F1 and presence F1, and ``star_f1`` (sentence macro)."""
     from pipeline.evaluate import question_folds
 
-    ys = [[s["label"] for s in r["sentences"]] for r in rows]
+    ys = [a.sentence_gold for a in xs]
     qids = [r["question_id"] for r in rows]
     pred: list[list[str]] = [[] for _ in rows]
     for i, fold in enumerate(question_folds(qids, folds, seed), 1):
         test = [k for k, q in enumerate(qids) if q in fold]
-        model = fit_model([xs[k] for k in range(len(rows)) if qids[k] not in fold],
-                          [ys[k] for k in range(len(rows)) if qids[k] not in fold], c)
+        train = [k for k in range(len(rows)) if qids[k] not in fold]
+        model = fit_model([xs[k].x for k in train], [xs[k].unit_gold for k in train], c)
         for k in test:
-            pred[k] = [LABELS[j] for j in model.decode(model.probabilities(xs[k]))]
+            pred[k] = sentence_labels(xs[k], [LABELS[j] for j in model.decode(model.probabilities(xs[k].x))])
         g = [lab for k in test for lab in ys[k]]
         p = [lab for k in test for lab in pred[k]]
         fold_f1 = float(np.mean([prf(p, g, part)[2] for part in PARTS]))
@@ -127,6 +171,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--c", type=float, default=DEFAULT_C, help="inverse L2 penalty of the logistic model")
     s.add_argument("--cache-dir", default="data/cache", help="embedding cache folder")
+    s.add_argument("--asr-like", action="store_true",
+                   help="also score the set re-punctuated like a recogniser may (full stops dropped or commas)")
     s.add_argument("--fit-out", default="", help="also fit on every answer and write the model JSON here")
 
 
@@ -139,9 +185,14 @@ def run(args: argparse.Namespace) -> int:
     enc.load_cache(cache)
     xs = answer_features(enc, rows)
     enc.save_cache(cache)
+    if args.asr_like:
+        print("ASR-like punctuation (a third of the full stops kept, a third commas, a third dropped):")
+        asr = cross_validate(rows, answer_features(enc, rows, asr_seed=args.seed), args.folds, args.seed, args.c)
+        print(f"asr_like_star_f1={asr['star_f1']:.4f}")
+        print("As written:")
     res = cross_validate(rows, xs, args.folds, args.seed, args.c)
     if args.fit_out:
-        model = fit_model(xs, [[s["label"] for s in r["sentences"]] for r in rows], args.c)
+        model = fit_model([a.x for a in xs], [a.unit_gold for a in xs], args.c)
         meta = {"encoder_model_id": enc.model_id, "data": Path(args.data).name, "n_answers": len(rows),
                 "n_questions": len({r["question_id"] for r in rows}), "C": args.c,
                 "fitted_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -83,34 +83,73 @@ class Sentence:
     text: str
     start: float | None  # seconds on the audio clock (the words' own times)
     end: float | None
+    first: int = 0  # index of its first word in the words given to ``segment``
+    stop: int = 0  # one past its last word
 
 
-def segment(words: Sequence[Mapping[str, Any]], pause_s: float = 1.5, max_words: int = 45) -> list[Sentence]:
-    """Sentences of the timed words: cut after sentence-final punctuation, at a pause of ``pause_s``, or
-    (an unpunctuated run-on) at a pause or a clause word ('and', 'so', 'then', 'but') after ``max_words``."""
+# A capitalised function word after a word without punctuation: the recogniser missed a full stop.
+_STARTERS = _wordset("the we so then but and after first in at as it my our she he they this that when finally now "
+                     "since last by once later next eventually what because also there looking long")
+# After a comma, these open a new clause ("..., I was the engineer", "..., so we picked ...").
+_CLAUSE = _wordset("i we she he they my our so then but first finally after afterwards eventually later next now "
+                   "because which meaning")
+_AND_SUBJECT = _wordset("i we she he they then so my our it that")
+
+
+def _token(w: Mapping[str, Any]) -> str:
+    return str(w.get("word", "")).strip()
+
+
+def _clauses(words: Sequence[Mapping[str, Any]], lo: int, hi: int, min_len: int, min_part: int) -> list[int]:
+    """Cut points inside words[lo:hi] at clause boundaries after a comma, for a sentence of >= ``min_len`` words."""
+    if hi - lo < min_len:
+        return []
+    cuts, last = [], lo
+    for k in range(lo + 1, hi):
+        prev, tok = _token(words[k - 1]), _token(words[k]).lower().strip(",.")
+        nxt = _token(words[k + 1]).lower().strip(",.") if k + 1 < hi else ""
+        if prev.endswith((",", ";", ":")) and (tok in _CLAUSE or (tok == "and" and nxt in _AND_SUBJECT)) \
+                and k - last >= min_part and hi - k >= min_part:
+            cuts.append(k)
+            last = k
+    return cuts
+
+
+def segment(words: Sequence[Mapping[str, Any]], pause_s: float = 1.5, max_words: int = 45,
+            clause_words: int = 24, min_part: int = 5) -> list[Sentence]:
+    """Sentences and clauses of the timed words. A sentence ends after sentence-final punctuation, at a pause of
+    ``pause_s``, before a capitalised function word that follows a word without punctuation (a full stop the
+    recogniser missed), or in a run-on at a pause or a clause word after ``max_words``. A sentence of
+    ``clause_words`` or more is cut again after a comma that opens a clause ("..., so I ...", "..., and we ...")
+    when both parts keep ``min_part`` words."""
+    idx = [i for i, w in enumerate(words) if _token(w)]
+    bounds: list[tuple[int, int]] = []  # positions in idx
+    first = 0
+    for pos in range(len(idx)):
+        tok = _token(words[idx[pos]])
+        if pos > first:
+            prev = words[idx[pos - 1]]
+            gap = float(words[idx[pos]].get("start") or 0.0) - float(prev.get("end") or 0.0)
+            n = pos - first
+            long_run = n >= max_words and (gap > 0.5 or tok.lower() in ("and", "so", "then", "but"))
+            missed_stop = (n >= 4 and tok[:1].isupper() and tok.lower().strip(",.") in _STARTERS
+                           and not re.search(r"[,.;:?!]$", _token(prev)))
+            if (gap >= pause_s and n >= 3) or long_run or missed_stop:
+                bounds.append((first, pos))
+                first = pos
+        if _SENTENCE_END.search(tok):
+            bounds.append((first, pos + 1))
+            first = pos + 1
+    if first < len(idx):
+        bounds.append((first, len(idx)))
+    kept = [words[i] for i in idx]
     out: list[Sentence] = []
-    cur: list[Mapping[str, Any]] = []
-
-    def close() -> None:
-        if cur:
-            text = " ".join(str(w.get("word", "")).strip() for w in cur).strip()
-            start, end = cur[0].get("start"), cur[-1].get("end")
-            out.append(Sentence(text, None if start is None else float(start), None if end is None else float(end)))
-            cur.clear()
-
-    for w in words:
-        token = str(w.get("word", "")).strip()
-        if not token:
-            continue
-        if cur:
-            gap = float(w.get("start") or 0.0) - float(cur[-1].get("end") or 0.0)
-            long_run = len(cur) >= max_words and (gap > 0.5 or token.lower() in ("and", "so", "then", "but"))
-            if (gap >= pause_s and len(cur) >= 3) or long_run:
-                close()
-        cur.append(w)
-        if _SENTENCE_END.search(token):
-            close()
-    close()
+    for lo, hi in bounds:
+        edges = [lo, *_clauses(kept, lo, hi, clause_words, min_part), hi]
+        for a, b in zip(edges, edges[1:], strict=False):
+            start, end = kept[a].get("start"), kept[b - 1].get("end")
+            out.append(Sentence(" ".join(_token(w) for w in kept[a:b]), None if start is None else float(start),
+                                None if end is None else float(end), idx[a], idx[b - 1] + 1))
     return out
 
 
@@ -252,11 +291,11 @@ def label_sentences(encoder: SentenceEncoder, question: str, texts: Sequence[str
 
 
 def analyse_star(encoder: SentenceEncoder, question: str, words: Sequence[Mapping[str, Any]],
-                 model: StarModel | None = None) -> dict[str, Any]:
+                 model: StarModel | None = None, pause_s: float = 1.5) -> dict[str, Any]:
     """STAR evidence of one answer (JSON-able, times on the words' clock): per part present, spans, text,
     start/end, confidence (present: mean probability of its sentences; absent: 1 - the highest probability any
     sentence had for it); the Result's measurable outcome; 'I' vs 'we' in the Action; order and advice."""
-    sentences = segment(words)
+    sentences = segment(words, pause_s)
     labels, probs = label_sentences(encoder, question, [s.text for s in sentences], model)
     parts: dict[str, Any] = {}
     for j, part in enumerate(PARTS):
@@ -295,7 +334,7 @@ def analyse_star(encoder: SentenceEncoder, question: str, words: Sequence[Mappin
 
 
 def star_for_answer(encoder: SentenceEncoder, question: str, words: Sequence[Mapping[str, Any]] | None,
-                    question_type: str | None = None) -> dict[str, Any] | None:
+                    question_type: str | None = None, pause_s: float = 1.5) -> dict[str, Any] | None:
     """What the speech worker stores under ``star``: None for a question that is not behavioural; for a
     behavioural one without words, ``{"missing": <why>}`` (nothing is invented)."""
     if not is_behavioural(question, question_type):
@@ -306,7 +345,7 @@ def star_for_answer(encoder: SentenceEncoder, question: str, words: Sequence[Map
         model = load_model()
     except (OSError, ValueError) as e:  # a missing or stale model file: say so, keep the rest of the answer
         return {"version": STAR_VERSION, "missing": f"STAR structure not analysed: {e}"}
-    return analyse_star(encoder, question, words or [], model)
+    return analyse_star(encoder, question, words or [], model, pause_s)
 
 
 def _times(n: int) -> str:

@@ -356,7 +356,8 @@ class _SpeechLoop:
                                        transcript.text, words, self.grade_options)
         timings["grade_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        star = star_for_answer(self.encoder, s.question, words)
+        star = star_for_answer(self.encoder, s.question, words,
+                               pause_s=self.settings.grading.star_sentence_pause_seconds)
         timings["star_s"] = time.perf_counter() - t
         fields: AnswerSummary = {
             "status": msg.status, "ended_ms": msg.ended_ms, "transcript": transcript.text, "words": words,

@@ -95,6 +95,17 @@ def test_segmentation_cuts_at_punctuation_and_long_pauses() -> None:
     cut = segment(run_on)
     assert [s.text for s in cut] == ["so I led it then", "it worked well"]
     assert cut[1].start == pytest.approx(5.0) and cut[0].end == pytest.approx(1.9)
+    assert (cut[1].first, cut[1].stop) == (5, 8)
+    # Whisper on a spoken answer: a missed full stop ("week The") and clauses joined by commas.
+    asr = timed_words(["In my last job a designer and I disagreed about an extra step in our sign up flow,"
+                       " I was the engineer on the project, so it was my job to get us to a decision before the"
+                       " sprint ended and we tested both versions for a week The lighter version cut tickets by half."])
+    assert [s.text for s in segment(asr)] == [
+        "In my last job a designer and I disagreed about an extra step in our sign up flow,",
+        "I was the engineer on the project,",
+        "so it was my job to get us to a decision before the sprint ended and we tested both versions for a week",
+        "The lighter version cut tickets by half.",
+    ]
 
 
 def test_full_star_answer_gives_four_parts_in_order_with_times(encoder: SentenceEncoder) -> None:
@@ -200,10 +211,14 @@ def test_evaluation_on_question_disjoint_folds(encoder: SentenceEncoder) -> None
     rows = load_star_set()
     assert len({r["question_id"] for r in rows}) >= 12
     xs = answer_features(encoder, rows)
+    assert sum(len(a.unit_gold) for a in xs) >= sum(len(r["sentences"]) for r in rows)  # clauses too
     out = io.StringIO()
     res = cross_validate(rows, xs, folds=3, seed=0, out=out)
-    # Measured 0.85 (3 folds, seed 0); 5 folds: 0.86 (seed 0), 0.87 (seed 1).
-    assert res["star_f1"] >= 0.75
-    assert all(res[p] >= 0.6 for p in "STAR")
-    assert res["presence_f1"] >= 0.85
+    # Measured (3 folds, seed 0): star_f1 0.864, weakest part R 0.758, presence 0.945; 5 folds: 0.858 / 0.870.
+    assert res["star_f1"] >= 0.8
+    assert all(res[p] >= 0.65 for p in "STAR")
+    assert res["presence_f1"] >= 0.9
     assert out.getvalue().count("fold=") == 3
+    # Re-punctuated like a recogniser (full stops dropped or commas): measured 0.732 (3 folds, seed 0).
+    asr = cross_validate(rows, answer_features(encoder, rows, asr_seed=0), folds=3, seed=0, out=io.StringIO())
+    assert 0.65 <= asr["star_f1"] < res["star_f1"]
