@@ -368,3 +368,23 @@ def star_advice(star: Mapping[str, Any]) -> list[str]:
         out.append(f"Action says 'we' {_times(we_count)} and 'I' {_times(i_count) if i_count else 'never'}: "
                    "say what you did.")
     return out
+
+
+def star_summary_lines(star: Mapping[str, Any] | None) -> list[str]:
+    """Plain lines of a STAR analysis for the command line: each part with its times, then the advice."""
+    if not star:
+        return []
+    if "parts" not in star:
+        return [f"STAR: {star.get('missing') or 'not analysed'}"]
+    out = []
+    for key in PARTS:
+        p = star["parts"].get(key) or {}
+        if p.get("present"):
+            out.append(f"STAR {PART_NAMES[key]} {p['start']:.1f}-{p['end']:.1f} s (confidence {p['confidence']:.2f}): "
+                       f"{p['text'][:160]}")
+        else:
+            out.append(f"STAR {PART_NAMES[key]}: missing (confidence {p.get('confidence') or 0:.2f})")
+    measure = f", measurable: {star['result_measure']!r}" if star.get("result_measure") else ""
+    out.append(f"STAR order {'-'.join(star.get('order') or [])}; Action 'I' x{star.get('action_i')}, "
+               f"'we' x{star.get('action_we')}{measure}")
+    return out + [f"STAR advice: {line}" for line in star_advice(star)]

@@ -21,6 +21,7 @@ from pipeline.star import (
     segment,
     star_advice,
     star_for_answer,
+    star_summary_lines,
 )
 from pipeline.timeline import answer_timeline
 
@@ -125,6 +126,10 @@ def test_full_star_answer_gives_four_parts_in_order_with_times(encoder: Sentence
     assert star["result_measurable"] is True and star["result_measure"] == "forty percent"
     assert (star["action_i"], star["action_we"]) == (3, 0)
     assert star_advice(star) == []
+    lines = star_summary_lines(star)
+    assert lines[0].startswith("STAR Situation 1.0-") and lines[3].startswith("STAR Result")
+    assert lines[4] == "STAR order S-T-A-R; Action 'I' x3, 'we' x0, measurable: 'forty percent'"
+    assert star_summary_lines(None) == []
 
 
 def test_missing_result_gives_the_advice(encoder: SentenceEncoder) -> None:
