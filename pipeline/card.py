@@ -9,7 +9,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypedDict
 
-from pipeline.axis import Doc, EvidenceRow, answer_clock, answer_fillers, answer_pauses, key_point_rows, num
+from pipeline.axis import (
+    AnswerClock,
+    Doc,
+    EvidenceRow,
+    answer_clock,
+    answer_fillers,
+    answer_pauses,
+    key_point_rows,
+    num,
+)
 from pipeline.face_advice import (
     METHOD_TEXT,
     framing_hint,
@@ -28,6 +37,7 @@ from pipeline.frames import (
 )
 from pipeline.report import ReportOptions
 from pipeline.speech_metrics import pace_band
+from pipeline.star import PART_NAMES, PARTS, is_behavioural, star_advice
 
 # Pause longer than this gets the "say you need a moment" advice.
 LONG_PAUSE_ADVICE_SECONDS = 3.0
@@ -72,6 +82,27 @@ class CardMetrics(TypedDict):
     emotion_confidence: float | None
 
 
+class StarPartView(TypedDict):
+    """One STAR part of a behavioural answer: found or not, its text and times on the answer axis."""
+
+    part: str  # "Situation", "Task", "Action", "Result"
+    present: bool
+    text: str
+    start_s: float | None
+    end_s: float | None
+    spans: list[tuple[float, float]]  # each run of its sentences, answer axis
+    confidence: float | None  # present: mean probability of its sentences; absent: 1 - the highest one
+
+
+class StarView(TypedDict):
+    parts: list[StarPartView]
+    in_order: bool
+    result_measurable: bool | None  # None: no Result
+    result_measure: str | None  # the measurable phrase quoted
+    action_i: int | None
+    action_we: int | None
+
+
 @dataclass(frozen=True)
 class Tile:
     """One headline number as shown: label, formatted value, optional tooltip (raw text; renderers escape)."""
@@ -99,6 +130,7 @@ class AnswerCard:
     notes: list[str]
     tiles: tuple[Tile, ...]
     transcript: str  # "" when none was stored
+    star: StarView | None = None  # behavioural questions with a transcript only
 
     def expression_line(self, escape: Callable[[str], str]) -> str | None:
         """The expression sentence (None when there is none to show), with ``escape`` applied to
@@ -124,6 +156,18 @@ class AnswerCard:
             "at (s)": "" if r["start_s"] is None else f"{r['start_s']:.1f}–{r['end_s'] or r['start_s']:.1f}",
             "similarity": "" if r["similarity"] is None else f"{r['similarity']:.2f}",
         } for r in self.evidence]
+
+    def star_table(self) -> list[dict[str, str]]:
+        """The STAR parts as display rows (column -> text); empty when there is no STAR analysis."""
+        if self.star is None:
+            return []
+        return [{
+            "part": p["part"],
+            "found": "✓ found" if p["present"] else "✗ missing",
+            "at (s)": "" if p["start_s"] is None else f"{p['start_s']:.1f}–{p['end_s'] or p['start_s']:.1f}",
+            "confidence": "" if p["confidence"] is None else f"{p['confidence']:.2f}",
+            "what you said": p["text"] if len(p["text"]) <= 240 else p["text"][:239] + "…",
+        } for p in self.star["parts"]]
 
 
 def answer_card_view(answer: Doc, frames: Sequence[Doc], options: ReportOptions) -> AnswerCard:
@@ -197,6 +241,9 @@ def answer_card(answer: Doc, frame_summary: FrameSummary | None = None,
             if r["span"] and r["start_s"] is not None and r["similarity"] is not None:
                 advice.append(f"Closest you came to {_quote(r['key_point'], 40)}: {_quote(r['span'])} at "
                               f"{r['start_s']:.1f} s (similarity {r['similarity']:.2f}): say it explicitly.")
+    star, star_lines, star_missing = star_section(answer, clock, analysed and has_speech)
+    advice += star_lines
+    missing += star_missing
     if "too_short" in flags:
         n = metrics.get("word_count", len(words))
         advice.append(f"The answer is short ({n} words; aim for at least {opts.min_answer_words}): "
@@ -328,6 +375,7 @@ def answer_card(answer: Doc, frame_summary: FrameSummary | None = None,
         notes=notes,
         tiles=tuple(tiles),
         transcript=str(transcript) if transcript else "",
+        star=star,
     )
 
 
@@ -383,6 +431,44 @@ def _face_advice(answer: Doc, fs: Mapping[str, Any], frames: Sequence[Doc] | Fra
         geometric.append(f"smiling in {_pct(smile)} of frames (mouth width and corner lift)")
     if geometric:
         notes.append("; ".join(geometric) + ".")
+
+
+def star_section(answer: Doc, clock: AnswerClock, has_words: bool) -> tuple[StarView | None, list[str], list[str]]:
+    """The STAR view of a behavioural answer (times on the answer axis), its advice lines (prefixed 'STAR:')
+    and what is missing; nothing at all for other questions."""
+    if not has_words or not is_behavioural(str(answer.get("question") or "")):
+        return None, [], []
+    stored = answer.get("star")
+    if not isinstance(stored, Mapping) or "parts" not in stored:
+        why = stored.get("missing") if isinstance(stored, Mapping) else None
+        return None, [], [str(why or "No STAR analysis stored for this answer (analysed before STAR detection).")]
+
+    def x(v: Any) -> float | None:
+        t = num(v)
+        return None if t is None else round(clock.audio_x(t), 2)
+
+    parts: list[StarPartView] = []
+    for key in PARTS:
+        p: Mapping[str, Any] = (stored["parts"] or {}).get(key) or {}
+        spans = [(x(sp.get("start")), x(sp.get("end"))) for sp in p.get("spans") or []]
+        parts.append({"part": PART_NAMES[key], "present": bool(p.get("present")), "text": str(p.get("text") or ""),
+                      "start_s": x(p.get("start")), "end_s": x(p.get("end")),
+                      "spans": [(a, b) for a, b in spans if a is not None and b is not None],
+                      "confidence": num(p.get("confidence"))})
+    view: StarView = {
+        "parts": parts, "in_order": bool(stored.get("in_order", True)),
+        "result_measurable": stored.get("result_measurable"), "result_measure": stored.get("result_measure"),
+        "action_i": stored.get("action_i"), "action_we": stored.get("action_we"),
+    }
+    found = [p for p in parts if p["present"] and p["start_s"] is not None]
+    lines = []
+    if found:
+        lines.append("STAR: " + "; ".join(f"{p['part']} at {p['start_s']:.1f} s" for p in found)
+                     + (f"; the Result is measurable ({_quote(str(view['result_measure']), 30)})"
+                        if view["result_measurable"] else "") + ".")
+    lines += [f"STAR: {line}" for line in star_advice(stored)]
+    return view, lines, []
+
 
 
 # --------------------------------------------------------------------------- session header

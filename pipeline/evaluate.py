@@ -207,11 +207,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     f.add_argument("--seed", type=int, default=0, help="seed of the placements and warp angles")
     f.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"),
                    help="the shared test material (faces/, video/)")
+    from pipeline import evaluate_star
+
+    evaluate_star.add_parser(sub)
     args = parser.parse_args(argv)
     if args.task == "grading":
         return run_grading(args)
     if args.task == "face":
         return run_face(args)
+    if args.task == "star":
+        return evaluate_star.run(args)
     return 2
 
 

@@ -107,6 +107,12 @@ def card_html(card: AnswerCard) -> str:
                      + "".join(f"<th>{plain_html(c)}</th>" for c in table[0]) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{plain_html(v)}</td>" for v in row.values()) + "</tr>" for row in table]
         parts.append("</table>")
+    star = card.star_table()
+    if star:
+        parts.append("<p><strong>STAR structure</strong></p><table><tr>"
+                     + "".join(f"<th>{plain_html(c)}</th>" for c in star[0]) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{plain_html(v)}</td>" for v in row.values()) + "</tr>" for row in star]
+        parts.append("</table>")
     text = plain_html(card.transcript) if card.transcript else "<em>No transcript stored.</em>"
     parts.append(f"<details><summary>Transcript</summary><p>{text}</p></details>")
     return "\n".join(parts)

@@ -221,6 +221,9 @@ class GradingSettings(Section):
     calibration_path: Path | None = Field(
         None, alias="grading_calibration_path",
         description="Grade calibration JSON (python -m pipeline.evaluate grading --fit-out); unset uses the shipped one")
+    star_sentence_pause_seconds: float = Field(
+        1.5, alias="star_sentence_pause_seconds", gt=0, le=10,
+        description="STAR structure: a silence this long ends a sentence even where the transcript has no full stop")
 
 
 class SidecarSettings(Section):

@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from pipeline.axis import AnswerClock, Doc, answer_clock, answer_fillers, answer_pauses, key_point_rows, num
+from pipeline.card import star_section
 from pipeline.frames import FrameArrays, frame_arrays
 from pipeline.report import ReportOptions
 from pipeline.safe_text import plain_html
@@ -108,6 +109,7 @@ def answer_timeline(answer: Doc, frames: Sequence[Doc] | FrameArrays, options: R
 
     # (c) words, fillers, pauses, key points
     xmax = _speech_row(fig, rows, answer, clock, opts)
+    _star_band(fig, rows, answer, clock)
     # (d) + (e): pace and prosody
     xmax = max(xmax, _voice_rows(fig, rows, answer, clock, opts, step))
     extent[1] = max(extent[1], xmax)
@@ -315,6 +317,32 @@ def _speech_row(fig: go.Figure, rows: _Rows, answer: Doc, clock: AnswerClock, op
     else:
         fig.update_yaxes(showticklabels=False, row=r, col=1)
     return xmax
+
+
+STAR_COLOURS = {"Situation": "rgba(31,119,180,0.13)", "Task": "rgba(148,103,189,0.15)",
+                "Action": "rgba(44,160,44,0.14)", "Result": "rgba(255,127,14,0.18)"}
+
+
+def _star_band(fig: go.Figure, rows: _Rows, answer: Doc, clock: AnswerClock) -> None:
+    """STAR parts of a behavioural answer shaded behind the speech row (answer axis), one legend entry each."""
+    r = rows.row("speech")
+    words = [w for w in (answer.get("words") or []) if str(w.get("word", "")).strip()]
+    star, _, _ = star_section(answer, clock, bool(words))
+    if r is None or star is None:
+        return
+    top = max(0.6, len(key_point_rows(answer, clock)) + 0.5)
+    for part in star["parts"]:
+        if not part["spans"]:
+            continue
+        px, py = intervals_polygon(part["spans"], -1.6, top)
+        conf = "" if part["confidence"] is None else f" (confidence {part['confidence']:.2f})"
+        fig.add_trace(go.Scatter(
+            x=px, y=py, fill="toself", mode="lines", line={"width": 0}, fillcolor=STAR_COLOURS[part["part"]],
+            name=f"STAR {part['part']}", hoveron="fills", legendgroup="star",
+            text=plain_html(f"{part['part']} {part['start_s']:.1f}–{part['end_s']:.1f} s{conf}: "
+                            f"{part['text'][:160]}"),
+            hoverinfo="text",
+        ), row=r, col=1)
 
 
 def _voice_rows(fig: go.Figure, rows: _Rows, answer: Doc, clock: AnswerClock, opts: ReportOptions, step: int) -> float:

@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:  # e.g. MOCKAI_ADMIN_PASSWORD set but too short: say so, run nothing
         print(f"error: {settings_error_text(exc)}", file=sys.stderr)
         return 2
+    from pipeline.star import star_summary_lines
+
     try:
         report = analyze(request, settings, store=args.store)
     except MediaError as exc:
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"transcript: {report['transcript']}")
         print(f"frames: {report['frames_summary']}")
         print(f"wpm: {report['metrics']['wpm']}  grade: {g.get('score')} ({g.get('band')})")
+        for line in star_summary_lines(report.get("star")):
+            print(line)
         for m in report["missing"]:
             print(f"missing: {m}")
     return 0

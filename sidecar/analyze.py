@@ -204,6 +204,7 @@ def _report(request: AnalyzeRequest, result: AnswerSummary, frames: list[dict[st
             "pace_track": metrics.get("pace_track", []), "has_speech": metrics.get("has_speech"),
         },
         "grade": grade,
+        "star": result.get("star"),
         "missing": _missing(has_audio, frames, metrics, grade),
         "timings": timings,
     }

@@ -59,6 +59,7 @@ class AnswerSummary(TypedDict, total=False):
     metrics: dict[str, Any]
     grade: dict[str, Any] | None
     features: dict[str, Any]
+    star: dict[str, Any] | None  # STAR structure (behavioural questions only; pipeline.star)
     asr: dict[str, Any]
     audio_started_ms: int | None
     audio_seconds: float

@@ -335,6 +335,7 @@ class _SpeechLoop:
     def end(self, msg: AnswerEnd) -> None:
         from pipeline.grading import grade
         from pipeline.speech_metrics import compute_speech_metrics
+        from pipeline.star import star_for_answer
 
         session = self.answers.pop(msg.answer_id, None)
         if session is None:
@@ -355,9 +356,13 @@ class _SpeechLoop:
         answer_grade, features = grade(self.encoder, s.question, s.reference, list(s.key_points),
                                        transcript.text, words, self.grade_options)
         timings["grade_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        star = star_for_answer(self.encoder, s.question, words,
+                               pause_s=self.settings.grading.star_sentence_pause_seconds)
+        timings["star_s"] = time.perf_counter() - t
         fields: AnswerSummary = {
             "status": msg.status, "ended_ms": msg.ended_ms, "transcript": transcript.text, "words": words,
-            "metrics": metrics, "grade": answer_grade.to_dict(), "features": features.to_dict(),
+            "metrics": metrics, "grade": answer_grade.to_dict(), "features": features.to_dict(), "star": star,
             "asr": {"engine": transcript.engine, "model": transcript.model, "language": transcript.language},
             "audio_started_ms": session.first_ms,
             "audio_seconds": round(samples / SAMPLE_RATE, 3),

@@ -37,6 +37,10 @@ def show_card(card: AnswerCard) -> None:
     if table:
         st.markdown("**Grade evidence**")
         st.dataframe(table, hide_index=True, width="stretch")  # cells are text, not Markdown
+    star = card.star_table()
+    if star:
+        st.markdown("**STAR structure** (behavioural question)")
+        st.dataframe(star, hide_index=True, width="stretch")
     with st.expander("Transcript"):
         st.markdown(md(card.transcript) if card.transcript else "_No transcript stored._")
 
