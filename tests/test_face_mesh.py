@@ -197,6 +197,17 @@ def test_head_pose_follows_a_turned_face(mesh: FaceMesh, name: str) -> None:
     assert abs(down.yaw - base.yaw) < 8 and abs(right.roll - base.roll) < 10
 
 
+def test_eye_contact_score_is_a_margin() -> None:
+    assert geo.eye_contact(0, 0, 15, 20) == (True, 1.0)
+    contact, score = geo.eye_contact(7.5, 0, 15, 20)
+    assert contact and score == pytest.approx(0.75)
+    assert geo.eye_contact(15, 20, 15, 20)[0] is True and geo.eye_contact(15, 20, 15, 20)[1] > 0.5
+    contact, score = geo.eye_contact(0, 30, 15, 20)  # pitch 1.5 limits off
+    assert not contact and score == pytest.approx(0.25)
+    assert geo.eye_contact(-60, 0, 15, 20) == (False, 0.0)
+    assert geo.eye_contact(0, 0, 0, 0)[0] is True and geo.eye_contact(0.1, 0, 0, 20) == (False, 0.0)
+
+
 def test_rotate_face_image_keeps_size_and_identity() -> None:
     img = photo("img30.jpg")
     assert geo.rotate_face_image(img, 20, 10).shape == img.shape
