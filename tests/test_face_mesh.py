@@ -14,7 +14,7 @@ import pytest
 from pipeline.settings import EmotionSettings, Settings
 from sidecar import face_geometry as geo
 from sidecar.emotion import EmotionAnalyzer
-from sidecar.face_detectors import HaarFaceDetector, make_detector
+from sidecar.face_detectors import DetectorUnavailableError, HaarFaceDetector, make_detector
 from sidecar.face_mesh import FaceMesh, MediaPipeFaceDetector, MeshFace, ssd_anchors, weighted_nms
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -245,6 +245,15 @@ def test_mediapipe_is_the_default_and_selectable(monkeypatch: pytest.MonkeyPatch
     assert Settings().emotion.eye_contact_yaw_deg == 12.0
     with pytest.raises(ValueError):
         EmotionSettings(eye_contact_pitch_deg=-1)
+
+
+def test_missing_mediapipe_wheel_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mediapipe" else real(name, *a))
+    with pytest.raises(DetectorUnavailableError, match=r"mediapipe==0\.10\.14.*MOCKAI_FACE_DETECTOR=opencv"):
+        EmotionAnalyzer(EmotionSettings(detector="mediapipe"))
 
 
 def test_every_field_on_a_frontal_photo(analyzer: EmotionAnalyzer) -> None:
