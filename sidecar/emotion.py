@@ -17,12 +17,11 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from pipeline.records import FrameFraming, FrameGaze, FrameSample
+from pipeline.records import FrameFraming, FrameSample
 from pipeline.settings_sections import EmotionSettings
 from sidecar import face_geometry as geo
 from sidecar.emotion_classifiers import (
@@ -43,9 +42,6 @@ from sidecar.face_detectors import (
     to_gray_and_bgr,
 )
 from sidecar.face_mesh import MediaPipeFaceDetector, MeshFace
-
-if TYPE_CHECKING:
-    pass
 
 MIN_FACE_PX = 24  # smallest face searched at detection scale (the cascade window is 20 px)
 TRACK_FACE_PX = 64  # the tracking window is rescaled so the face is about this wide (~3-6 ms)
@@ -408,8 +404,11 @@ class EmotionAnalyzer:
         if face.iris is None or pose is None:
             gaze["reason"] = "no iris" if face.iris is None else "head pose not solved"
             return out
-        direction = geo.gaze_direction(pose, lm, face.iris)
-        _judge_gaze(gaze, direction, opts.eye_contact_yaw_deg, opts.eye_contact_pitch_deg)
+        d = geo.gaze_direction(pose, lm, face.iris)
+        gaze["yaw"], gaze["pitch"] = round(d.yaw, 2), round(d.pitch, 2)
+        gaze["iris"] = [round(d.iris[0], 4), round(d.iris[1], 4)]
+        contact, score = geo.eye_contact(d.yaw, d.pitch, opts.eye_contact_yaw_deg, opts.eye_contact_pitch_deg)
+        gaze["eye_contact"], gaze["score"] = contact, round(score, 4)
         return out
 
     def reset_track(self) -> None:
@@ -435,20 +434,6 @@ def _framing(shape: tuple[int, ...], box: tuple[int, int, int, int]) -> FrameFra
     x, y, w, h = box
     dx, dy = (x + w / 2.0 - img_w / 2.0) / img_w, (y + h / 2.0 - img_h / 2.0) / img_h
     return {"offset": [round(dx, 4), round(dy, 4)], "scale": round(w / img_w, 4)}
-
-
-def _judge_gaze(gaze: FrameGaze, d: geo.Gaze, yaw_limit: float, pitch_limit: float) -> None:
-    """Eye contact = gaze within both limits; score = 0-1 margin, > 0.5 exactly when eye contact."""
-    gaze["yaw"], gaze["pitch"] = round(d.yaw, 2), round(d.pitch, 2)
-    gaze["iris"] = [round(d.iris[0], 4), round(d.iris[1], 4)]
-    ratio = max(abs(d.yaw) / yaw_limit if yaw_limit > 0 else math.inf * abs(d.yaw),
-                abs(d.pitch) / pitch_limit if pitch_limit > 0 else math.inf * abs(d.pitch))
-    ratio = 0.0 if math.isnan(ratio) else ratio
-    contact = bool(ratio <= 1.0)
-    score = max(0.0, 1.0 - ratio / 2.0)
-    if contact:
-        score = max(score, 0.5001)  # at the limit itself (ratio 1) eye contact holds: keep score > 0.5
-    gaze["eye_contact"], gaze["score"] = contact, round(min(score, 1.0), 4)
 
 
 def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:

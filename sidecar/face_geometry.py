@@ -130,6 +130,20 @@ def gaze_direction(pose: HeadPose, lm: np.ndarray, iris: np.ndarray) -> Gaze:
     return Gaze(pose.yaw + eye_yaw, pose.pitch + eye_pitch, (offs[0][0], offs[1][0]))
 
 
+def eye_contact(yaw: float, pitch: float, yaw_limit: float, pitch_limit: float) -> tuple[bool, float]:
+    """(eye contact: gaze within both limits, score 0-1: the margin, > 0.5 exactly when eye contact)."""
+
+    def part(v: float, limit: float) -> float:
+        return abs(v) / limit if limit > 0 else (0.0 if v == 0 else math.inf)
+
+    ratio = max(part(yaw, yaw_limit), part(pitch, pitch_limit))  # 1 = at the nearer limit
+    contact = bool(ratio <= 1.0)
+    score = min(1.0, max(0.0, 1.0 - ratio / 2.0))
+    if contact:
+        score = max(score, 0.5001)  # exactly at a limit eye contact still holds: keep the score above 0.5
+    return contact, score
+
+
 def eye_aspect_ratios(lm: np.ndarray) -> tuple[float, float]:
     """Eye aspect ratio (lid gaps / 2 x eye width) of each eye, image-left first; ~0.3 open, < 0.15 shut."""
     out = []

@@ -14,7 +14,7 @@ import pytest
 from pipeline.settings import EmotionSettings, Settings
 from sidecar import face_geometry as geo
 from sidecar.emotion import EmotionAnalyzer
-from sidecar.face_detectors import HaarFaceDetector, make_detector
+from sidecar.face_detectors import DetectorUnavailableError, HaarFaceDetector, make_detector
 from sidecar.face_mesh import FaceMesh, MediaPipeFaceDetector, MeshFace, ssd_anchors, weighted_nms
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -197,6 +197,17 @@ def test_head_pose_follows_a_turned_face(mesh: FaceMesh, name: str) -> None:
     assert abs(down.yaw - base.yaw) < 8 and abs(right.roll - base.roll) < 10
 
 
+def test_eye_contact_score_is_a_margin() -> None:
+    assert geo.eye_contact(0, 0, 15, 20) == (True, 1.0)
+    contact, score = geo.eye_contact(7.5, 0, 15, 20)
+    assert contact and score == pytest.approx(0.75)
+    assert geo.eye_contact(15, 20, 15, 20)[0] is True and geo.eye_contact(15, 20, 15, 20)[1] > 0.5
+    contact, score = geo.eye_contact(0, 30, 15, 20)  # pitch 1.5 limits off
+    assert not contact and score == pytest.approx(0.25)
+    assert geo.eye_contact(-60, 0, 15, 20) == (False, 0.0)
+    assert geo.eye_contact(0, 0, 0, 0)[0] is True and geo.eye_contact(0.1, 0, 0, 20) == (False, 0.0)
+
+
 def test_rotate_face_image_keeps_size_and_identity() -> None:
     img = photo("img30.jpg")
     assert geo.rotate_face_image(img, 20, 10).shape == img.shape
@@ -234,6 +245,15 @@ def test_mediapipe_is_the_default_and_selectable(monkeypatch: pytest.MonkeyPatch
     assert Settings().emotion.eye_contact_yaw_deg == 12.0
     with pytest.raises(ValueError):
         EmotionSettings(eye_contact_pitch_deg=-1)
+
+
+def test_missing_mediapipe_wheel_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mediapipe" else real(name, *a))
+    with pytest.raises(DetectorUnavailableError, match=r"mediapipe==0\.10\.14.*MOCKAI_FACE_DETECTOR=opencv"):
+        EmotionAnalyzer(EmotionSettings(detector="mediapipe"))
 
 
 def test_every_field_on_a_frontal_photo(analyzer: EmotionAnalyzer) -> None:
