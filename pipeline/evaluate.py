@@ -26,6 +26,7 @@ import jiwer
 import numpy as np
 from sklearn.linear_model import Ridge
 
+from pipeline import evaluate_keypoints
 from pipeline.agreement import pearson, rmse
 from pipeline.grading_features import FEATURES_VERSION
 from pipeline.grading_score import Calibration
@@ -176,9 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument(
         "--fit-out", default="", help="also fit on all answers and write the calibration JSON here"
     )
+    evaluate_keypoints.add_parser(sub)
     args = parser.parse_args(argv)
     if args.task == "grading":
         return run_grading(args)
+    if args.task == "keypoints":
+        return evaluate_keypoints.run_keypoints(args)
     return 2
 
 
