@@ -66,12 +66,16 @@ def _grade(encoder: SentenceEncoder, text: str) -> tuple[gr.Grade, gr.GradeFeatu
 
 
 def test_spans_cover_sentences_pairs_clauses_and_windows() -> None:
-    toks = [Token(w, None, None) for w in "We argued a lot, but then we tested it. It worked well today.".split()]
-    texts = answer_spans(toks).texts
+    sentence = "We argued a lot, but then we tested it. It worked well today."
+    toks = [Token(w, None, None) for w in sentence.split(" ")]
+    found = answer_spans(toks)
+    texts = [s[2] for s in found.spans]
     assert "We argued a lot, but then we tested it." in texts  # sentence
-    assert "We argued a lot, but then we tested it. It worked well today." in texts  # pair
+    pair = "We argued a lot, but then we tested it. It worked well today."
+    assert pair in texts and pair not in found.texts  # pair: its vector comes from its two sentences
+    assert found.pairs[pair] == ("We argued a lot, but then we tested it.", "It worked well today.")
     assert "We argued a lot," in texts and "but then we tested it." in texts  # clauses
-    assert any(len(t.split()) == 6 for t in texts)  # a 6-word window
+    assert any(len(t.split()) == 8 for t in texts)  # an 8-word window
     assert answer_spans([]).spans == []
     assert negated("we did not ship") and negated("it wasn't ready") and not negated("we shipped it")
 
@@ -167,3 +171,18 @@ def test_keypoints_evaluation_reports_held_out_precision_recall(tmp_path: Path) 
     # Measured 0.78 / 0.73 (5 folds, seeds 0 and 1); the margin allows other fold splits.
     assert p >= 0.7 and r >= 0.65
     assert any(ln.startswith("off_topic: 240 examples, called covered 0.0") for ln in out)
+
+
+@pytest.mark.slow
+def test_mohler_path_unchanged_in_shape(encoder: SentenceEncoder) -> None:
+    """Written answers with no author key points: the batch path (spans=False) has no evidence and the
+    grade is the Mohler-calibrated value; live, derived key points are evidence only."""
+    ref, ans = CONFLICT["reference"], STRONG
+    batch = gr.extract_features(encoder, CONFLICT["question"], ref, None, ans, spans=False)
+    assert batch.key_points == [] and batch.key_point_source == "reference"
+    assert set(gr.default_calibration().features) <= set(batch.values)
+    live = gr.extract_features(encoder, CONFLICT["question"], ref, None, ans)
+    assert live.key_point_source == "reference" and live.key_points and live.key_points[0].features
+    g_batch, g_live = gr.score(batch), gr.score(live)
+    assert g_batch.coverage is None and g_live.coverage is None
+    assert g_batch.score == pytest.approx(g_batch.calibrated) == pytest.approx(g_live.score)
