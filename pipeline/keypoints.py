@@ -133,9 +133,10 @@ def _stems_equal(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
 def _span_vec(text: str, spans: Spans, vecs: Mapping[str, np.ndarray]) -> np.ndarray:
     if text not in spans.pairs:
         return vecs[text]
-    v = vecs[spans.pairs[text][0]] + vecs[spans.pairs[text][1]]
+    v: np.ndarray = vecs[spans.pairs[text][0]] + vecs[spans.pairs[text][1]]
     n = float(np.linalg.norm(v))
-    return v / n if n > 0 else v
+    out: np.ndarray = v / n if n > 0 else v
+    return out
 
 
 def match_key_points(
