@@ -26,6 +26,7 @@ class EvidenceRow(TypedDict):
     start_s: float | None
     end_s: float | None
     similarity: float | None
+    unsaid: list[str] | None  # key-point words the closest span does not say (missed, newer records)
 
 
 def num(value: Any) -> float | None:
@@ -95,12 +96,14 @@ def key_point_rows(answer: Doc, clock: AnswerClock) -> list[EvidenceRow]:
     for m in grade.get("matched") or []:
         s, e = times(m)
         rows.append({"key_point": str(m.get("key_point", "")), "covered": True, "span": m.get("span") or "",
-                     "start_s": s, "end_s": e, "similarity": num(m.get("similarity"))})
+                     "start_s": s, "end_s": e, "similarity": num(m.get("similarity")), "unsaid": None})
     for m in grade.get("missed") or []:
         kp = str(m.get("key_point", ""))
         near = closest.get(kp, {})
         s, e = times(near)
+        unsaid = near.get("unsaid")
         rows.append({"key_point": kp, "covered": False, "span": near.get("span") or "",
-                     "start_s": s, "end_s": e, "similarity": num(m.get("best_similarity"))})
+                     "start_s": s, "end_s": e, "similarity": num(m.get("best_similarity")),
+                     "unsaid": [str(w) for w in unsaid] if isinstance(unsaid, list) else None})
     return rows
 

@@ -185,6 +185,33 @@ def _quote(s: str, n: int = 60) -> str:
     return f"'{s if len(s) <= n else s[: n - 1] + '…'}'"
 
 
+def _clock(seconds: float) -> str:
+    """m:ss on the answer's axis."""
+    s = max(0, round(seconds))
+    return f"{s // 60}:{s % 60:02d}"
+
+
+UNRELATED_SIMILARITY = 0.3  # below this the closest span is not about the key point at all
+
+
+def _missed_line(r: EvidenceRow) -> str:
+    """Why a key point did not count: what came closest, when, and what it leaves unsaid."""
+    kp = _quote(r["key_point"], 40)
+    sim = r["similarity"]
+    if not r["span"] or sim is None:
+        return f"Missed {kp}: nothing in the answer to compare with it."
+    at = f" ({_clock(r['start_s'])})" if r["start_s"] is not None else ""
+    closest = f"closest: {_quote(r['span'])}{at}"
+    if sim < UNRELATED_SIMILARITY:
+        return f"Missed {kp}: nothing in the answer is about it ({closest}, similarity {sim:.2f})."
+    unsaid = r["unsaid"]
+    if unsaid:
+        words = ", ".join(_quote(w, 24) for w in unsaid[:4])
+        return f"Missed {kp}: {closest}, about the same topic but does not say {words} (similarity {sim:.2f})."
+    return (f"Missed {kp}: {closest}, about the same topic but not what the point says "
+            f"(similarity {sim:.2f}): say it explicitly.")
+
+
 def answer_card(answer: Doc, frame_summary: FrameSummary | None = None,
                 options: ReportOptions | None = None, *,
                 frames: Sequence[Doc] | FrameArrays | None = None) -> AnswerCard:
@@ -237,10 +264,12 @@ def answer_card(answer: Doc, frame_summary: FrameSummary | None = None,
             line += "; missed: " + ", ".join(_quote(r["key_point"]) for r in missed[:5])
             line += f" and {len(missed) - 5} more" if len(missed) > 5 else ""
         advice.append(line + ".")
-        for r in missed[:3]:
-            if r["span"] and r["start_s"] is not None and r["similarity"] is not None:
-                advice.append(f"Closest you came to {_quote(r['key_point'], 40)}: {_quote(r['span'])} at "
-                              f"{r['start_s']:.1f} s (similarity {r['similarity']:.2f}): say it explicitly.")
+        for r in covered[:5]:
+            if r["span"]:
+                advice.append(f"Covered {_quote(r['key_point'], 40)}: you said {_quote(r['span'])}"
+                              + (f" ({_clock(r['start_s'])})." if r["start_s"] is not None else "."))
+        for r in missed[:5]:
+            advice.append(_missed_line(r))
     star, star_lines, star_missing = star_section(answer, clock, analysed and has_speech)
     advice += star_lines
     missing += star_missing

@@ -33,6 +33,7 @@ import jiwer
 import numpy as np
 from sklearn.linear_model import Ridge
 
+from pipeline import evaluate_keypoints
 from pipeline.agreement import pearson, rmse
 from pipeline.grading_features import FEATURES_VERSION
 from pipeline.grading_score import Calibration
@@ -210,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline import evaluate_star
 
     evaluate_star.add_parser(sub)
+    evaluate_keypoints.add_parser(sub)
     args = parser.parse_args(argv)
     if args.task == "grading":
         return run_grading(args)
@@ -217,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_face(args)
     if args.task == "star":
         return evaluate_star.run(args)
+    if args.task == "keypoints":
+        return evaluate_keypoints.run_keypoints(args)
     return 2
 
 

@@ -16,9 +16,10 @@ Two stages, so stored answers can be re-scored without any model:
      out on both sides (question demotion), unless that leaves the reference empty;
    - lexical: stem overlap both ways, ``len_ratio`` = log((answer content words + 1) /
      (reference content words + 1)), ``log_words``;
-   - per key point, the best-matching answer span (the answer's sentences plus sliding
-     windows of 8 words, half overlapping) with its similarity, text, and start/end seconds
-     taken from ``words``.
+   - per key point (``pipeline.keypoints``), the best answer span among sentences, sentence
+     pairs, clauses and 6/12-word windows, by sentence cosine plus soft alignment of the key
+     point's content words, with the coverage features the key-point model decides on, the
+     words the span leaves unsaid, its text and start/end seconds taken from ``words``.
 2. ``score(features, options)`` (``pipeline.grading_score``, re-exported here) is pure and fast
    (no model, imports no model code): it applies the calibration and thresholds in
    ``GradeOptions`` and returns a ``Grade``. The stored record itself is in
@@ -56,6 +57,7 @@ from pipeline.grading_score import (
     default_calibration,
     score,
 )
+from pipeline.keypoints import Spans, answer_spans, coverage_values, key_point_words, match_key_points
 from pipeline.text import MAX_WORD_CHARS, STOPWORDS, TOKEN, content_words, stem, tokens
 from pipeline.text import sanitize as _sanitize
 
@@ -94,8 +96,6 @@ MAX_KEY_POINTS = 20
 MAX_DERIVED_KEY_POINTS = 10
 MAX_WORDS = 3_000
 CHUNK_WORDS = 120  # MiniLM truncates at 256 word pieces; longer answers are embedded in chunks
-WINDOW_SIZES = (8,)  # plus whole sentences; key points run ~5-12 words
-MAX_WINDOWS_PER_SIZE = 200
 ALIGN_THRESHOLD = 0.5
 
 
@@ -160,7 +160,7 @@ class _Prepared:
     ans_words: list[str] = field(default_factory=list)
     answer_content_n: int = 0
     reference_content_n: int = 0
-    windows: list[tuple[int, int, str]] = field(default_factory=list)
+    spans_found: Spans = field(default_factory=lambda: Spans([], []))
 
     @property
     def no_speech(self) -> bool:
@@ -171,8 +171,9 @@ class _Prepared:
             return []
         out = [self.reference, self.question, *self.answer_chunks, *self.answer_demoted_chunks]
         out += [self.reference_demoted, *self.ref_words, *self.ans_words]
-        if self.spans:
-            out += [*self.key_points, *(w[2] for w in self.windows)]
+        if self.spans and self.spans_found.spans:
+            out += [*self.key_points, *self.spans_found.texts, *self.spans_found.words]
+            out += [w for k in self.key_points for w in key_point_words(k)]
         return list(dict.fromkeys(t for t in out if t))
 
 
@@ -204,31 +205,6 @@ def _answer_tokens(transcript: str, words: Iterable[Any] | None) -> tuple[list[T
         truncated = truncated or len(parts) > MAX_WORDS
         out = [Token(p, None, None) for p in parts[:MAX_WORDS] if _TOKEN.search(p)]
     return out, truncated
-
-
-def _windows(toks: list[Token]) -> list[tuple[int, int, str]]:
-    """Candidate evidence spans: sentences plus sliding windows (inclusive word indices)."""
-    n = len(toks)
-    spans: list[tuple[int, int]] = []
-    start = 0
-    for i, t in enumerate(toks):
-        if t.text.endswith((".", "!", "?")) or i == n - 1:
-            spans.append((start, i))
-            start = i + 1
-    for size in WINDOW_SIZES:
-        if n <= size:
-            spans.append((0, n - 1))
-            continue
-        stride = max(size // 2, math.ceil((n - size) / MAX_WINDOWS_PER_SIZE))
-        starts = list(range(0, n - size + 1, stride))
-        if starts[-1] != n - size:
-            starts.append(n - size)
-        spans += [(s, s + size - 1) for s in starts]
-    out = []
-    for a, b in dict.fromkeys(spans):
-        text = " ".join(t.text for t in toks[a : b + 1])
-        out.append((a, b, text))
-    return out
 
 
 def _chunks(words: list[str]) -> list[str]:
@@ -278,7 +254,7 @@ def _prepare(
     p.ref_words = list(dict.fromkeys(ref_words))
     p.ans_words = list(dict.fromkeys(w for w in ans_content if stem(w) not in q_stems))
     if spans and kps:
-        p.windows = _windows(toks)
+        p.spans_found = answer_spans(toks)
     return p
 
 
@@ -351,28 +327,9 @@ def extract_features(
     values["cos_ref_sq"] = values["cos_ref"] ** 2
 
     evidence: list[KeyPointEvidence] = []
-    if spans and p.key_points and p.windows:
-        win_mat = np.stack([vecs[w[2]] for w in p.windows])
-        for kp in p.key_points:
-            sims = win_mat @ vecs[kp]
-            # Ties go to the shorter span: tighter evidence for the same match.
-            best = max(
-                range(len(p.windows)),
-                key=lambda i: (round(float(sims[i]), 4), -(p.windows[i][1] - p.windows[i][0])),
-            )
-            a, b, text = p.windows[best]
-            evidence.append(
-                KeyPointEvidence(
-                    key_point=kp,
-                    best_similarity=float(np.clip(sims[best], -1.0, 1.0)),
-                    span=text,
-                    start=p.answer_tokens[a].start,
-                    end=p.answer_tokens[b].end,
-                    word_start=a,
-                    word_end=b,
-                )
-            )
-        values["kp_mean_best"] = float(np.mean([e.best_similarity for e in evidence]))
+    if spans and p.key_points and p.spans_found.spans:
+        evidence = match_key_points(p.key_points, p.answer_tokens, p.spans_found, vecs)
+        values.update(coverage_values(evidence))
     values = {k: (v if math.isfinite(v) else 0.0) for k, v in values.items()}
     return GradeFeatures(
         no_speech=False,

@@ -4,10 +4,10 @@ plain JSON-able dataclasses, no model code, so re-scoring can load them cheaply.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2: key-point evidence features (pipeline.keypoints)
 
 
 @dataclass
@@ -26,6 +26,9 @@ class KeyPointEvidence:
     end: float | None
     word_start: int | None = None  # index into the answer's words, inclusive
     word_end: int | None = None  # inclusive
+    # Coverage features of the best span (pipeline.keypoints.FEATURES); None in records before them.
+    features: dict[str, float] | None = None
+    unsaid: list[str] | None = None  # key-point content words with no similar word in the best span
 
 
 @dataclass
@@ -50,9 +53,15 @@ class GradeFeatures:
             no_speech=bool(data["no_speech"]),
             n_words=int(data["n_words"]),
             values={str(k): float(v) for k, v in dict(data.get("values") or {}).items()},
-            key_points=[KeyPointEvidence(**dict(kp)) for kp in data.get("key_points") or []],
+            key_points=[
+                KeyPointEvidence(**{k: v for k, v in dict(kp).items() if k in _EVIDENCE_FIELDS})
+                for kp in data.get("key_points") or []
+            ],
             key_point_source=str(data.get("key_point_source", "none")),
             truncated=bool(data.get("truncated", False)),
             model_id=str(data.get("model_id", "")),
             version=int(data.get("version", FEATURES_VERSION)),
         )
+
+
+_EVIDENCE_FIELDS = frozenset(f.name for f in fields(KeyPointEvidence))

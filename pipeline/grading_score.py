@@ -11,7 +11,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.grading_features import GradeFeatures
+from pipeline.grading_features import GradeFeatures, KeyPointEvidence
+from pipeline.keypoints import DEFAULT_KEYPOINT_MODEL_PATH, KeypointModel, default_keypoint_model
 from pipeline.settings_sections import GradingSettings
 
 if TYPE_CHECKING:
@@ -130,25 +131,49 @@ class GradeOptions:
     keypoint_match_threshold: float = _DEFAULT.keypoint_match_threshold
     weight_similarity: float = _DEFAULT.weight_similarity
     weight_coverage: float = _DEFAULT.weight_coverage
+    similarity_floor: float = _DEFAULT.similarity_floor
+    similarity_ceiling: float = _DEFAULT.similarity_ceiling
     band_cutoffs: tuple[float, float, float] = _DEFAULT.band_cutoffs
     min_answer_words: int = _DEFAULT.min_answer_words
     off_topic_similarity: float = _DEFAULT.off_topic_similarity
     calibration: Calibration = field(default_factory=default_calibration)
+    keypoint_model: KeypointModel = field(default_factory=default_keypoint_model)
 
     @classmethod
-    def from_settings(cls, s: Settings, calibration: Calibration | None = None) -> GradeOptions:
+    def from_settings(
+        cls, s: Settings, calibration: Calibration | None = None, keypoint_model: KeypointModel | None = None
+    ) -> GradeOptions:
         if calibration is None:
             path = s.grading.calibration_path or DEFAULT_CALIBRATION_PATH
             calibration = Calibration.load(path)
+        if keypoint_model is None:
+            keypoint_model = KeypointModel.load(s.grading.keypoint_model_path or DEFAULT_KEYPOINT_MODEL_PATH)
         return cls(
             keypoint_match_threshold=s.grading.keypoint_match_threshold,
             weight_similarity=s.grading.weight_similarity,
             weight_coverage=s.grading.weight_coverage,
+            similarity_floor=s.grading.similarity_floor,
+            similarity_ceiling=s.grading.similarity_ceiling,
             band_cutoffs=s.grading.band_cutoffs,
             min_answer_words=s.grading.min_answer_words,
             off_topic_similarity=s.grading.off_topic_similarity,
             calibration=calibration,
+            keypoint_model=keypoint_model,
         )
+
+
+def stretch(calibrated: float, floor: float, ceiling: float) -> float:
+    """The calibrated similarity on a 0-1 scale from ``floor`` (0) to ``ceiling`` (1), clipped."""
+    if ceiling <= floor:
+        return calibrated
+    return min(1.0, max(0.0, (calibrated - floor) / (ceiling - floor)))
+
+
+def covered_probability(e: KeyPointEvidence, model: KeypointModel) -> float | None:
+    """P(covered) of one key point under the model; None for records stored before its features."""
+    if not e.features or e.best_similarity is None:
+        return None
+    return model.probability(e.features)
 
 
 def band_for(score: float, cutoffs: Sequence[float]) -> str:
@@ -171,10 +196,15 @@ def score(features: GradeFeatures | Mapping[str, Any], options: GradeOptions | N
     0-5, vs r 0.51 for the raw cosine). Each x_i is first clipped to the range seen in that data,
     so a spoken answer far longer than a written one cannot extrapolate the linear model. Then
         score = calibrated                                        if key points were derived
-        score = (w_sim * calibrated + w_cov * coverage) / (w_sim + w_cov)   if the author gave them
-    where coverage = matched key points / key points, a key point is matched when its best
-    span similarity >= ``keypoint_match_threshold``, and w_sim / w_cov are
-    ``grade_weight_similarity`` / ``grade_weight_coverage``. Bands: score < cutoffs[0] weak,
+        score = (w_sim * sim + w_cov * coverage) / (w_sim + w_cov)    if the author gave them
+    where sim = clip((calibrated - floor) / (ceiling - floor), 0, 1) (``grade_similarity_floor`` /
+    ``_ceiling``: the Mohler-fitted value sits near 0.5 for an unrelated answer and near 0.9 for a
+    model one, since most Mohler answers pass; stretched, a vague answer no longer earns most of the
+    similarity half), coverage = matched key points / key points, and w_sim / w_cov are
+    ``grade_weight_similarity`` / ``grade_weight_coverage``. A key point is matched when the
+    key-point model's probability (``pipeline.keypoints.KeypointModel``, fitted by ``python -m
+    pipeline.evaluate keypoints``) >= ``keypoint_match_threshold``; records stored before that model
+    (no evidence features) compare their best span cosine with the same threshold. Bands: score < cutoffs[0] weak,
     < cutoffs[1] fair, < cutoffs[2] good, else strong.
 
     Flags: ``no_speech`` (no word in the transcript: score and band are None, never a guessed
@@ -191,7 +221,10 @@ def score(features: GradeFeatures | Mapping[str, Any], options: GradeOptions | N
     matched: list[dict[str, Any]] = []
     missed: list[dict[str, Any]] = []
     for e in f.key_points:
-        if e.best_similarity is not None and e.best_similarity >= thr:
+        prob = covered_probability(e, opt.keypoint_model)
+        measure = prob if prob is not None else e.best_similarity
+        extra = {} if prob is None else {"probability": prob}  # records before the model have none
+        if measure is not None and measure >= thr:
             matched.append(
                 {
                     "key_point": e.key_point,
@@ -199,10 +232,12 @@ def score(features: GradeFeatures | Mapping[str, Any], options: GradeOptions | N
                     "start": e.start,
                     "end": e.end,
                     "similarity": e.best_similarity,
+                    **extra,
                 }
             )
         else:
-            missed.append({"key_point": e.key_point, "best_similarity": e.best_similarity})
+            # The closest span, its times and unsaid words stay in the stored features' evidence.
+            missed.append({"key_point": e.key_point, "best_similarity": e.best_similarity, **extra})
 
     if f.no_speech:
         flags = ["no_speech"] + (["truncated"] if f.truncated else [])
@@ -224,7 +259,8 @@ def score(features: GradeFeatures | Mapping[str, Any], options: GradeOptions | N
         coverage = len(matched) / len(f.key_points)
         total = opt.weight_similarity + opt.weight_coverage
         if total > 0:
-            value = (opt.weight_similarity * calibrated + opt.weight_coverage * coverage) / total
+            sim = stretch(calibrated, opt.similarity_floor, opt.similarity_ceiling)
+            value = (opt.weight_similarity * sim + opt.weight_coverage * coverage) / total
     if "off_topic" in flags:
         # The calibration data has no off-topic answers and regresses them to its mean;
         # fall back to the measured raw cosine, which is below off_topic_similarity here.

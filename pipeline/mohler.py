@@ -37,7 +37,7 @@ def load_mohler(path: Path) -> list[dict[str, str]]:
 
 def grading_features(
     rows: list[dict[str, str]], model: str | None, cache_dir: Path | None,
-    log: Callable[[str], object], threads: int | None = None
+    log: Callable[[str], object], threads: int | None = None, spans: bool = False
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """All feature values (one row per answer, columns = every value the grader computes)."""
     # Imported here: loading the data and the agreement figures need no model code.
@@ -54,7 +54,7 @@ def grading_features(
     for r in rows:
         texts.update(
             dict.fromkeys(
-                texts_to_encode(r["question"], r["desired_answer"], None, r["student_answer"], spans=False)
+                texts_to_encode(r["question"], r["desired_answer"], None, r["student_answer"], spans=spans)
             )
         )
     before = enc.model_calls
@@ -66,7 +66,7 @@ def grading_features(
     log(f"encoded {len(todo)} texts in {time.perf_counter() - t0:.1f}s")
     feats = [
         extract_features(
-            enc, r["question"], r["desired_answer"], None, r["student_answer"], spans=False
+            enc, r["question"], r["desired_answer"], None, r["student_answer"], spans=spans
         ).values
         for r in rows
     ]

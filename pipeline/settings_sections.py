@@ -199,12 +199,22 @@ class MediaSettings(Section):
 
 
 class GradingSettings(Section):
-    keypoint_match_threshold: float = Field(0.5, alias="keypoint_match_threshold", ge=0, le=1,
-                                            description="Span-to-key-point similarity that counts as covered")
+    keypoint_match_threshold: float = Field(
+        0.5, alias="keypoint_match_threshold", ge=0, le=1,
+        description="Key-point model probability (older answers: span similarity) at or above which a key point is covered")
+    keypoint_model_path: Path | None = Field(
+        None, alias="keypoint_model_path",
+        description="Key-point coverage model JSON (python -m pipeline.evaluate keypoints --fit-out); unset uses the shipped one")
     weight_similarity: float = Field(0.5, alias="grade_weight_similarity", ge=0,
                                      description="Weight of similarity to the reference in the grade")
     weight_coverage: float = Field(0.5, alias="grade_weight_coverage", ge=0,
                                    description="Weight of key-point coverage in the grade")
+    similarity_floor: float = Field(
+        0.5, alias="grade_similarity_floor", ge=0, le=1,
+        description="Calibrated similarity that counts as 0 when combined with key-point coverage (an unrelated answer's)")
+    similarity_ceiling: float = Field(
+        0.9, alias="grade_similarity_ceiling", ge=0, le=1,
+        description="Calibrated similarity that counts as 1 when combined with key-point coverage (a model answer's)")
     band_cutoffs: tuple[float, float, float] = Field(
         (0.4, 0.6, 0.8), alias="band_cutoffs", description="Grade cut-offs between weak/fair/good/strong bands")
     min_answer_words: int = Field(8, alias="min_answer_words", ge=0,

@@ -171,7 +171,9 @@ def test_score_formula_threshold_bands_and_flags() -> None:
     assert g.calibrated == pytest.approx(cal)
     assert [m["key_point"] for m in g.matched] == ["kp one"] and g.missed[0]["best_similarity"] == 0.45
     assert g.coverage == 0.5
-    assert g.score == pytest.approx(0.5 * cal + 0.5 * 0.5)
+    # Issue 13: the similarity half is the calibrated value stretched from floor (0) to ceiling (1).
+    sim = min(1.0, max(0.0, (cal - opts.similarity_floor) / (opts.similarity_ceiling - opts.similarity_floor)))
+    assert g.score == pytest.approx(0.5 * sim + 0.5 * 0.5)
     assert g.raw_cosine == 0.7 and g.flags == []
 
     # Lower threshold: both key points covered -> higher score. Derived key points: coverage unused.
@@ -406,7 +408,7 @@ def test_options_change_band_without_reencoding(encoder: SentenceEncoder) -> Non
     strict = gr.score(f, replace(gr.GradeOptions(), band_cutoffs=(s + 0.01, s + 0.02, s + 0.03)))
     lenient = gr.score(f, replace(gr.GradeOptions(), band_cutoffs=(s - 0.03, s - 0.02, s - 0.01)))
     assert (strict.band, lenient.band) == ("weak", "strong") and strict.score == lenient.score == s
-    loose = gr.score(f, replace(gr.GradeOptions(), keypoint_match_threshold=0.2))
+    loose = gr.score(f, replace(gr.GradeOptions(), keypoint_match_threshold=0.05))  # a probability now (issue 13)
     assert len(loose.matched) > len(g.matched) and loose.score > s
     assert encoder.model_calls == calls
 
