@@ -93,9 +93,10 @@ class StageTimer:
         self.times: dict[str, list[float]] = defaultdict(list)
         for attr, stage in (
             ("_detect_full", "full detection"),
-            ("_track_face", "tracking"),
+            ("_near", "tracking"),
         ):
-            setattr(analyzer, attr, self._wrap(getattr(analyzer, attr), stage))
+            boxes = analyzer._boxes  # the box detectors' tracker (sidecar/face_tracking.py)
+            setattr(boxes, attr, self._wrap(getattr(boxes, attr), stage))
         # eyes are found by a module function of sidecar.emotion (issue 10 split); wrap the original each time
         sidecar.emotion.find_eyes = self._wrap(_FIND_EYES, "eyes")  # type: ignore[attr-defined]
         model = analyzer._emotion

@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any, TypedDict
 
 from pipeline.axis import (
-    AnswerClock,
     Doc,
     EvidenceRow,
     answer_clock,
@@ -19,14 +18,7 @@ from pipeline.axis import (
     key_point_rows,
     num,
 )
-from pipeline.face_advice import (
-    METHOD_TEXT,
-    framing_hint,
-    head_pose_text,
-    look_away_lines,
-    look_away_runs,
-    speaking_spans,
-)
+from pipeline.face_advice import add_face_advice, eye_contact_tile, head_pose_text
 from pipeline.frames import (
     FrameArrays,
     FrameSummary,
@@ -37,7 +29,8 @@ from pipeline.frames import (
 )
 from pipeline.report import ReportOptions
 from pipeline.speech_metrics import pace_band
-from pipeline.star import PART_NAMES, PARTS, is_behavioural, star_advice
+from pipeline.star_view import StarView, star_section
+from pipeline.text import quoted
 
 # Pause longer than this gets the "say you need a moment" advice.
 LONG_PAUSE_ADVICE_SECONDS = 3.0
@@ -80,27 +73,6 @@ class CardMetrics(TypedDict):
     dominant_emotion: str | None
     dominant_probability: float | None
     emotion_confidence: float | None
-
-
-class StarPartView(TypedDict):
-    """One STAR part of a behavioural answer: found or not, its text and times on the answer axis."""
-
-    part: str  # "Situation", "Task", "Action", "Result"
-    present: bool
-    text: str
-    start_s: float | None
-    end_s: float | None
-    spans: list[tuple[float, float]]  # each run of its sentences, answer axis
-    confidence: float | None  # present: mean probability of its sentences; absent: 1 - the highest one
-
-
-class StarView(TypedDict):
-    parts: list[StarPartView]
-    in_order: bool
-    result_measurable: bool | None  # None: no Result
-    result_measure: str | None  # the measurable phrase quoted
-    action_i: int | None
-    action_we: int | None
 
 
 @dataclass(frozen=True)
@@ -180,11 +152,6 @@ def _pct(v: float) -> str:
     return f"{round(v * 100)}%"
 
 
-def _quote(s: str, n: int = 60) -> str:
-    s = " ".join(str(s).split())
-    return f"'{s if len(s) <= n else s[: n - 1] + '…'}'"
-
-
 def _clock(seconds: float) -> str:
     """m:ss on the answer's axis."""
     s = max(0, round(seconds))
@@ -196,17 +163,17 @@ UNRELATED_SIMILARITY = 0.3  # below this the closest span is not about the key p
 
 def _missed_line(r: EvidenceRow) -> str:
     """Why a key point did not count: what came closest, when, and what it leaves unsaid."""
-    kp = _quote(r["key_point"], 40)
+    kp = quoted(r["key_point"], 40)
     sim = r["similarity"]
     if not r["span"] or sim is None:
         return f"Missed {kp}: nothing in the answer to compare with it."
     at = f" ({_clock(r['start_s'])})" if r["start_s"] is not None else ""
-    closest = f"closest: {_quote(r['span'])}{at}"
+    closest = f"closest: {quoted(r['span'])}{at}"
     if sim < UNRELATED_SIMILARITY:
         return f"Missed {kp}: nothing in the answer is about it ({closest}, similarity {sim:.2f})."
     unsaid = r["unsaid"]
     if unsaid:
-        words = ", ".join(_quote(w, 24) for w in unsaid[:4])
+        words = ", ".join(quoted(w, 24) for w in unsaid[:4])
         return f"Missed {kp}: {closest}, about the same topic but does not say {words} (similarity {sim:.2f})."
     return (f"Missed {kp}: {closest}, about the same topic but not what the point says "
             f"(similarity {sim:.2f}): say it explicitly.")
@@ -261,12 +228,12 @@ def answer_card(answer: Doc, frame_summary: FrameSummary | None = None,
         what = "key points" if grade.get("key_point_source") == "author" else "points of the reference answer"
         line = f"You covered {len(covered)} of {len(evidence)} {what}"
         if missed:
-            line += "; missed: " + ", ".join(_quote(r["key_point"]) for r in missed[:5])
+            line += "; missed: " + ", ".join(quoted(r["key_point"]) for r in missed[:5])
             line += f" and {len(missed) - 5} more" if len(missed) > 5 else ""
         advice.append(line + ".")
         for r in covered[:5]:
             if r["span"]:
-                advice.append(f"Covered {_quote(r['key_point'], 40)}: you said {_quote(r['span'])}"
+                advice.append(f"Covered {quoted(r['key_point'], 40)}: you said {quoted(r['span'])}"
                               + (f" ({_clock(r['start_s'])})." if r["start_s"] is not None else "."))
         for r in missed[:5]:
             advice.append(_missed_line(r))
@@ -343,7 +310,7 @@ def answer_card(answer: Doc, frame_summary: FrameSummary | None = None,
         if face_ratio is not None and face_ratio < FACE_RATIO_ADVICE:
             advice.append(f"Your face was found in only {_pct(face_ratio)} of frames: sit centred and well lit "
                           "so the feedback covers the whole answer.")
-        _face_advice(answer, fs, frames, opts, evidence, advice, missing, notes)
+        add_face_advice(answer, fs, frames, opts, evidence, advice, missing, notes)
         if opts.emotion_enabled and dominant is None:
             missing.append("No emotion estimate for the face frames.")
     if not opts.emotion_enabled:
@@ -358,7 +325,7 @@ def answer_card(answer: Doc, frame_summary: FrameSummary | None = None,
         Tile(grade_label, f"{grade_out['percent']}%" if grade_out else "no grade"),
         Tile(f"Pace, wpm · {band}" if band else "Pace, wpm", f"{wpm:.0f}" if wpm is not None else "—"),
         Tile("Fillers", str(len(filler_list)) if has_speech and analysed else "—"),
-        _eye_contact_tile(eye_ratio, fs.get("eye_contact_method")),
+        Tile(*eye_contact_tile(eye_ratio, fs.get("eye_contact_method"))),
     ]
     pose: HeadPoseSummary | None = fs.get("head_pose")
     if pose is not None:  # old documents without head pose: no tile rather than a made-up angle
@@ -406,98 +373,6 @@ def answer_card(answer: Doc, frame_summary: FrameSummary | None = None,
         transcript=str(transcript) if transcript else "",
         star=star,
     )
-
-
-# --------------------------------------------------------------------------- face and eye contact
-
-
-def _eye_contact_tile(ratio: float | None, method: str | None) -> Tile:
-    short = {"iris": "iris", "frontal-proxy": "proxy"}.get(str(method))
-    return Tile(f"Eye contact · {short}" if short else "Eye contact", f"{ratio:.0%}" if ratio is not None else "—",
-                f"measured by {METHOD_TEXT[str(method)]}" if method in METHOD_TEXT else None)
-
-
-def _face_advice(answer: Doc, fs: Mapping[str, Any], frames: Sequence[Doc] | FrameArrays | None,
-                 opts: ReportOptions, evidence: list[EvidenceRow], advice: list[str], missing: list[str],
-                 notes: list[str]) -> None:
-    """Eye contact (its share, and the look-away stretches with their times), framing, head pose,
-    blinks and smiles of an answer whose frames had a face."""
-    eye_ratio = num(fs.get("eye_contact_ratio"))
-    method = fs.get("eye_contact_method")
-    how = {"iris": " (iris gaze)", "frontal-proxy": " (frontal-face proxy: the face turned to the camera)"}
-    measured = how.get(str(method), "")
-    if eye_ratio is None:
-        if fs.get("too_small_frames"):
-            missing.append("Eye contact could not be judged: your face was too small in the picture "
-                           "(sit closer to the camera).")
-        else:
-            missing.append("Eye contact could not be measured (no eyes found).")
-    elif eye_ratio < opts.eye_contact_good:
-        advice.append(f"Eye contact on {_pct(eye_ratio)} of frames with a face{measured}: look at the camera more, "
-                      "especially while making your key points.")
-    else:
-        advice.append(f"Eye contact on {_pct(eye_ratio)} of frames with a face{measured}: good.")
-    if eye_ratio is not None and frames is not None:
-        fa = frame_arrays(frames)
-        clock = answer_clock(answer, float(fa.t_ms[0]) if len(fa) else None)
-        words = [w for w in (answer.get("words") or []) if str(w.get("word", "")).strip()]
-        speaking = speaking_spans(answer, clock, opts.pause_seconds) if words else None
-        found = look_away_runs(fa, clock, speaking, opts.gaze_away_min_seconds, evidence)
-        advice += look_away_lines(found, method)
-    hint = framing_hint(fs.get("framing"), opts.framing_offset_hint, opts.framing_small_face)
-    if hint:
-        advice.append(hint)
-    pose = head_pose_text(fs.get("head_pose"))
-    geometric = []
-    if pose:
-        geometric.append(f"Head pose: {pose}")
-    blinks = num(fs.get("blink_rate_per_min"))
-    if blinks is not None:
-        geometric.append(f"blinks: {blinks:.0f} per minute (closed-eye runs among the sampled frames, "
-                         "from the eye aspect ratio; short blinks between samples are missed)")
-    smile = num(fs.get("smile_ratio"))
-    if smile is not None:
-        geometric.append(f"smiling in {_pct(smile)} of frames (mouth width and corner lift)")
-    if geometric:
-        notes.append("; ".join(geometric) + ".")
-
-
-def star_section(answer: Doc, clock: AnswerClock, has_words: bool) -> tuple[StarView | None, list[str], list[str]]:
-    """The STAR view of a behavioural answer (times on the answer axis), its advice lines (prefixed 'STAR:')
-    and what is missing; nothing at all for other questions."""
-    if not has_words or not is_behavioural(str(answer.get("question") or "")):
-        return None, [], []
-    stored = answer.get("star")
-    if not isinstance(stored, Mapping) or "parts" not in stored:
-        why = stored.get("missing") if isinstance(stored, Mapping) else None
-        return None, [], [str(why or "No STAR analysis stored for this answer (analysed before STAR detection).")]
-
-    def x(v: Any) -> float | None:
-        t = num(v)
-        return None if t is None else round(clock.audio_x(t), 2)
-
-    parts: list[StarPartView] = []
-    for key in PARTS:
-        p: Mapping[str, Any] = (stored["parts"] or {}).get(key) or {}
-        spans = [(x(sp.get("start")), x(sp.get("end"))) for sp in p.get("spans") or []]
-        parts.append({"part": PART_NAMES[key], "present": bool(p.get("present")), "text": str(p.get("text") or ""),
-                      "start_s": x(p.get("start")), "end_s": x(p.get("end")),
-                      "spans": [(a, b) for a, b in spans if a is not None and b is not None],
-                      "confidence": num(p.get("confidence"))})
-    view: StarView = {
-        "parts": parts, "in_order": bool(stored.get("in_order", True)),
-        "result_measurable": stored.get("result_measurable"), "result_measure": stored.get("result_measure"),
-        "action_i": stored.get("action_i"), "action_we": stored.get("action_we"),
-    }
-    found = [p for p in parts if p["present"] and p["start_s"] is not None]
-    lines = []
-    if found:
-        lines.append("STAR: " + "; ".join(f"{p['part']} at {p['start_s']:.1f} s" for p in found)
-                     + (f"; the Result is measurable ({_quote(str(view['result_measure']), 30)})"
-                        if view["result_measurable"] else "") + ".")
-    lines += [f"STAR: {line}" for line in star_advice(stored)]
-    return view, lines, []
-
 
 
 # --------------------------------------------------------------------------- session header

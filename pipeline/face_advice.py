@@ -3,14 +3,17 @@ the gentler framing hint (position and size in the picture), and the head-pose w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from pipeline.axis import AnswerClock, Doc, EvidenceRow
-from pipeline.frames import FrameArrays, FramingSummary, HeadPoseSummary
+from pipeline.axis import AnswerClock, Doc, EvidenceRow, answer_clock, num
+from pipeline.frames import FrameArrays, FramingSummary, HeadPoseSummary, frame_arrays
+from pipeline.report import ReportOptions
 from pipeline.signal import median_step
+from pipeline.text import quoted
 
 # Judged samples further apart than this (face lost, eyes closed, too small) end a look-away run.
 BRIDGE_SECONDS = 1.0
@@ -115,18 +118,13 @@ def _overlapping_point(s: float, e: float, key_points: Sequence[EvidenceRow]) ->
     return best
 
 
-def _quote(s: str, n: int = 50) -> str:
-    s = " ".join(str(s).split())
-    return f"'{s if len(s) <= n else s[: n - 1] + '…'}'"
-
-
 def look_away_lines(found: Sequence[LookAway], method: str | None, limit: int = MAX_GAZE_LINES) -> list[str]:
     """Advice lines, longest first. Only the iris method claims where the eyes looked; the
     frontal-face proxy (or an unknown method) says the face turned away."""
     lines = []
     for r in found[:limit]:
         when = f"at {mmss(r.start_s)}–{mmss(r.end_s)}"
-        during = (f" while making your key point {_quote(r.key_point)}" if r.key_point
+        during = (f" while making your key point {quoted(r.key_point, 50)}" if r.key_point
                   else " while speaking" if r.speaking else "")
         if method == "iris":
             where = f"looked {r.direction}" if r.direction else "looked away from the camera"
@@ -175,3 +173,59 @@ def head_pose_text(pose: HeadPoseSummary | None) -> str | None:
 
 
 METHOD_TEXT = {"iris": "iris gaze (face landmarks)", "frontal-proxy": "frontal-face proxy (face turned to the camera)"}
+
+
+def _pct(v: float) -> str:
+    return f"{round(v * 100)}%"
+
+
+def eye_contact_tile(ratio: float | None, method: str | None) -> tuple[str, str, str | None]:
+    """The eye-contact tile's label (with its method), value and tooltip."""
+    short = {"iris": "iris", "frontal-proxy": "proxy"}.get(str(method))
+    return (f"Eye contact · {short}" if short else "Eye contact", f"{ratio:.0%}" if ratio is not None else "—",
+            f"measured by {METHOD_TEXT[str(method)]}" if method in METHOD_TEXT else None)
+
+
+def add_face_advice(answer: Doc, fs: Mapping[str, Any], frames: Sequence[Doc] | FrameArrays | None,
+                    opts: ReportOptions, evidence: list[EvidenceRow], advice: list[str], missing: list[str],
+                 notes: list[str]) -> None:
+    """Eye contact (its share, and the look-away stretches with their times), framing, head pose,
+    blinks and smiles of an answer whose frames had a face."""
+    eye_ratio = num(fs.get("eye_contact_ratio"))
+    method = fs.get("eye_contact_method")
+    how = {"iris": " (iris gaze)", "frontal-proxy": " (frontal-face proxy: the face turned to the camera)"}
+    measured = how.get(str(method), "")
+    if eye_ratio is None:
+        if fs.get("too_small_frames"):
+            missing.append("Eye contact could not be judged: your face was too small in the picture "
+                           "(sit closer to the camera).")
+        else:
+            missing.append("Eye contact could not be measured (no eyes found).")
+    elif eye_ratio < opts.eye_contact_good:
+        advice.append(f"Eye contact on {_pct(eye_ratio)} of frames with a face{measured}: look at the camera more, "
+                      "especially while making your key points.")
+    else:
+        advice.append(f"Eye contact on {_pct(eye_ratio)} of frames with a face{measured}: good.")
+    if eye_ratio is not None and frames is not None:
+        fa = frame_arrays(frames)
+        clock = answer_clock(answer, float(fa.t_ms[0]) if len(fa) else None)
+        words = [w for w in (answer.get("words") or []) if str(w.get("word", "")).strip()]
+        speaking = speaking_spans(answer, clock, opts.pause_seconds) if words else None
+        found = look_away_runs(fa, clock, speaking, opts.gaze_away_min_seconds, evidence)
+        advice += look_away_lines(found, method)
+    hint = framing_hint(fs.get("framing"), opts.framing_offset_hint, opts.framing_small_face)
+    if hint:
+        advice.append(hint)
+    pose = head_pose_text(fs.get("head_pose"))
+    geometric = []
+    if pose:
+        geometric.append(f"Head pose: {pose}")
+    blinks = num(fs.get("blink_rate_per_min"))
+    if blinks is not None:
+        geometric.append(f"blinks: {blinks:.0f} per minute (closed-eye runs among the sampled frames, "
+                         "from the eye aspect ratio; short blinks between samples are missed)")
+    smile = num(fs.get("smile_ratio"))
+    if smile is not None:
+        geometric.append(f"smiling in {_pct(smile)} of frames (mouth width and corner lift)")
+    if geometric:
+        notes.append("; ".join(geometric) + ".")

@@ -118,3 +118,9 @@ def stem(word: str) -> str:
 
 def content_words(text: str) -> list[str]:
     return [w[:MAX_WORD_CHARS] for w in tokens(text) if w not in STOPWORDS and (len(w) > 1 or w.isdigit())]
+
+
+def quoted(text: str, max_chars: int = 60) -> str:
+    """'text' on one line for advice, cut with an ellipsis past ``max_chars``."""
+    s = " ".join(str(text).split())
+    return f"'{s if len(s) <= max_chars else s[: max_chars - 1] + '…'}'"

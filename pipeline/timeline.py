@@ -12,7 +12,6 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from pipeline.axis import AnswerClock, Doc, answer_clock, answer_fillers, answer_pauses, key_point_rows, num
-from pipeline.card import star_section
 from pipeline.frames import FrameArrays, frame_arrays
 from pipeline.report import ReportOptions
 from pipeline.safe_text import plain_html
@@ -30,6 +29,7 @@ from pipeline.signal import (
     runs,
     smooth_segments,
 )
+from pipeline.star_view import star_section
 
 EMOTION_COLOURS = {
     "angry": "#d62728",

@@ -56,7 +56,9 @@ def test_pause_threshold_changes_the_pause_marks(tmp_path, shared_data, mongo_ur
             box.fill("0.2")
             box.press("Enter")
             wait_text(page, "what-if: not saved", 30)
-            page.wait_for_function(f"() => ({PAUSE_MARKS_JS})() !== {before}", timeout=30_000)
+            # null while Streamlit swaps the chart during the rerun: wait on a drawn chart with new marks
+            page.wait_for_function(f"() => {{ const n = ({PAUSE_MARKS_JS})(); return n !== null && n !== {before}; }}",
+                                   timeout=30_000)
             after = _pause_marks(page)
             wait_script_done(page)  # the rerun finished: the picture shows the settled page
             shot(page, tmp_path, "whatif_pauses")
