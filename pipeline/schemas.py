@@ -115,11 +115,29 @@ class ProfileDoc(_Doc):
     author: str | None = Field(default=None, max_length=200)
 
 
+class AnswerAudioDoc(_Doc):
+    """One open answer's start, a chunk of its audio (16-bit PCM) or its end (pipeline/answer_audio.py)."""
+
+    kind: Literal["start", "audio", "end"]
+    answer_id: str = Field(min_length=1, max_length=200)
+    session_id: str = Field(min_length=1, max_length=200)
+    node: str = Field(min_length=1, max_length=200)
+    written_at: datetime
+    seq: int | None = Field(default=None, ge=0)
+    t_ms: int | None = Field(default=None, ge=0)
+    rate: int | None = Field(default=None, ge=8000, le=48000)
+    pcm: bytes | None = Field(default=None, max_length=4 * 16000 * 2)  # <= 4 s at 16 kHz: 2x a chunk
+    start: dict[str, Any] | None = None
+    ended_ms: int | None = Field(default=None, ge=0)
+    status: Literal["complete", "incomplete"] | None = None
+
+
 SCHEMAS: dict[str, type[_Doc]] = {
     "sessions": SessionDoc,
     "answers": AnswerDoc,
     "frames": FrameDoc,
     "profiles": ProfileDoc,
+    "answer_audio": AnswerAudioDoc,
 }
 
 

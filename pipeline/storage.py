@@ -57,6 +57,9 @@ DELETED_SESSIONS = "deleted_sessions"
 # Collections that are not per-session data: deleting a session never touches them.
 NOT_SESSION_DATA = frozenset({"sessions", "users", "logins", "profiles", "questions", DELETED_SESSIONS})
 
+# How long an open answer's stored audio is kept (crash recovery only: it is not shown anywhere).
+AUDIO_KEEP_SECONDS = 24 * 3600
+
 INDEXES: dict[str, list[IndexModel]] = {
     "sessions": [
         IndexModel([("started_at", DESCENDING)], name="by_started"),
@@ -78,6 +81,15 @@ INDEXES: dict[str, list[IndexModel]] = {
     "frames": [
         IndexModel([("session_id", ASCENDING), ("answer_id", ASCENDING), ("t", ASCENDING)], name="by_answer_time"),
     ],
+    # Open answers' start, audio and end, for the node that finishes an answer whose node died
+    # (pipeline.answer_audio); the server removes them answer_audio_keep_hours after they were written.
+    "answer_audio": [
+        IndexModel([("answer_id", ASCENDING), ("written_at", DESCENDING)], name="by_answer"),
+        IndexModel([("kind", ASCENDING), ("written_at", ASCENDING)], name="by_kind"),
+        IndexModel([("session_id", ASCENDING)], name="by_session"),
+        IndexModel([("written_at", ASCENDING)], name="expires", expireAfterSeconds=AUDIO_KEEP_SECONDS),
+    ],
+    "answer_claims": [IndexModel([("claimed_at", ASCENDING)], name="expires", expireAfterSeconds=AUDIO_KEEP_SECONDS)],
     # Re-scored grades, one small document per answer (pipeline.queries.ANSWER_SCORES).
     "answer_scores": [IndexModel([("session_id", ASCENDING)], name="by_session")],
     DELETED_SESSIONS: [IndexModel([("deleted_at", DESCENDING)], name="by_deleted_at")],

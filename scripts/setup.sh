@@ -12,7 +12,7 @@ MODE="${1:-run}"
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 APT_RUN=()
-APT_TEST=(chromium chromium-driver ffmpeg)
+APT_TEST=(chromium chromium-driver ffmpeg haproxy)
 
 stamp="$VENV/.setup-stamp-$MODE"
 want="$(cat requirements.txt requirements-nodeps.txt requirements-test.txt constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)"
