@@ -36,12 +36,14 @@ class RunningApp:
 
 
 @contextmanager
-def running_app(data_dir: Path, env: dict[str, str] | None = None, timeout: float = 120) -> Iterator[RunningApp]:
-    """``streamlit run app.py`` headless on a free port; yields once /_stcore/health answers ok."""
-    port = free_port()
+def running_app(data_dir: Path, env: dict[str, str] | None = None, timeout: float = 120, *, port: int | None = None,
+                log_name: str = "streamlit.log") -> Iterator[RunningApp]:
+    """``streamlit run app.py`` headless on ``port`` (default a free one); yields once /_stcore/health
+    answers ok. Several apps may share ``data_dir`` (nodes on one machine), each with its own log."""
+    port = port or free_port()
     full_env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
     full_env.update({"MOCKAI_DATA_DIR": str(data_dir), **(env or {})})
-    log_path = data_dir / "streamlit.log"
+    log_path = data_dir / log_name
     data_dir.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
