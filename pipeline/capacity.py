@@ -7,7 +7,7 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pipeline.settings_sections import CapacitySettings
@@ -41,11 +41,17 @@ class Admission:
     message: str | None = None
 
 
+def remaining_interview_seconds(question_seconds: Sequence[int], index: int, options: CapacitySettings) -> float:
+    """How long a live interview at question ``index`` should still take: the suggested length of
+    each question left plus ``live_question_overhead_seconds`` for each (start, scoring, feedback)."""
+    left = question_seconds[max(0, index):]
+    return float(sum(left) + len(left) * options.live_question_overhead_seconds)
+
+
 @dataclass
 class _Slot:
-    started: float
     touched: float
-    expected_s: float
+    ends_at: float  # when this session is expected to end, on the registry's clock
 
 
 @dataclass(frozen=True)
@@ -88,41 +94,49 @@ class LiveSlots:
         for sid in [s for s, slot in self._slots.items() if now - slot.touched > timeout]:
             del self._slots[sid]
 
-    def try_acquire(self, session_id: str, expected_s: float | None = None) -> Admission:
+    def try_acquire(self, session_id: str, remaining_s: float | None = None) -> Admission:
         """A slot for ``session_id`` (refreshed if it has one), or a refusal saying how long to wait.
-        ``expected_s``: how long this session is expected to last (default: the typical length)."""
+        ``remaining_s``: how long this session should still last (None: live_session_typical_minutes
+        for a new slot, unchanged for a held one)."""
         if not session_id:
             raise ValueError("a live slot needs a session id")
-        typical_s = self.options.live_session_typical_minutes * 60
         with self._lock:
             now = self._clock()
             self._expire(now)
             held = self._slots.get(session_id)
             if held is not None:
-                held.touched = now
+                self._refresh(held, now, remaining_s)
                 return Admission(True, len(self._slots), self.capacity)
             if len(self._slots) < self.capacity:
-                self._slots[session_id] = _Slot(now, now, expected_s if expected_s and expected_s > 0 else typical_s)
+                typical_s = self.options.live_session_typical_minutes * 60
+                self._slots[session_id] = _Slot(now, now + (typical_s if remaining_s is None else max(0.0, remaining_s)))
                 return Admission(True, len(self._slots), self.capacity)
             wait = self._wait_minutes(now)
             in_use = len(self._slots)
         return Admission(False, in_use, self.capacity, wait, busy_message(in_use, self.capacity, wait))
 
+    @staticmethod
+    def _refresh(slot: _Slot, now: float, remaining_s: float | None) -> None:
+        slot.touched = now
+        if remaining_s is not None:
+            slot.ends_at = now + max(0.0, remaining_s)
+
     def _wait_minutes(self, now: float) -> int:
         """Minutes until the running session closest to its expected end should finish (at least 1).
-        A session past its expected length counts as finishing now (the 1-minute floor)."""
-        remaining = min(max(0.0, slot.expected_s - (now - slot.started)) for slot in self._slots.values())
+        A session past its expected end counts as finishing now (the 1-minute floor)."""
+        remaining = min(max(0.0, slot.ends_at - now) for slot in self._slots.values())
         return max(1, math.ceil(remaining / 60))
 
-    def touch(self, session_id: str) -> bool:
-        """Refresh a held slot (its tab is still open); False when it holds none (expired or released)."""
+    def touch(self, session_id: str, remaining_s: float | None = None) -> bool:
+        """Refresh a held slot (its tab is still open), with how long it should still last when known;
+        False when it holds none (expired or released)."""
         with self._lock:
             now = self._clock()
             self._expire(now)
             slot = self._slots.get(session_id)
             if slot is None:
                 return False
-            slot.touched = now
+            self._refresh(slot, now, remaining_s)
             return True
 
     def release(self, session_id: str) -> bool:

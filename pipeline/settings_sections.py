@@ -288,7 +288,12 @@ class CapacitySettings(Section):
         "cores_per_live_session (at least 1)")
     live_session_typical_minutes: float = Field(
         12.0, alias="live_session_typical_minutes", gt=0, le=240,
-        description="Typical length of a live interview, for the wait a refused candidate is told")
+        description="Typical length of a live interview whose questions are not known, for the wait a "
+        "refused candidate is told")
+    live_question_overhead_seconds: float = Field(
+        60.0, alias="live_question_overhead_seconds", ge=0, le=3600,
+        description="Seconds a live question takes beyond its suggested answer length (start, scoring, "
+        "reading the feedback), for the wait a refused candidate is told")
     live_slot_timeout_seconds: float = Field(
         60.0, alias="live_slot_timeout_seconds", gt=0,
         description="A live slot not refreshed this long (tab closed without ending) is freed")

@@ -16,10 +16,18 @@ import pytest
 from playwright.sync_api import sync_playwright
 from pydantic import ValidationError
 
-from pipeline.capacity import LiveSlots, SlotUsage, busy_message, node_capacity, node_id
+from pipeline.capacity import (
+    LiveSlots,
+    SlotUsage,
+    busy_message,
+    node_capacity,
+    node_id,
+    remaining_interview_seconds,
+)
 from pipeline.settings import CapacitySettings, Settings, settings_error_text
 from pipeline.storage import free_port
 from sidecar.health import HealthServer, health_report
+from tests.browser import WEBRTC_IFRAME as WEBRTC
 from tests.browser import launch_chromium, running_app, shot, wait_script_done, wait_text
 from tests.waiting import wait_until
 
@@ -127,11 +135,26 @@ def test_a_full_node_refuses_with_the_wait_until_the_soonest_session_should_end(
     assert slots.try_acquire("c").granted and slots.usage().free == 0
 
 
-def test_a_session_s_own_expected_length_drives_the_estimate() -> None:
+def test_the_estimate_follows_each_session_s_questions_left() -> None:
     clock = FakeClock()
-    slots = LiveSlots(options(max_live_sessions=1, live_slot_timeout_seconds=3600), clock)
-    assert slots.try_acquire("short", expected_s=150).granted
-    assert slots.try_acquire("next").wait_minutes == 3  # 2.5 minutes left, rounded up
+    opts = options(max_live_sessions=2, live_question_overhead_seconds=60, live_slot_timeout_seconds=3600)
+    slots = LiveSlots(opts, clock)
+    five = [150, 150, 180, 150, 240]
+    assert remaining_interview_seconds(five, 0, opts) == 870 + 5 * 60
+    assert remaining_interview_seconds(five, 3, opts) == 390 + 2 * 60
+    assert remaining_interview_seconds(five, 5, opts) == 0
+    assert slots.try_acquire("long", remaining_interview_seconds(five, 0, opts)).granted  # 19.5 min
+    assert slots.try_acquire("short", remaining_interview_seconds([150], 0, opts)).granted  # 3.5 min
+    assert slots.try_acquire("next").wait_minutes == 4  # "short" should end first: 3.5 min, rounded up
+    clock.advance(3 * 60)
+    assert slots.touch("long", remaining_interview_seconds(five, 4, opts))  # long is on its last question: 5 min
+    assert slots.try_acquire("next").wait_minutes == 1  # short: 30 s left
+    assert slots.release("short")
+    assert slots.try_acquire("other").granted and slots.touch("other", 0)  # an interview about to end
+    assert slots.try_acquire("next").message == ("All interview slots on this server are busy (2 of 2 in use). "
+                                                 "Try again in about 1 minute.")
+    assert slots.release("other")
+    assert slots.try_acquire("next", 600).granted and slots.try_acquire("later").wait_minutes == 5  # long: 5 min
     assert busy_message(3, 3, 2) == ("All interview slots on this server are busy (3 of 3 in use). "
                                      "Try again in about 2 minutes.")
 
@@ -315,7 +338,7 @@ def test_a_candidate_past_capacity_sees_the_busy_message_and_no_camera(tmp_path:
         assert body["capacity"] == 1 and body["live_sessions"] == 0 and body["node"] == "node-e2e"
         _to_device_check(first, "First Candidate")
         wait_text(first, "Device check")
-        assert first.locator('iframe[title*="streamlit_webrtc"]').count() == 1
+        first.locator(WEBRTC).wait_for(state="attached", timeout=60_000)  # the camera widget is drawn
         wait_text(first, r"Live sessions on this server: 1 / 1")
         wait_until(lambda: _health(health_port)[1]["workers_ready"], "workers ready", 300)
         assert _health(health_port) == (503, {"status": "full", "live_sessions": 1, "capacity": 1, "free": 0,
@@ -326,7 +349,7 @@ def test_a_candidate_past_capacity_sees_the_busy_message_and_no_camera(tmp_path:
                           r"Try again in about \d+ minutes?\.")
         wait_script_done(second)
         shot(second, artifacts, "capacity_busy")
-        assert second.locator('iframe[title*="streamlit_webrtc"]').count() == 0  # no camera asked for
+        assert second.locator(WEBRTC).count() == 0  # no camera asked for
         assert "Device check" not in second.inner_text("body")
 
         first_ctx.close()  # the first tab closes without ending: its slot expires, the node is free again
@@ -335,7 +358,7 @@ def test_a_candidate_past_capacity_sees_the_busy_message_and_no_camera(tmp_path:
                    "the closed tab's slot to expire", 120)
         second.get_by_role("button", name="Try again").click()
         wait_text(second, "Device check")
-        second.locator('iframe[title*="streamlit_webrtc"]').wait_for(state="attached", timeout=60_000)
+        second.locator(WEBRTC).wait_for(state="attached", timeout=60_000)
         assert _health(health_port)[1]["live_sessions"] == 1
         browser.close()
     assert "Traceback" not in app.log()

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from pipeline.capacity import LiveSlots, node_id
+from pipeline.capacity import LiveSlots, node_id, remaining_interview_seconds
 from pipeline.safe_text import md
 from pipeline.settings import get_settings
-from ui.interview import STATE_KEY
+from ui.interview import STATE_KEY, InterviewState
 
 if TYPE_CHECKING:
     from sidecar.health import HealthServer
@@ -56,15 +56,25 @@ def start_health_endpoint(_sidecar: Sidecar | None) -> HealthServer | None:
     return server.start()
 
 
-def admit_live(session_id: str) -> bool:
+def _remaining_s(state: InterviewState) -> float | None:
+    """How long this tab's interview should still take, from its questions' suggested lengths."""
+    questions = state.get("questions") or []
+    if not questions:
+        return None
+    return remaining_interview_seconds([int(q.get("seconds", 0)) for q in questions], state.get("index", 0),
+                                       get_settings().capacity)
+
+
+def admit_live(state: InterviewState) -> bool:
     """A live slot for this interview session before its camera starts (refreshed if held); when
     the node is full, the busy message with its wait estimate and a retry button instead."""
+    session_id = state["session_id"]
     slots = get_live_slots()
     previous = st.session_state.get(SLOT_KEY)
     if previous and previous != session_id:  # this tab started another session: its old slot goes first
         slots.release(previous)
         st.session_state.pop(SLOT_KEY, None)
-    admission = slots.try_acquire(session_id)
+    admission = slots.try_acquire(session_id, _remaining_s(state))
     if admission.granted:
         st.session_state[SLOT_KEY] = session_id
         return True
@@ -85,11 +95,11 @@ def release_live() -> None:
 def _live_sessions_line() -> None:
     session_id = st.session_state.get(SLOT_KEY)
     if session_id:
-        step = st.session_state.get(STATE_KEY, {}).get("step")
-        if step not in LIVE_STEPS:  # summary reached, or a new session started: nothing live any more
+        state: InterviewState = st.session_state.get(STATE_KEY, {})
+        if state.get("step") not in LIVE_STEPS:  # summary reached, or a new session: nothing live any more
             release_live()
-        else:
-            get_live_slots().touch(session_id)  # this tab is open: its slot stays
+        else:  # this tab is open: its slot stays, with how long its interview should still take
+            get_live_slots().touch(session_id, _remaining_s(state))
     usage = get_live_slots().usage()
     st.caption(f":material/groups: Live sessions on this server: {usage.in_use} / {usage.capacity}")
 

@@ -40,7 +40,7 @@ def start_media(state: InterviewState, capture: Capture, settings: Settings) -> 
     this session holds a live slot on this server (refused: the busy message, and no camera)."""
     from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-    if not admit_live(state["session_id"]):
+    if not admit_live(state):
         st.stop()
     media = webrtc_streamer(
         key="mockai-media",
