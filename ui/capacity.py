@@ -99,7 +99,9 @@ def _live_sessions_line() -> None:
         if state.get("step") not in LIVE_STEPS:  # summary reached, or a new session: nothing live any more
             release_live()
         else:  # this tab is open: its slot stays, with how long its interview should still take
-            get_live_slots().touch(session_id, _remaining_s(state))
+            slots, remaining = get_live_slots(), _remaining_s(state)
+            if not slots.touch(session_id, remaining):  # expired while the tab slept: back if there is room
+                slots.try_acquire(session_id, remaining)
     usage = get_live_slots().usage()
     st.caption(f":material/groups: Live sessions on this server: {usage.in_use} / {usage.capacity}")
 
