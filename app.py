@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pipeline.settings import settings_problem
+from ui.capacity import show_live_sessions, start_health_endpoint
 from ui.session import get_sidecar, get_store, show_account
 from ui.status import show_sidecar_status, show_storage_status
 
@@ -26,8 +27,10 @@ PAGES = {
 page = st.navigation(PAGES)
 store = get_store()
 sidecar = get_sidecar()  # started with the server so models are warm before the first answer
+start_health_endpoint(sidecar)  # GET /health for a load balancer, once per server process
 with st.sidebar:
     show_account()
     show_storage_status(store)
     show_sidecar_status(sidecar)
+    show_live_sessions(sidecar)
 page.run()

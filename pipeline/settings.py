@@ -1,8 +1,8 @@
 """One typed settings object for the whole product, in sections.
 
 ``Settings`` holds one frozen sub-model per part of the product (``storage``, ``capture``,
-``emotion``, ``report``, ``asr``, ``speech``, ``media``, ``grading``, ``sidecar``, ``access``);
-each analyzer takes its section as its options, so every default is written once, here.
+``emotion``, ``report``, ``asr``, ``speech``, ``media``, ``grading``, ``sidecar``, ``access``,
+``capacity``); each analyzer takes its section as its options, so every default is written once.
 Every setting also has a flat public name (its field alias, e.g. ``asr_model``): that name
 is its environment variable with the ``MOCKAI_`` prefix (``MOCKAI_ASR_MODEL``; ``MONGODB_URI``
 has none), its key in saved threshold profiles and session snapshots, and its row on the
@@ -27,6 +27,7 @@ from pipeline.settings_sections import (
     PASSWORD_MIN,
     AccessSettings,
     AsrSettings,
+    CapacitySettings,
     CaptureSettings,
     EmotionSettings,
     GradingSettings,
@@ -39,7 +40,7 @@ from pipeline.settings_sections import (
 )
 
 __all__ = [
-    "DEFAULT_FILLERS", "PASSWORD_MAX", "PASSWORD_MIN", "AccessSettings", "AsrSettings", "CaptureSettings",
+    "DEFAULT_FILLERS", "PASSWORD_MAX", "PASSWORD_MIN", "AccessSettings", "AsrSettings", "CapacitySettings", "CaptureSettings",
     "EmotionSettings", "GradingSettings", "MediaSettings", "ReportSettings", "Settings", "SidecarSettings",
     "SpeechSettings", "StorageSettings", "get_settings", "setting_field", "settings_error_text",
     "settings_problem", "settings_table", "SECTIONS", "FLAT_FIELDS", "default_settings", "env_names",
@@ -56,7 +57,7 @@ _ENV_FIRST = {"mongodb_uri"}  # MONGODB_URI outranks MOCKAI_MONGODB_URI; MOCKAI_
 SECTIONS: dict[str, type[Section]] = {
     "storage": StorageSettings, "capture": CaptureSettings, "emotion": EmotionSettings, "report": ReportSettings,
     "asr": AsrSettings, "speech": SpeechSettings, "media": MediaSettings, "grading": GradingSettings,
-    "sidecar": SidecarSettings, "access": AccessSettings,
+    "sidecar": SidecarSettings, "access": AccessSettings, "capacity": CapacitySettings,
 }
 
 
@@ -126,6 +127,7 @@ class Settings(BaseSettings):
     grading: GradingSettings = Field(default_factory=GradingSettings)
     sidecar: SidecarSettings = Field(default_factory=SidecarSettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
+    capacity: CapacitySettings = Field(default_factory=CapacitySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 DEFAULT_FILLERS = ("um", "uh", "erm", "er", "ah", "hmm", "like", "you know", "sort of", "kind of")
 PASSWORD_MIN, PASSWORD_MAX = 8, 1024  # every account password, MOCKAI_ADMIN_PASSWORD included
@@ -264,6 +264,60 @@ class SidecarSettings(Section):
     worker_backlog_retry_seconds: float = Field(
         1.0, alias="worker_backlog_retry_seconds", gt=0,
         description="How often a worker retries the writes it holds in memory (journal or disk full)")
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask, e.g. under taskset or a container's cpuset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity call on this platform
+        return max(1, os.cpu_count() or 1)
+
+
+class CapacitySettings(Section):
+    cores_per_live_session: float = Field(
+        0.35, alias="cores_per_live_session", gt=0, le=64,
+        description="Measured CPU cores one live session costs (both workers + app process; 0.35 measured "
+        "after the issue 12 face work, BENCHMARKS.md): the node's capacity is node_cores / this")
+    node_cores: int = Field(
+        default_factory=usable_cores, alias="node_cores", ge=1,
+        description="CPU cores this node may use for live sessions (default: the CPUs this process may run on)")
+    max_live_sessions: int = Field(
+        0, alias="max_live_sessions", ge=0,
+        description="Live sessions this node accepts at once; 0 = computed from node_cores and "
+        "cores_per_live_session (at least 1)")
+    live_session_typical_minutes: float = Field(
+        12.0, alias="live_session_typical_minutes", gt=0, le=240,
+        description="Typical length of a live interview whose questions are not known, for the wait a "
+        "refused candidate is told")
+    live_question_overhead_seconds: float = Field(
+        60.0, alias="live_question_overhead_seconds", ge=0, le=3600,
+        description="Seconds a live question takes beyond its suggested answer length (start, scoring, "
+        "reading the feedback), for the wait a refused candidate is told")
+    live_slot_timeout_seconds: float = Field(
+        60.0, alias="live_slot_timeout_seconds", gt=0,
+        description="A live slot not refreshed this long (tab closed without ending) is freed")
+    live_slot_heartbeat_seconds: float = Field(
+        5.0, alias="live_slot_heartbeat_seconds", gt=0,
+        description="How often an open tab refreshes its live slot (must be well under the timeout)")
+    health_port: int | None = Field(
+        None, alias="health_port", ge=0, le=65535,
+        description="Port of the load balancer's GET /health endpoint; unset = the Streamlit port + 1, 0 = off")
+    health_address: str = Field(
+        "", alias="health_address",
+        description="Address the health endpoint binds to; empty = Streamlit's server.address, else 127.0.0.1")
+    node_name: str = Field(
+        "", alias="node_name", max_length=200,
+        description="This node's name in the health endpoint; empty = hostname:port")
+
+    _empty_port = field_validator("health_port", mode="before")(_empty_is_none)
+
+    @model_validator(mode="after")
+    def _heartbeat_under_timeout(self) -> CapacitySettings:
+        if self.live_slot_heartbeat_seconds * 2 > self.live_slot_timeout_seconds:
+            raise ValueError("live_slot_heartbeat_seconds must be at most half of live_slot_timeout_seconds, "
+                             "or an open tab's slot could expire between two refreshes")
+        return self
 
 
 class AccessSettings(Section):

@@ -13,6 +13,7 @@ from pipeline.questions import Question
 from pipeline.safe_text import md
 from pipeline.settings import Settings
 from pipeline.store import Store
+from ui.capacity import admit_live, release_live
 from ui.interview import InterviewState, go, show_stored_feedback
 
 if TYPE_CHECKING:
@@ -35,9 +36,12 @@ def live_capture(sidecar: Sidecar, settings: Settings) -> Capture:
 
 
 def start_media(state: InterviewState, capture: Capture, settings: Settings) -> WebRtcStreamerContext[Any, Any]:
-    """The WebRTC widget (send only: camera and microphone to the server, into ``capture``)."""
+    """The WebRTC widget (send only: camera and microphone to the server, into ``capture``), once
+    this session holds a live slot on this server (refused: the busy message, and no camera)."""
     from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
+    if not admit_live(state):
+        st.stop()
     media = webrtc_streamer(
         key="mockai-media",
         mode=WebRtcMode.SENDONLY,
@@ -141,6 +145,8 @@ def interview_step(state: InterviewState, questions: list[Question], media: WebR
                                   "frames_stored": bool(flushed and flushed.stored)}
         state["answer"] = None
         state["index"] += 1
+        if state["index"] >= len(questions):
+            release_live()  # the last answer is in: this session's live slot is free for the next candidate
         go(state, "interview" if state["index"] < len(questions) else "summary")
     if st.button("Discard and retry this question", key="retry_answer"):
         capture.aim(state["session_id"], None)
