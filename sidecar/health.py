@@ -1,5 +1,7 @@
 """The node's health endpoint for a load balancer: GET /health -> JSON live sessions / capacity,
-HTTP 200 while the node can take a candidate, 503 when it is full or its workers are not ready."""
+HTTP 200 while the node can take a candidate, 503 when it is full or its workers are not ready.
+GET /lb is the same reading for HAProxy (pipeline/load_balancer.py): 200 take new candidates, 404 full
+(``http-check disable-on-404``: the node keeps its own candidates but gets no new ones), 503 not serving."""
 
 from __future__ import annotations
 
@@ -29,6 +31,10 @@ def health_report(usage: SlotUsage, workers_ready: bool, node: str) -> tuple[int
     return (200 if status == "ok" else 503), body
 
 
+# /lb: a full node must stay up for the candidates it already serves (their tabs reconnect to it)
+LB_CODES = {"ok": 200, "full": 404, "degraded": 503}
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _HealthHTTPServer
     server_version = "MockAI-health"
@@ -44,7 +50,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        if self.path.split("?", 1)[0] != "/health":
+        path = self.path.split("?", 1)[0]
+        if path not in ("/health", "/lb"):
             self._reply(404, b"not found\n", "text/plain; charset=utf-8")
             return
         try:
@@ -52,6 +59,8 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:  # a broken probe must read as "not ready", never as a healthy node
             log.exception("health probe failed")
             code, body = 503, {"status": "degraded", "node": self.server.node}
+        if path == "/lb":
+            code = LB_CODES[str(body["status"])]
         self._reply(code, json.dumps(body).encode(), "application/json")
 
     do_HEAD = do_GET  # noqa: N815 (HAProxy may probe with HEAD)

@@ -42,7 +42,7 @@ def running_app(data_dir: Path, env: dict[str, str] | None = None, timeout: floa
     answers ok. Several apps may share ``data_dir`` (nodes on one machine), each with its own log."""
     port = port or free_port()
     full_env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
-    full_env.update({"MOCKAI_DATA_DIR": str(data_dir), **(env or {})})
+    full_env.update({"MOCKAI_DATA_DIR": str(data_dir), "MOCKAI_HEALTH_PORT": str(free_port()), **(env or {})})
     log_path = data_dir / log_name
     data_dir.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log_file:

@@ -22,6 +22,10 @@ ARTIFACTS = ROOT / "artifacts"
 
 _server_note: list[str] = []
 
+# In-process app runs (AppTest) start no health endpoint: a fixed port would clash between runs.
+# Apps started as servers (tests/browser.py running_app) get a free one each.
+os.environ.setdefault("MOCKAI_HEALTH_PORT", "0")
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

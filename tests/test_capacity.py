@@ -70,6 +70,7 @@ def test_max_live_sessions_overrides_the_computed_capacity() -> None:
 
 
 def test_capacity_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MOCKAI_HEALTH_PORT", raising=False)  # tests/conftest.py turns it off for AppTests
     default = Settings().capacity
     assert default.node_cores == len(os.sched_getaffinity(0))
     assert default.cores_per_live_session == 0.35 and default.max_live_sessions == 0
@@ -260,6 +261,23 @@ def test_health_endpoint_on_loopback_200_ok_then_503_full_or_degraded(health: An
     ready["value"] = True
     code, _, body = _get(server.url, "HEAD")
     assert code == 200 and body == b""
+
+
+def test_lb_path_keeps_a_full_node_up_for_its_own_candidates(health: Any) -> None:
+    """HAProxy's check (pipeline/load_balancer.py): 200 new candidates welcome, 404 full (disable-on-404
+    keeps the node's own sticky candidates), 503 not serving; the same JSON body as /health."""
+    server, slots, ready = health
+    lb = f"http://127.0.0.1:{server.port}/lb"
+    assert _get(lb)[0] == 200
+    slots.try_acquire("candidate-1")
+    slots.try_acquire("candidate-2")
+    code, _, body = _get(lb)
+    assert code == 404 and json.loads(body)["status"] == "full"
+    ready["value"] = False
+    assert _get(lb)[0] == 503
+    ready["value"] = True
+    slots.release("candidate-1")
+    assert _get(lb)[0] == 200
 
 
 def test_health_endpoint_serves_nothing_else(health: Any) -> None:
