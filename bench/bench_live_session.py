@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,8 +49,25 @@ APP_CPU, BROWSER_CPU = 0, 1
 CONFIGS: dict[str, dict[str, str]] = {
     "today (30 fps, every 4th)": {"MOCKAI_CAMERA_FPS": "30", "MOCKAI_ANALYSED_FPS": "7.5"},
     "new (15 fps, 7.5 fps by media time)": {},
+    # The app tree has one core here: two ASR threads only take turns on it.
+    "new + asr_threads 1": {"MOCKAI_ASR_THREADS": "1"},
 }
 COUNTERS = r"frames received: (\d+) · sampled: (\d+)"
+# Loaded by the app's Python processes only in this bench (PYTHONPATH): each thread writes its OS
+# thread id and Python name when it starts, so the per-thread CPU figures can be named.
+THREAD_HOOK = """import os, threading
+_log = os.environ.get("BENCH_THREAD_LOG")
+if _log:
+    _inner = threading.Thread._bootstrap_inner
+    def _named(self):
+        try:
+            with open(_log, "a") as f:
+                f.write(f"{os.getpid()} {threading.get_native_id()} {self.name}\\n")
+        except OSError:
+            pass
+        _inner(self)
+    threading.Thread._bootstrap_inner = _named
+"""
 
 
 def make_fake_media(out: Path) -> tuple[Path, Path]:
@@ -104,8 +122,18 @@ def role(pid: int, app_pid: int) -> str:
     return "other"
 
 
+def thread_names(log: Path, pid: int) -> dict[str, str]:
+    names = {str(pid): "MainThread"}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            p, tid, name = line.split(" ", 2)
+            if int(p) == pid:
+                names[tid] = name
+    return names
+
+
 def snapshot(app_pid: int) -> tuple[dict[int, float], dict[str, float]]:
-    """CPU seconds per process of the tree, and per thread of the app process ("comm/tid")."""
+    """CPU seconds per process of the tree, and per thread of the app process (by thread id)."""
     procs: dict[int, float] = {}
     for pid in tree(app_pid):
         try:
@@ -115,10 +143,10 @@ def snapshot(app_pid: int) -> tuple[dict[int, float], dict[str, float]]:
     threads: dict[str, float] = {}
     for tid in os.listdir(f"/proc/{app_pid}/task"):
         try:
-            comm, _, cpu = _stat(f"/proc/{app_pid}/task/{tid}/stat")
+            cpu = _stat(f"/proc/{app_pid}/task/{tid}/stat")[2]
         except OSError:
             continue
-        threads[f"{comm}/{tid}"] = cpu
+        threads[tid] = cpu
     return procs, threads
 
 
@@ -162,8 +190,11 @@ def one_session(env: dict[str, str], media: tuple[Path, Path], mongo_uri: str, s
     """A fresh app with ``env``, one candidate through the device check and one answer; the figures."""
     from playwright.sync_api import sync_playwright
 
+    hook, log = work / "hook", work / f"threads-{uuid.uuid4().hex[:8]}.txt"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(THREAD_HOOK)
     full_env = {"MONGODB_URI": mongo_uri, "MOCKAI_DB_NAME": f"bench_{uuid.uuid4().hex[:8]}",
-                "MOCKAI_FLUSH_SECONDS": "1", **env}
+                "MOCKAI_FLUSH_SECONDS": "1", "PYTHONPATH": str(hook), "BENCH_THREAD_LOG": str(log), **env}
     with ExitStack() as stack:
         with pinned(APP_CPU):  # the app and every worker it starts inherit cpu 0
             app = stack.enter_context(running_app(work / uuid.uuid4().hex[:8], env=full_env, timeout=240))
@@ -191,7 +222,12 @@ def one_session(env: dict[str, str], media: tuple[Path, Path], mongo_uri: str, s
         for pid, cpu in procs1.items():
             r = role(pid, app.process.pid)
             cores[r] = cores.get(r, 0.0) + (cpu - procs0.get(pid, 0.0)) / wall
-        hot = sorted(((t1 - threads0.get(t, 0.0)) / wall, t) for t, t1 in threads1.items())[::-1][:6]
+        names = thread_names(log, app.process.pid)
+        hot = sorted(((t1 - threads0.get(t, 0.0)) / wall, f"{names.get(t, 'native')}/{t}")
+                     for t, t1 in threads1.items())[::-1]
+        # Threads that ended during the answer (Streamlit's script runs, one per rerun) are in the
+        # process's time but no longer in its task list.
+        hot.insert(0, (cores.get("app", 0.0) - sum(v for v, _ in hot), "ended threads"))
         pins = {"app": allowed_cpus(app.process.pid),
                 "workers": sorted({allowed_cpus(q) for q in procs1 if q != app.process.pid}),
                 "chromium": sorted({allowed_cpus(q) for q in chromium_pids()})}
@@ -235,10 +271,26 @@ def main() -> None:
         print(f"| {name} | {r['received_fps']:.1f} | {r['analysed_fps']:.1f} | {c.get('app', 0):.3f} "
               f"| {c.get('emotion', 0):.3f} | {c.get('speech', 0):.3f} | {c.get('other', 0):.3f} "
               f"| {sum(c.values()):.3f} | {r['feedback_s']:.2f} |")
+    if args.rounds > 1:
+        print()
+        print(f"median of {args.rounds} rounds:")
+        print("| config | received fps | app process | emotion worker | speech worker | total (cores) "
+              "| finish → feedback (s) |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for name in CONFIGS:
+            mine = [r for n, r in rows if n == name]
+
+            def med(f: Any, mine: list[dict[str, Any]] = mine) -> float:
+                return float(statistics.median(f(r) for r in mine))
+
+            print(f"| {name} | {med(lambda r: r['received_fps']):.1f} | {med(lambda r: r['cores'].get('app', 0)):.3f} "
+                  f"| {med(lambda r: r['cores'].get('emotion', 0)):.3f} "
+                  f"| {med(lambda r: r['cores'].get('speech', 0)):.3f} "
+                  f"| {med(lambda r: sum(r['cores'].values())):.3f} | {med(lambda r: r['feedback_s']):.2f} |")
     print()
     for name, r in rows:
         print(f"{name}: app process threads (cores): "
-              + ", ".join(f"{t} {v:.3f}" for v, t in r["hot_threads"]))
+              + ", ".join(f"{t} {v:.3f}" for v, t in r["hot_threads"][:9]))
 
 
 if __name__ == "__main__":
