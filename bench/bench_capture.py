@@ -54,7 +54,7 @@ class InlineCapture(Capture):
         start, cpu = time.perf_counter(), time.thread_time()
         self.frames_seen += 1
         t_ms = self.video_clock.stamp(frame.pts, frame.time_base)
-        if self.frames_seen % self.sample_every == 0:
+        if self._keep(t_ms):
             self._copy_video(frame, t_ms, self.target)
             self.frames_sampled += 1
         self.video_timer.add(time.perf_counter() - start, time.thread_time() - cpu)
@@ -75,7 +75,7 @@ def drain(ring: FrameRing, stop: threading.Event) -> None:
 
 def run(cls: type[Capture], seconds: float, busy_threads: int) -> dict[str, float]:
     sink = RingSink()
-    cap = cls(sink, sample_every=1)
+    cap = cls(sink, analysed_fps=30)  # every frame of the 30 fps feed sampled
     cap.aim("bench", "answer")
     stop = threading.Event()
     threads = [threading.Thread(target=busy, args=(stop,), daemon=True) for _ in range(busy_threads)]

@@ -54,7 +54,11 @@ class StorageSettings(Section):
 
 class CaptureSettings(Section):
     frame_sample_every: int = Field(4, alias="frame_sample_every", ge=1, le=60,
-                                    description="Keep every Nth video frame (4 = 7.5 fps from 30)")
+                                    description="Uploaded files: analyse every Nth decoded video frame (4 = 7.5 fps from 30)")
+    camera_fps: float = Field(15.0, alias="camera_fps", ge=1, le=60,
+                              description="Frame rate asked of the browser's camera (its frameRate ideal and max)")
+    analysed_fps: float = Field(7.5, alias="analysed_fps", gt=0, le=60,
+                                description="Live video frames analysed per second of media time, whatever the camera sends")
     ring_slots: int = Field(32, alias="ring_slots", ge=2, description="Shared-memory frame ring size in frames")
     frame_max_width: int = Field(640, alias="frame_max_width", ge=64,
                                  description="Sampled frames are downscaled to at most this width")

@@ -4,8 +4,8 @@ No model, no I/O, no lock, and nothing that lets go of the GIL: a callback that 
 (a colour conversion, a large copy) waits to get it back behind every other thread of the
 app process (measured: p99 13-16 ms for the bgr24 conversion alone on a loaded 2-core box,
 whose own CPU time is 0.2 ms). So the callbacks stamp each frame from its media time and
-enqueue it (video: every Nth frame, at most ``HANDOFF_MAX`` waiting; audio: every frame, never
-dropped); a hand-off thread of the same process converts video and copies it into the
+enqueue it (video: one frame per 1/``analysed_fps`` s of media time, whatever rate the
+browser sends, at most ``HANDOFF_MAX`` waiting; audio: every frame, never dropped); a hand-off thread of the same process converts video and copies it into the
 sidecar's shared-memory ring, and resamples audio (20 ms to 16 kHz mono) into the sidecar's
 buffer. Callbacks record their own cost (wall and thread CPU time) so the p99 callback time
 can be reported; the hand-off thread's cost is recorded beside it.
@@ -68,6 +68,9 @@ class CaptureTarget:
 
 HANDOFF_MAX = 8  # sampled video frames waiting for the hand-off thread; beyond this new ones are dropped (counted)
 HANDOFF_IDLE_S = 30.0  # the hand-off thread exits after this long without media (restarted on demand)
+# A frame up to this fraction of the sampling step early is kept: media-time stamps are whole ms and
+# cameras jitter, so a frame a hair before its due time must not wait for the next one (halving the rate).
+SAMPLE_SLACK = 0.15  # of the step: 20 ms at 7.5 fps, under a 30 fps camera's frame period
 
 
 class Capture:
@@ -78,9 +81,15 @@ class Capture:
     ring, audio resampled and appended to the sidecar's buffer. Audio is never dropped.
     """
 
-    def __init__(self, sidecar: SidecarInput, sample_every: int = 4, max_width: int = 640, max_height: int = 480) -> None:
+    def __init__(self, sidecar: SidecarInput, analysed_fps: float = 7.5, max_width: int = 640,
+                 max_height: int = 480) -> None:
+        if not analysed_fps > 0:
+            raise ValueError(f"analysed_fps must be above 0, not {analysed_fps!r}")
         self.sidecar = sidecar
-        self.sample_every = max(1, sample_every)
+        self.analysed_fps = analysed_fps
+        self._step_ms = 1000.0 / analysed_fps  # media time between two sampled frames
+        self._slack_ms = self._step_ms * SAMPLE_SLACK
+        self._next_keep_ms: float | None = None  # media time (epoch ms) the next sampled frame is due
         self.max_width = max_width
         self.max_height = max_height
         self.target = CaptureTarget()
@@ -121,7 +130,7 @@ class Capture:
         self.frames_seen += 1
         self.last_frame_at = time.time()
         t_ms = self.video_clock.stamp(frame.pts, frame.time_base)
-        if self.frames_seen % self.sample_every == 0:
+        if self._keep(t_ms):
             if self._video_handed - self._video_done >= HANDOFF_MAX:  # hand-off starved: drop, count
                 self.frames_dropped += 1
             else:
@@ -130,6 +139,19 @@ class Capture:
                 self._enqueue("video", frame, t_ms)
         self.video_timer.add(time.perf_counter() - start, time.thread_time() - cpu)
         return frame
+
+    def _keep(self, t_ms: int) -> bool:
+        """Time-based sampling: keep a frame once a sampling step of media time has passed since the
+        last kept one's due time (so the kept rate is ``analysed_fps`` on average from any faster
+        camera, and every frame from a slower one); a gap or a jump back starts the schedule afresh."""
+        due = self._next_keep_ms
+        if due is None or t_ms >= due + self._step_ms or t_ms < due - 2 * self._step_ms:
+            self._next_keep_ms = t_ms + self._step_ms
+            return True
+        if t_ms >= due - self._slack_ms:
+            self._next_keep_ms = due + self._step_ms
+            return True
+        return False
 
     def on_audio(self, frame: Any) -> Any:
         start, cpu = time.perf_counter(), time.thread_time()

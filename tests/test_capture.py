@@ -53,9 +53,26 @@ def test_track_clock_follows_media_time_not_arrival():
     assert clock.stamp(0, Fraction(1, 90000), now_s=2000.0) == 2_000_000 and clock.reanchors == 1
 
 
-def test_video_callback_samples_every_nth_frame_into_the_ring():
+def _frame_at(pts_90k: int, shape=(48, 64, 3)) -> av.VideoFrame:
+    f = av.VideoFrame.from_ndarray(np.zeros(shape, np.uint8), format="bgr24")
+    f.pts, f.time_base = pts_90k, Fraction(1, 90000)
+    return f
+
+
+def _kept_stamps(cap: Capture, pts: list[int]) -> list[int]:
+    """Feed frames with these RTP pts through the real callback; the media-time stamps of the kept ones."""
+    kept = []
+    for p in pts:
+        before = cap.frames_sampled + cap.frames_dropped  # kept: handed over, or dropped as the hand-off lags
+        cap.on_video(_frame_at(p))
+        if cap.frames_sampled + cap.frames_dropped > before:
+            kept.append(cap.video_clock.stamp(p, Fraction(1, 90000)))  # same pts: the same stamp again
+    return kept
+
+
+def test_video_callback_samples_by_media_time_into_the_ring():
     sink = RingAndAudio()
-    cap = Capture(sink, sample_every=4)
+    cap = Capture(sink, analysed_fps=7.5)
     cap.aim("sess", "ans")
     for i in range(120):
         out = _video_frame(i)
@@ -73,9 +90,55 @@ def test_video_callback_samples_every_nth_frame_into_the_ring():
     sink.ring.close()
 
 
+def test_any_faster_camera_gives_the_analysed_rate():
+    """15, 20, 25 or 30 fps from the browser (10 s each): 7.5 frames analysed per second of media time,
+    never two closer than 3/4 of the step, never a gap over 1 1/4 steps beyond the camera's own."""
+    for camera_fps in (15, 20, 25, 30):
+        sink = RingAndAudio()
+        cap = Capture(sink, analysed_fps=7.5)
+        kept = _kept_stamps(cap, [round(i * 90000 / camera_fps) for i in range(10 * camera_fps)])
+        assert len(kept) in (75, 76), (camera_fps, len(kept))
+        steps = np.diff(kept)
+        assert steps.min() >= 0.75 * 1000 / 7.5 - 1, (camera_fps, steps)
+        assert steps.max() <= 1000 / 7.5 + 1000 / camera_fps + 1, (camera_fps, steps)
+        assert cap.frames_seen == 10 * camera_fps
+        sink.ring.close()
+
+
+def test_jittered_and_slower_cameras():
+    rng = np.random.default_rng(7)
+    # A real camera's capture times jitter by a few ms around 15 fps: still every 2nd frame on average.
+    pts = np.cumsum(rng.normal(6000, 450, 300)).astype(int)
+    kept = _kept_stamps(Capture(RingAndAudio(), analysed_fps=7.5), [int(p) for p in pts])
+    assert abs(len(kept) - 150) <= 2, len(kept)
+    # A camera slower than the analysed rate: every frame it sends is analysed.
+    kept = _kept_stamps(Capture(RingAndAudio(), analysed_fps=7.5), [i * 18000 for i in range(50)])  # 5 fps
+    assert len(kept) == 50
+
+
+def test_a_gap_in_media_time_restarts_the_schedule():
+    cap = Capture(RingAndAudio(), analysed_fps=7.5)
+    first = _kept_stamps(cap, [i * 3000 for i in range(30)])  # 1 s at 30 fps
+    # Two seconds without frames (the track paused): the first frame after it is kept at once,
+    # and no burst follows to "catch up" the missed samples.
+    after = _kept_stamps(cap, [90000 * 3 + i * 3000 for i in range(30)])
+    assert len(first) in (7, 8) and len(after) in (7, 8), (first, after)
+    assert after[0] - first[-1] >= 2000 and min(np.diff(after)) >= 100
+
+
+def test_analysed_fps_must_be_positive():
+    for bad in (0, -1.0, float("nan")):
+        try:
+            Capture(RingAndAudio(), analysed_fps=bad)
+        except ValueError as e:
+            assert "analysed_fps" in str(e)
+        else:
+            raise AssertionError(f"analysed_fps={bad} accepted")
+
+
 def test_preview_is_not_stored_and_big_frames_are_fitted():
     sink = RingAndAudio()
-    cap = Capture(sink, sample_every=1)
+    cap = Capture(sink, analysed_fps=30)
     for i in range(3):
         cap.on_video(_video_frame(i, (1080, 1920, 3)))
     assert cap.flush()
@@ -102,7 +165,7 @@ class StalledSidecar(RingAndAudio):
 
 def test_video_callback_never_waits_for_the_copier():
     sink = StalledSidecar()
-    cap = Capture(sink, sample_every=1)
+    cap = Capture(sink, analysed_fps=30)
     cap.aim("s", "a")
     for i in range(40):
         cap.on_video(_video_frame(i))

@@ -30,7 +30,7 @@ def live_capture(sidecar: Sidecar, settings: Settings) -> Capture:
     from sidecar.capture import Capture
 
     capture: Capture = st.session_state.setdefault(
-        CAPTURE_KEY, Capture(sidecar, settings.capture.frame_sample_every, settings.capture.frame_max_width)
+        CAPTURE_KEY, Capture(sidecar, settings.capture.analysed_fps, settings.capture.frame_max_width)
     )
     return capture
 
@@ -46,7 +46,8 @@ def start_media(state: InterviewState, capture: Capture, settings: Settings) -> 
         key="mockai-media",
         mode=WebRtcMode.SENDONLY,
         rtc_configuration={"iceServers": settings.capture.ice_servers},
-        media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": True},
+        media_stream_constraints={"video": {"width": 640, "height": 480, "frameRate": {
+            "ideal": settings.capture.camera_fps, "max": settings.capture.camera_fps}}, "audio": True},
         queued_video_frames_callback=capture.on_video_queued,
         queued_audio_frames_callback=capture.on_audio_queued,
         async_processing=True,
