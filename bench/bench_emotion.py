@@ -1,7 +1,7 @@
 """Benchmark of sidecar.emotion on one CPU core with real webcam-style video.
 
     python bench/bench_emotion.py [--video ../shared/data/video/baseline.mp4] [--frames 300]
-        [--detectors opencv,mediapipe] [--rounds 3] [--compare-only]
+        [--detectors opencv,mediapipe] [--rounds 3] [--compare-only] [--mesh-stages]
 
 Frames are decoded and downscaled to 640x480 (centre crop to 4:3, as a webcam gives) before any
 timing: the sidecar receives decoded frames from its ring, so decoding is not its cost. The
@@ -12,7 +12,7 @@ time.process_time, on every 4th frame of each ../shared/data/video/*.mp4 at 640x
 alternating between detectors; face-found rate per video; the ratio), then, for Haar (opencv):
 sustained fps with full detection on every sample (detect_every=1) vs the default tracking,
 per-stage latencies, FER tflite latency per face, and the CPU seconds of analysing every frame
-vs every 4th frame of the same 10 s clip.
+vs every 4th frame of the same 10 s clip. ``--mesh-stages`` adds the landmark path's CPU per stage.
 """
 
 from __future__ import annotations
@@ -114,6 +114,56 @@ class StageTimer:
         return timed
 
 
+def mesh_stages(videos: list[Path], rounds: int) -> None:
+    """CPU ms per analysed frame of each stage of the landmark path (process_time around each call)."""
+    import sidecar.face_geometry as geo
+
+    a = EmotionAnalyzer(EmotionSettings(detector="mediapipe", threads=1))
+    a.warm_up()
+    assert a._mesh is not None and a._emotion is not None
+    times: dict[str, float] = defaultdict(float)
+
+    def wrap(owner: Any, attr: str, stage: str) -> None:
+        fn = getattr(owner, attr)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                times[stage] += time.process_time() - t0
+
+        setattr(owner, attr, timed)
+
+    mesh, orig = a._mesh, (geo.aligned_crop, geo.head_pose)  # module functions: put back afterwards
+    wrap(mesh, "detect", "BlazeFace (re-)detection")
+    wrap(mesh, "_landmarks_in", "landmarks: 192x192 crop + model")
+    wrap(mesh, "irises", "iris: two 64x64 crops + one batch-2 model run")
+    wrap(a._emotion, "predict", "FER model (with its input scaling)")
+    wrap(geo, "aligned_crop", "aligned FER crop (gray of its footprint)")
+    wrap(geo, "head_pose", "head pose (solvePnP)")
+    try:
+        clips = [(f, every_nth(list(range(len(f))), 4)) for f, _fps in (load_frames(v) for v in videos)]
+        n, c0 = 0, time.process_time()
+        for _ in range(rounds):
+            for frames, order in clips:
+                a.reset()
+                for k, i in enumerate(order):
+                    a.analyze(frames[i], k / SAMPLE_FPS)
+                    n += 1
+        total = time.process_time() - c0
+    finally:
+        geo.aligned_crop, geo.head_pose = orig
+    print(f"## mediapipe per stage, CPU ms per analysed frame ({n} frames, {rounds} rounds)\n")
+    print("| stage | ms/frame | share |")
+    print("|---|---:|---:|")
+    for stage, sec in sorted(times.items(), key=lambda kv: -kv[1]):
+        print(f"| {stage} | {1000 * sec / n:.3f} | {100 * sec / total:.0f} % |")
+    rest = total - sum(times.values())
+    print(f"| everything else (frame checks, geometry, the record) | {1000 * rest / n:.3f} | {100 * rest / total:.0f} % |")
+    print(f"| total | {1000 * total / n:.3f} | 100 % |\n")
+
+
 def run(analyzer: EmotionAnalyzer, frames: list[np.ndarray], order: list[int], fps: float) -> dict[str, Any]:
     analyzer.reset()
     lat, results = [], []
@@ -203,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detectors", default="opencv,mediapipe", help="compared side by side (first = baseline)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the detector comparison")
     ap.add_argument("--compare-only", action="store_true", help="only the detector comparison")
+    ap.add_argument("--mesh-stages", action="store_true", help="also the landmark path's CPU per stage")
     args = ap.parse_args(argv)
 
     pinned = pin_one_core()
@@ -211,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
           f"load average at start {os.getloadavg()[0]:.2f}\n")
     detectors = list(dict.fromkeys(d.strip() for d in args.detectors.split(",") if d.strip()))
     compare_detectors(videos, detectors, args.rounds)
+    if args.mesh_stages:
+        mesh_stages(videos, args.rounds)
     if args.compare_only:
         return 0
     frames, fps = load_frames(args.video)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,16 +108,27 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray) -
 
 
 class _Model:
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, batch: int = 1) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.interp: Any = Interpreter(model_path=str(path), num_threads=threads)
-        self.interp.allocate_tensors()
         self.input = self.interp.get_input_details()[0]["index"]
+        if batch != 1:  # several crops in one invocation: the weights are read once for all of them
+            shape = list(self.interp.get_input_details()[0]["shape"])
+            self.interp.resize_tensor_input(self.input, [batch, *shape[1:]])
+        self.interp.allocate_tensors()
         self.outputs = {d["name"]: d["index"] for d in self.interp.get_output_details()}
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         self.interp.set_tensor(self.input, x[None].astype(np.float32, copy=False))
+        return self._invoke()
+
+    def run_into(self, fill: Callable[[np.ndarray], object]) -> dict[str, np.ndarray]:
+        """Invoke on an input that ``fill`` writes straight into the input tensor (batch, h, w, c)."""
+        fill(self.interp.tensor(self.input)())  # the view dies here: invoke refuses while one is alive
+        return self._invoke()
+
+    def _invoke(self) -> dict[str, np.ndarray]:
         self.interp.invoke()
         return {name: np.asarray(self.interp.get_tensor(i)) for name, i in self.outputs.items()}
 
@@ -174,34 +186,37 @@ class Roi:
     size: float
     angle: float
 
-    def matrix(self, n: int, pixel_index: bool = False) -> np.ndarray:
+    def matrix(self, n: int, pixel_index: bool = False, flip: bool = False) -> np.ndarray:
         """2x3 affine from crop coordinates (0..n, as the models output them) to frame pixels; with
-        ``pixel_index`` from crop pixel indices, whose centres sit half a pixel in (for warpAffine)."""
+        ``pixel_index`` from crop pixel indices, whose centres sit half a pixel in (for warpAffine);
+        ``flip`` mirrors the crop (u -> n - u, or n - 1 - u for pixel indices)."""
         c, s = math.cos(self.angle), math.sin(self.angle)
         k = self.size / n
-        a = np.array([[c * k, -s * k], [s * k, c * k]])
         half = n / 2.0 - (0.5 if pixel_index else 0.0)
-        t = np.array([self.cx, self.cy]) - a @ np.array([half, half])
-        return np.hstack([a, t[:, None]])
+        # t = centre - A @ (half, half), A = k * [[c, -s], [s, c]]
+        tx, ty = self.cx - k * (c - s) * half, self.cy - k * (s + c) * half
+        if flip:  # A @ (2 half - u, v) + t = A @ (-u, v) + t + A @ (2 half, 0)
+            return np.array([[-c * k, -s * k, tx + 2.0 * half * c * k], [-s * k, c * k, ty + 2.0 * half * s * k]])
+        return np.array([[c * k, -s * k, tx], [s * k, c * k, ty]])
 
-    def crop(self, img: np.ndarray, n: int, flip: bool = False, bgr: bool = False) -> np.ndarray:
-        """The n x n crop as float32 RGB in [0, 1] (mirrored when ``flip``; ``bgr`` input is swapped)."""
-        m = self.matrix(n, pixel_index=True)
-        if flip:  # mirror the crop: pixel index u -> n - 1 - u
-            m = m @ np.array([[-1.0, 0.0, n - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-        out = cv2.warpAffine(img, m, (n, n), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    def crop(self, img: np.ndarray, n: int, flip: bool = False, bgr: bool = False,
+             out: np.ndarray | None = None) -> np.ndarray:
+        """The n x n crop as float32 RGB in [0, 1] (mirrored when ``flip``; ``bgr`` input is swapped),
+        written into ``out`` (an n x n x 3 float32 array, e.g. a model's input tensor) when given."""
+        warped = cv2.warpAffine(img, self.matrix(n, pixel_index=True, flip=flip), (n, n),
+                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
         if bgr:
-            out = cv2.cvtColor(out, cv2.COLOR_BGR2RGB)  # contiguous: faster than a ::-1 view to convert
-        scaled: np.ndarray = np.multiply(out, np.float32(1.0 / 255.0), dtype=np.float32)
-        return scaled
+            cv2.cvtColor(warped, cv2.COLOR_BGR2RGB, dst=warped)  # in place: cheaper than a ::-1 view
+        if out is None:
+            out = np.empty((n, n, 3), np.float32)
+        np.multiply(warped, np.float32(1.0 / 255.0), out=out)
+        return out
 
     def to_frame(self, pts: np.ndarray, n: int, flip: bool = False) -> np.ndarray:
         """Crop-pixel points (N, 2+) -> frame pixels (z, when present, scaled alike)."""
+        m = self.matrix(n, flip=flip)
         out = np.array(pts, dtype=np.float64, copy=True)
-        if flip:
-            out[:, 0] = n - out[:, 0]
-        m = self.matrix(n)
         out[:, :2] = out[:, :2] @ m[:, :2].T + m[:, 2]
         if out.shape[1] > 2:
             out[:, 2] *= self.size / n
@@ -269,7 +284,7 @@ class FaceMesh:
         modules = mediapipe_modules()
         self._short = BlazeFace("short", modules, self.threads)
         self._full = BlazeFace("full", modules, self.threads)
-        self._iris = _Model(modules / IRIS_MODEL, self.threads)
+        self._iris = _Model(modules / IRIS_MODEL, self.threads, batch=len(EYE_CORNERS))
         self._landmarks = _Model(modules / LANDMARK_MODEL, self.threads)
 
     def reset(self) -> None:
@@ -315,8 +330,9 @@ class FaceMesh:
         assert self._landmarks is not None
         if roi.size < 8:
             return None
-        out = self._landmarks.run(roi.crop(rgb, LANDMARK_SIZE, bgr=bgr))
-        score = float(1.0 / (1.0 + math.exp(-float(np.clip(out["conv2d_31"].reshape(-1)[0], -50, 50)))))
+        out = self._landmarks.run_into(lambda x: roi.crop(rgb, LANDMARK_SIZE, bgr=bgr, out=x[0]))
+        logit = float(out["conv2d_31"].reshape(-1)[0])
+        score = 1.0 / (1.0 + math.exp(-min(50.0, max(-50.0, logit)))) if logit == logit else math.nan
         if score < self.presence:
             return None
         pts = out["conv2d_21"].reshape(468, 3)
@@ -326,17 +342,21 @@ class FaceMesh:
         """Iris points (2, 5, 2) of both eyes of these landmarks (image-left eye first), frame pixels."""
         self.load()
         assert self._iris is not None
-        irises = []
-        for k, (a, b) in enumerate(EYE_CORNERS):
+        rois = []
+        for a, b in EYE_CORNERS:
             p0, p1 = lm[a, :2], lm[b, :2]
             lo, hi = np.minimum(p0, p1), np.maximum(p0, p1)
             roi = roi_from_points(p0, p1, (lo[0], lo[1], hi[0], hi[1]), EYE_ROI_SCALE)
             if roi.size < 4:
                 return None
-            flip = k == 1  # the model is trained on one eye: the other crop is mirrored, as MediaPipe does
-            iris = self._iris.run(roi.crop(rgb, IRIS_SIZE, flip=flip, bgr=bgr))["output_iris"].reshape(5, 3)
-            irises.append(roi.to_frame(iris, IRIS_SIZE, flip=flip)[:, :2])
-        return np.stack(irises)
+            rois.append(roi)
+
+        def fill(x: np.ndarray) -> None:  # the model is trained on one eye: the other crop is mirrored,
+            for k, roi in enumerate(rois):  # as MediaPipe does; both eyes go through in one invocation
+                roi.crop(rgb, IRIS_SIZE, flip=k == 1, bgr=bgr, out=x[k])
+
+        iris = self._iris.run_into(fill)["output_iris"].reshape(2, 5, 3)
+        return np.stack([roi.to_frame(iris[k], IRIS_SIZE, flip=k == 1)[:, :2] for k, roi in enumerate(rois)])
 
 
 class MediaPipeFaceDetector:
