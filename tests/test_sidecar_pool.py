@@ -223,7 +223,7 @@ def test_two_concurrent_answers_run_on_two_workers_with_the_words_of_alone(pool_
         assert _words(result) == _words(alone[name]), (name, result["transcript"], alone[name]["transcript"])
         assert db.answers.count_documents({"_id": s.answer_id, "status": "complete"}) == 1
     assert "what you can do for your country" in " ".join(_words(alone["jfk"]))
-    assert "confused complaint" in " ".join(_words(alone["left"]))
+    assert "against the wizard who had vanished" in " ".join(_words(alone["left"]))  # tiny.en drops "confused"
 
 
 @pytest.mark.slow
