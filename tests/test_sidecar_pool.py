@@ -254,3 +254,14 @@ def test_killing_one_worker_mid_answer_replays_only_its_answer(pool_env):
     assert car.workers[victim].restarts == before[victim][0] + 1
     assert (car.workers[other].restarts, car.workers[other].process.pid) == before[other]  # untouched
     assert car.wait_ready(240)
+
+
+def test_wait_ready_waits_for_every_worker_of_the_pool(pool_car):
+    car = pool_car
+    for name in ("emotion", "speech", "speech-2"):
+        car._handle(Ready(name, {}, 0.1))
+    assert not car.wait_ready(timeout=0.01) and not car.status()["ready"]  # speech-1 is still warming
+    car._handle(Ready("speech-1", {}, 0.1))
+    assert car.wait_ready(timeout=60)
+    car.workers["speech-1"].state = "failed"
+    assert not car.wait_ready(timeout=60)  # returns at once: a failed worker is not coming
