@@ -1,7 +1,8 @@
 """K answers spoken at the same time through the real Sidecar: a pool of 1 speech worker vs a pool of N.
 
 Each answer is a real recording (../shared/data/speech) fed at live pace (0.5 s chunks on the wall clock) by
-its own thread, all starting together; per answer it prints finish (``end_answer``) -> ``AnswerDone`` seconds and
+its own thread, all ending together (the hardest case: every answer's tail, grade and STAR at once; ``--align
+start``: all starting together); per answer it prints finish (``end_answer``) -> ``AnswerDone`` seconds and
 the transcript's WER against the reference in ../shared/data/README.md. Both pools run in this one process
 against a SecantusDB server started here, one after the other, and so does every K (1, 2 and N).
 
@@ -54,6 +55,7 @@ def _clips() -> list[tuple[str, np.ndarray, str]]:
 
 def _speak(car: Sidecar, start: AnswerStart, audio: np.ndarray, t0: float, ends: dict[str, float]) -> None:
     """One candidate: audio at live pace from ``t0`` (perf_counter), then the end of the answer."""
+    time.sleep(max(0.0, t0 - time.perf_counter()))
     for i in range(0, len(audio), CHUNK):
         due = t0 + (i + CHUNK) / SAMPLE_RATE  # a chunk is sent once it has been spoken
         time.sleep(max(0.0, due - time.perf_counter()))
@@ -62,7 +64,8 @@ def _speak(car: Sidecar, start: AnswerStart, audio: np.ndarray, t0: float, ends:
     car.end_answer(start.answer_id, start.started_ms + len(audio) * 1000 // SAMPLE_RATE)
 
 
-def run_k(car: Sidecar, clips: list[tuple[str, np.ndarray, str]], k: int, done: dict[str, float]) -> list[dict[str, Any]]:
+def run_k(car: Sidecar, clips: list[tuple[str, np.ndarray, str]], k: int, done: dict[str, float],
+          align: str = "end") -> list[dict[str, Any]]:
     """K answers at once (clips reused in turn past the three); per answer: worker, finish -> done, WER."""
     picks = [clips[i % len(clips)] for i in range(k)]
     now_ms = int(time.time() * 1000)
@@ -71,8 +74,11 @@ def run_k(car: Sidecar, clips: list[tuple[str, np.ndarray, str]], k: int, done: 
         car.start_answer(s)
     owners = [car.speech_worker_of(s.answer_id) for s in starts]
     ends: dict[str, float] = {}
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=_speak, args=(car, s, audio, t0, ends)) for s, (_, audio, _) in zip(starts, picks, strict=True)]
+    t0 = time.perf_counter() + 0.5
+    longest = max(len(audio) for _, audio, _ in picks) / SAMPLE_RATE
+    threads = [threading.Thread(target=_speak, args=(
+        car, s, audio, t0 + (longest - len(audio) / SAMPLE_RATE if align == "end" else 0.0), ends))
+        for s, (_, audio, _) in zip(starts, picks, strict=True)]
     for t in threads:
         t.start()
     for t in threads:
@@ -89,7 +95,7 @@ def run_k(car: Sidecar, clips: list[tuple[str, np.ndarray, str]], k: int, done: 
 
 
 def bench_pool(settings: Settings, workers: int, ks: list[int], repeats: int,
-               clips: list[tuple[str, np.ndarray, str]]) -> dict[str, Any]:
+               clips: list[tuple[str, np.ndarray, str]], align: str) -> dict[str, Any]:
     car = Sidecar(settings.model_copy(update={"sidecar": settings.sidecar.model_copy(
         update={"speech_workers": workers})}), store=True)
     done: dict[str, float] = {}
@@ -108,7 +114,7 @@ def bench_pool(settings: Settings, workers: int, ks: list[int], repeats: int,
         status = car.status()["workers"]
         rss = {n: status[n]["rss_mb"] for n in car.speech_names}
         warm = {n: status[n]["warm_up"]["total_s"] for n in car.speech_names}
-        runs = {k: [row for _ in range(repeats) for row in run_k(car, clips, k, done)] for k in ks}
+        runs = {k: [row for _ in range(repeats) for row in run_k(car, clips, k, done, align)] for k in ks}
     finally:
         car.stop()
     return {"ready_s": ready_s, "rss_mb": rss, "warm_up_s": warm, "runs": runs}
@@ -124,16 +130,19 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=max(2, auto),
                     help=f"N, the larger pool (default max(2, automatic) = {max(2, auto)} on this node)")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each K per pool")
+    ap.add_argument("--align", choices=("end", "start"), default="end",
+                    help="answers end together (default) or start together")
     args = ap.parse_args()
     n = args.workers
     ks = sorted({1, 2, n})
     clips = _clips()
-    print(f"node: {node_cores()} cores, automatic pool = {auto}; load before: {_load()}", flush=True)
+    print(f"node: {node_cores()} cores, automatic pool = {auto}; answers {args.align} together, {args.repeats} "
+          f"run(s) of each K; load before: {_load()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedServer(Path(tmp) / "db").start()
         try:
             settings = Settings(MONGODB_URI=server.uri, db_name="bench_concurrent", data_dir=Path(tmp))
-            pools = {p: bench_pool(settings, p, ks, args.repeats, clips) for p in sorted({1, n})}
+            pools = {p: bench_pool(settings, p, ks, args.repeats, clips, args.align) for p in sorted({1, n})}
         finally:
             server.stop()
     print(f"load after: {_load()}\n")

@@ -1,6 +1,6 @@
 """The pool of speech workers: how many, which one takes a new answer (sticky for its whole life), and the
-open answers' audio, kept in the supervisor per answer and replayed into the worker that owns it after a restart.
-"""
+open answers' audio, kept in the supervisor and replayed into its worker's replacement after a crash (or, once a
+worker fails for good, into another worker)."""
 
 from __future__ import annotations
 
@@ -75,6 +75,17 @@ def choose_worker(names: list[str], answers: Iterable[OpenAnswer], states: Mappi
                 load[name]["queued_audio_s"], i)
 
     return min(enumerate(names), key=key)[1]
+
+
+def reassign(failed: str, names: list[str], answers: Iterable[OpenAnswer], states: Mapping[str, str]) -> list[OpenAnswer]:
+    """A worker that failed for good (it never warms up again): its open answers move to the others, each
+    chosen as a new answer would be; the moved answers (empty when no other worker is left)."""
+    others = [n for n in names if n != failed and states.get(n) != "failed"]
+    answers = list(answers)
+    moved = [a for a in answers if a.worker == failed] if others else []
+    for a in moved:
+        a.worker = choose_worker(others, answers, states)
+    return moved
 
 
 def replay(inbox: Any, answers: Iterable[OpenAnswer]) -> int:

@@ -59,6 +59,7 @@ from sidecar.speech_pool import (
     choose_worker,
     is_speech,
     pool_load,
+    reassign,
     replay,
     rss_mb,
     speech_worker_count,
@@ -223,6 +224,9 @@ class Sidecar:
                     if w.state == "warming" and w.restarts >= 3:
                         with self._changed:
                             w.state = "failed"
+                            if is_speech(w.name):  # its answers go on elsewhere, replayed from the start
+                                for a in reassign(w.name, self.speech_names, self._open.values(), self._states()):
+                                    replay(self.workers[a.worker].inbox, [a])
                             self._changed.notify_all()
                         continue
                     self.restart(w.name, f"process exited with code {w.process.exitcode}")
@@ -301,11 +305,14 @@ class Sidecar:
     def start_answer(self, start: AnswerStart) -> None:
         with self._lock:
             again = self._open.get(start.answer_id)  # started again: it starts over on the same worker
-            name = again.worker if again is not None else choose_worker(
-                self.speech_names, self._open.values(), {n: self.workers[n].state for n in self.speech_names})
+            name = again.worker if again is not None else choose_worker(self.speech_names, self._open.values(),
+                                                                         self._states())
             self._open[start.answer_id] = OpenAnswer(start, worker=name)
             self._done.pop(start.answer_id, None)
             self.workers[name].inbox.put(start)
+
+    def _states(self) -> dict[str, str]:
+        return {n: self.workers[n].state for n in self.speech_names}
 
     def speech_worker_of(self, answer_id: str) -> str | None:
         """The speech worker that owns an open answer (None once it is stored, or never started)."""

@@ -23,6 +23,7 @@ from sidecar.speech_pool import (
     OpenAnswer,
     choose_worker,
     pool_load,
+    reassign,
     replay,
     speech_worker_count,
     speech_worker_names,
@@ -68,6 +69,16 @@ def test_new_answer_goes_to_the_worker_with_fewest_open_answers_then_least_audio
     # A warming or restarting worker only gets answers when no ready one is left; a failed one last.
     assert choose_worker(names, [], {"speech": "restarting", "speech-1": "ready", "speech-2": "ready"}) == "speech-1"
     assert choose_worker(names, answers, {"speech": "failed", "speech-1": "warming", "speech-2": "failed"}) == "speech-1"
+
+
+def test_a_worker_failed_for_good_hands_its_answers_to_the_others_fairly():
+    names = speech_worker_names(3)
+    states = {"speech": "failed", "speech-1": "ready", "speech-2": "ready"}
+    answers = [_open("speech", 3), _open("speech", 2), _open("speech-1", 9), _open("speech-2", 1)]
+    moved = reassign("speech", names, answers, states)
+    assert moved == answers[:2]  # only the failed worker's answers move
+    assert [a.worker for a in answers] == ["speech-2", "speech-1", "speech-1", "speech-2"]  # two each now
+    assert reassign("speech", names[:1], [_open("speech")], {"speech": "failed"}) == []  # nobody left to take it
 
 
 def test_replay_puts_start_audio_and_end_in_order():
