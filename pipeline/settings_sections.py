@@ -268,6 +268,10 @@ class SidecarSettings(Section):
     worker_backlog_retry_seconds: float = Field(
         1.0, alias="worker_backlog_retry_seconds", gt=0,
         description="How often a worker retries the writes it holds in memory (journal or disk full)")
+    speech_workers: int = Field(
+        0, alias="speech_workers", ge=0, le=64,
+        description="Speech worker processes (each answer stays on one); 0: automatic, the node's cores "
+        "minus one (for the app and emotion worker), 1 to 8")
 
 
 def usable_cores() -> int:

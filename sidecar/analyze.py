@@ -84,7 +84,10 @@ def analyze(request: AnalyzeRequest, settings: Settings, store: bool = False,
     own = sidecar is None
     if sidecar is None:
         t = time.perf_counter()
-        sidecar = Sidecar(settings, store=store).start()
+        # One file is one answer at a time: an automatic pool would load N speech models for nothing.
+        one = settings if settings.sidecar.speech_workers else settings.model_copy(
+            update={"sidecar": settings.sidecar.model_copy(update={"speech_workers": 1})})
+        sidecar = Sidecar(one, store=store).start()
         if not sidecar.wait_ready():
             status = sidecar.status()
             sidecar.stop()

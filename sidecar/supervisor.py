@@ -1,12 +1,15 @@
 """The sidecar supervisor: owns the worker processes and everything they must not lose.
 
 Lives in the app process (one per Streamlit server, shared by all sessions). It
-creates the frame ring and the audio inbox, starts the emotion and speech workers
-(spawn), and watches their heartbeats: a worker that dies or stays silent longer than
-``heartbeat_timeout_seconds`` is killed and restarted. Audio of every answer in
-progress is kept here until the speech worker reports the answer stored, and is
-replayed into a restarted worker, so a crash mid-answer loses no speech: this is the one
-place an answer's audio is kept (the worker's transcriber drops what it has transcribed).
+creates the frame ring, starts the emotion worker and a pool of speech workers (spawn, all
+at once; ``speech_workers``, each with its own inbox; ``sidecar.speech_pool``), and watches
+their heartbeats: a worker that dies or stays silent longer than ``heartbeat_timeout_seconds``
+is killed and restarted. Each answer stays on one speech worker for its whole life, the one
+with the fewest open answers when it started. Audio of every answer in progress is kept here
+until its worker reports the answer stored, and is replayed into that worker's replacement
+after a crash, so a crash mid-answer loses no speech and touches no other worker's answers:
+this is the one place an answer's audio is kept (the worker's transcriber drops what it has
+transcribed).
 
 What comes back from the workers is only what the live panel needs (typed events of
 ``sidecar.protocol``): the latest face status per session, partial words, and each answer's
@@ -51,6 +54,17 @@ from sidecar.protocol import (
     WorkerMetrics,
 )
 from sidecar.ring import COLLECT, FrameRing
+from sidecar.speech_pool import (
+    OpenAnswer,
+    choose_worker,
+    is_speech,
+    pool_load,
+    reassign,
+    replay,
+    rss_mb,
+    speech_worker_count,
+    speech_worker_names,
+)
 from sidecar.workers import drain, emotion_worker, speech_worker
 
 log = logging.getLogger(__name__)
@@ -91,15 +105,6 @@ class WorkerState:
     last_error: str | None = None
 
 
-@dataclass
-class OpenAnswer:
-    start: AnswerStart
-    chunks: list[AudioChunk] = field(default_factory=list)
-    end: AnswerEnd | None = None
-    last_input: float = field(default_factory=time.monotonic)
-    samples: int = 0  # audio kept in ``chunks`` (a running total: status() must not walk 30,000 chunks)
-
-
 class Sidecar:
     def __init__(self, settings: Settings, store: bool = True) -> None:
         self.settings = settings
@@ -108,10 +113,9 @@ class Sidecar:
         self.ring = FrameRing(settings.capture.ring_slots)
         self.events = self._ctx.Queue()
         self._settings_data = settings.model_dump(mode="json")
-        self.workers = {
-            "emotion": WorkerState("emotion", emotion_worker),
-            "speech": WorkerState("speech", speech_worker),
-        }
+        self.speech_names = speech_worker_names(speech_worker_count(settings.sidecar.speech_workers))
+        self.workers = {"emotion": WorkerState("emotion", emotion_worker),
+                        **{n: WorkerState(n, speech_worker) for n in self.speech_names}}
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)  # notified on every event handled
         self._open: dict[str, OpenAnswer] = {}
@@ -158,8 +162,9 @@ class Sidecar:
         if self._stop.is_set():
             return
         self._stop.set()
-        with contextlib.suppress(Exception):
-            self.workers["speech"].inbox.put(Shutdown())
+        for name in self.speech_names:
+            with contextlib.suppress(Exception):
+                self.workers[name].inbox.put(Shutdown())
         with contextlib.suppress(Exception):
             self.ring.put(np.zeros((1, 1, 3), np.uint8), 0, "", "__shutdown__")
         for w in self.workers.values():
@@ -179,26 +184,20 @@ class Sidecar:
 
     def _spawn(self, w: WorkerState) -> None:
         w.heartbeat = self._ctx.Value("d", time.time(), lock=False)
-        if w.name == "speech":
-            w.inbox = self._ctx.Queue()  # fresh: a killed reader can leave the old one locked
-            args = (w.inbox, self.events, w.heartbeat, self._settings_data, self.store)
+        speech = is_speech(w.name)
+        args: tuple[Any, ...]
+        if speech:
+            with self._lock:  # the fresh inbox gets the replay first, then what comes in meanwhile
+                w.inbox = self._ctx.Queue()  # fresh: a killed reader can leave the old one locked
+                # Its own open answers only: the other workers' answers are not touched.
+                replay(w.inbox, [a for a in self._open.values() if a.worker == w.name])
+            args = (w.inbox, self.events, w.heartbeat, self._settings_data, self.store, w.name)
         else:
             args = (self.ring, self.events, w.heartbeat, self._settings_data, self.store)
         w.process = self._ctx.Process(target=w.target, args=args, name=f"mockai-{w.name}", daemon=True)
         w.state = "warming"
         w.started_at = time.monotonic()
         start_process(w.process)
-        if w.name == "speech":
-            self._replay_open_answers(w)
-
-    def _replay_open_answers(self, w: WorkerState) -> None:
-        with self._lock:
-            for answer in self._open.values():
-                w.inbox.put(answer.start)
-                for chunk in answer.chunks:
-                    w.inbox.put(chunk)
-                if answer.end is not None:
-                    w.inbox.put(answer.end)
 
     def restart(self, name: str, reason: str) -> None:
         w = self.workers[name]
@@ -225,6 +224,9 @@ class Sidecar:
                     if w.state == "warming" and w.restarts >= 3:
                         with self._changed:
                             w.state = "failed"
+                            if is_speech(w.name):  # its answers go on elsewhere, replayed from the start
+                                for a in reassign(w.name, self.speech_names, self._open.values(), self._states()):
+                                    replay(self.workers[a.worker].inbox, [a])
                             self._changed.notify_all()
                         continue
                     self.restart(w.name, f"process exited with code {w.process.exitcode}")
@@ -302,9 +304,21 @@ class Sidecar:
     # ------------------------------------------------------------------ inputs
     def start_answer(self, start: AnswerStart) -> None:
         with self._lock:
-            self._open[start.answer_id] = OpenAnswer(start)
+            again = self._open.get(start.answer_id)  # started again: it starts over on the same worker
+            name = again.worker if again is not None else choose_worker(self.speech_names, self._open.values(),
+                                                                         self._states())
+            self._open[start.answer_id] = OpenAnswer(start, worker=name)
             self._done.pop(start.answer_id, None)
-            self.workers["speech"].inbox.put(start)
+            self.workers[name].inbox.put(start)
+
+    def _states(self) -> dict[str, str]:
+        return {n: self.workers[n].state for n in self.speech_names}
+
+    def speech_worker_of(self, answer_id: str) -> str | None:
+        """The speech worker that owns an open answer (None once it is stored, or never started)."""
+        with self._lock:
+            answer = self._open.get(answer_id)
+            return answer.worker if answer is not None else None
 
     def push_audio(self, answer_id: str, t_ms: int, samples: np.ndarray) -> None:
         """Never drops: kept until the answer is stored, replayed after a worker restart.
@@ -320,7 +334,7 @@ class Sidecar:
             answer.samples += len(chunk.samples)
             answer.last_input = time.monotonic()
             self.audio_chunks_in += 1
-            self.workers["speech"].inbox.put(chunk)
+            self.workers[answer.worker].inbox.put(chunk)
             if answer.samples > (self.settings.media.max_answer_seconds + 1.0) * SAMPLE_RATE:
                 # A live answer is capped like a file (max_answer_seconds): memory must not grow with it.
                 log.warning("answer %s reached max_answer_seconds: ending it", answer_id)
@@ -338,7 +352,7 @@ class Sidecar:
             if answer is None or answer.end is not None:
                 return
             answer.end = AnswerEnd(answer_id, int(ended_ms), status, capture)
-            self.workers["speech"].inbox.put(answer.end)
+            self.workers[answer.worker].inbox.put(answer.end)
 
     # ------------------------------------------------------------------ outputs
     def result(self, answer_id: str) -> AnswerSummary | None:
@@ -373,7 +387,8 @@ class Sidecar:
             return self._faces.get(session_id)
 
     def status(self) -> dict[str, Any]:
-        """What the pages show: each worker's state, restarts, warm-up and stage latencies, queue depths."""
+        """What the pages show: each worker's state, restarts, warm-up and stage latencies, queue depths, resident
+        memory; per speech worker also its open answers and their queued audio seconds."""
         with self._lock:
             workers = {
                 name: {"state": w.state, "restarts": w.restarts, "last_error": w.last_error,
@@ -384,14 +399,22 @@ class Sidecar:
                        "journal_backlog": int(w.metrics.get("journal_backlog", 0)),
                        "journal_dropped": int(w.metrics.get("journal_dropped", 0)),
                        "journal_error": w.metrics.get("journal_error"),
-                       "journal_full": bool(w.metrics.get("journal_full", False))}
+                       "journal_full": bool(w.metrics.get("journal_full", False)),
+                       "pid": w.process.pid if w.process is not None else None}
                 for name, w in self.workers.items()
             }
+            for name, load in pool_load(self.speech_names, self._open.values()).items():
+                workers[name].update(open_answers=int(load["open_answers"]),
+                                     queued_audio_s=round(load["queued_audio_s"], 2))
             open_audio_s = sum(a.samples for a in self._open.values()) / SAMPLE_RATE
             journal_errors = [w["journal_error"] for w in workers.values() if w["journal_error"]]
-        with contextlib.suppress(NotImplementedError, OSError):
-            workers["speech"]["inbox_depth"] = self.workers["speech"].inbox.qsize()
+        for name, w in self.workers.items():
+            workers[name]["rss_mb"] = rss_mb(w.process.pid) if workers[name]["alive"] else None
+            if name in self.speech_names:
+                with contextlib.suppress(NotImplementedError, OSError, AttributeError):
+                    workers[name]["inbox_depth"] = w.inbox.qsize()
         return {"ready": self.ready, "workers": workers, "ring": self.ring.stats(),
+                "speech_workers": len(self.speech_names),
                 "open_answers": len(self._open), "buffered_audio_s": round(open_audio_s, 2),
                 "audio_chunks_in": self.audio_chunks_in,
                 "journal_backlog": sum(w["journal_backlog"] for w in workers.values()),

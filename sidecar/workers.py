@@ -1,9 +1,10 @@
-"""The two sidecar worker processes.
+"""The sidecar worker processes (one emotion worker, a pool of speech workers).
 
 - emotion: reads sampled frames from the shared-memory ring, runs face detection,
   emotion and gaze, writes one ``frames`` sample per frame. The app gets only the latest
   face status per session (``FaceStatus``), and ``FramesFlushed`` at an answer's flush marker.
-- speech: reads answer commands and 16 kHz audio, transcribes while the candidate
+- speech (one per pool slot, each named and journaled apart: ``speech``, ``speech-1``...):
+  reads answer commands and 16 kHz audio from its own inbox, transcribes while the candidate
   speaks, and at the end of an answer computes speech metrics and the grade and
   stores the answer. The answer's audio has one owner, the supervisor (it replays it into a
   restarted worker); the transcriber here keeps only what it has not transcribed yet.
@@ -223,7 +224,8 @@ class SpeechSession:
         self.first_ms: int | None = None
 
 
-def speech_worker(inbox: Any, events: Any, heartbeat: Any, settings_data: dict[str, Any], store: bool) -> None:
+def speech_worker(inbox: Any, events: Any, heartbeat: Any, settings_data: dict[str, Any], store: bool,
+                  name: str = "speech") -> None:
     _limit_threads(int(settings_data["asr"]["threads"]))
     from pipeline.encoder import SentenceEncoder
     from pipeline.grading import GradeOptions
@@ -237,13 +239,13 @@ def speech_worker(inbox: Any, events: Any, heartbeat: Any, settings_data: dict[s
         asr_timings = recognizer.warm_up()
         encoder = SentenceEncoder.from_settings(settings)
         enc_timings = encoder.warm_up()
-        writer = _open_store(settings_data, "speech").writer if store else None
+        writer = _open_store(settings_data, name).writer if store else None  # its own journal directory
         grade_options = GradeOptions.from_settings(settings)
-        events.put(Ready("speech", {"asr": asr_timings, "encoder": enc_timings}, time.perf_counter() - t0))
+        events.put(Ready(name, {"asr": asr_timings, "encoder": enc_timings}, time.perf_counter() - t0))
     except Exception as exc:
-        events.put(WorkerError("speech", f"warm-up failed: {exc}", trace=traceback.format_exc()))
+        events.put(WorkerError(name, f"warm-up failed: {exc}", trace=traceback.format_exc()))
         raise
-    worker = _SpeechLoop(settings, recognizer, encoder, grade_options, writer, events)
+    worker = _SpeechLoop(settings, recognizer, encoder, grade_options, writer, events, name)
     last_metrics = time.monotonic()
     beat = Heartbeat(heartbeat, settings.sidecar.worker_stuck_seconds)
     while True:
@@ -260,23 +262,24 @@ def speech_worker(inbox: Any, events: Any, heartbeat: Any, settings_data: dict[s
             except Exception as exc:  # one bad answer must not take the worker down
                 answer_id = getattr(msg, "answer_id", None)
                 log.exception("speech worker failed on %s", type(msg).__name__)
-                events.put(WorkerError("speech", str(exc), answer_id=answer_id))
+                events.put(WorkerError(name, str(exc), answer_id=answer_id))
         if worker.backlog is not None:
             worker.backlog.retry()
         if time.monotonic() - last_metrics > METRICS_EVERY_S:
             last_metrics = time.monotonic()
-            events.put(WorkerMetrics("speech", {"latency": worker.latency.summary(),
+            events.put(WorkerMetrics(name, {"latency": worker.latency.summary(),
                                                 "open_answers": len(worker.answers),
                                                 **(worker.backlog.status() if worker.backlog else {})}))
     if worker.backlog is not None:
-        _close_backlog(worker.backlog, "speech")
+        _close_backlog(worker.backlog, name)
     if writer is not None:
         writer.close()
     events.cancel_join_thread()  # the supervisor may have stopped reading: exit anyway
 
 
 class _SpeechLoop:
-    def __init__(self, settings: Any, recognizer: Any, encoder: Any, grade_options: Any, writer: Any, events: Any):
+    def __init__(self, settings: Any, recognizer: Any, encoder: Any, grade_options: Any, writer: Any, events: Any,
+                 name: str = "speech"):
         from pipeline.speech_metrics import SpeechMetricsOptions
 
         self.settings = settings
@@ -289,6 +292,7 @@ class _SpeechLoop:
         self.backlog = (JournalBacklog(writer, settings.sidecar.worker_backlog_max, settings.sidecar.worker_backlog_retry_seconds)
                         if writer is not None else None)
         self.events = events
+        self.name = name  # the worker's name on every event it sends
         self.answers: dict[str, SpeechSession] = {}
         self.latency = _Latency()
 
@@ -330,7 +334,7 @@ class _SpeechLoop:
             self.latency.add("asr_chunk", time.perf_counter() - start)
             # Transcribed audio may go: the supervisor keeps the answer's audio (one owner) for a restart.
             session.transcriber.ack()
-            self.events.put(PartialWords(msg.answer_id, new_words))
+            self.events.put(PartialWords(msg.answer_id, new_words, worker=self.name))
 
     def end(self, msg: AnswerEnd) -> None:
         from pipeline.grading import grade
@@ -386,12 +390,12 @@ class _SpeechLoop:
                                   "held": held, "timings": timings, **fields}
         if held:
             summary["journal_full"], summary["journal_error"] = journal_full, journal_error
-        self.events.put(AnswerDone(summary))
+        self.events.put(AnswerDone(summary, worker=self.name))
 
     def _saved_later(self, answer_id: str, session_id: str) -> None:
         """A held answer reached the journal: send it and say so."""
         stored = self.writer.flush(timeout=5.0)
-        self.events.put(AnswerSaved(answer_id, session_id, stored))
+        self.events.put(AnswerSaved(answer_id, session_id, stored, worker=self.name))
 
 
 def _clean_word(w: dict[str, Any]) -> dict[str, Any]:

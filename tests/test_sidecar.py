@@ -181,7 +181,8 @@ def test_heartbeat_covers_a_long_step_but_not_a_stuck_loop():
 def sidecar_env(mongo_uri, tmp_path_factory):
     data = tmp_path_factory.mktemp("sidecar")
     settings = Settings(MONGODB_URI=mongo_uri, db_name=f"sidecar_{uuid.uuid4().hex[:8]}", data_dir=data,
-                        heartbeat_timeout_seconds=3.0, flush_seconds=0.5)
+                        heartbeat_timeout_seconds=3.0, flush_seconds=0.5,
+                        speech_workers=1)  # one speech worker on any node (tests/test_sidecar_pool.py: a pool)
     car = Sidecar(settings, store=True).start()
     assert car.wait_ready(240), car.status()
     client = pymongo.MongoClient(mongo_uri)

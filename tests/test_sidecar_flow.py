@@ -193,7 +193,7 @@ def test_feedback_reads_the_stored_answer_or_nothing(db):
 
 def test_wait_ready_wakes_when_both_workers_are_ready_or_one_failed(car):
     assert not car.wait_ready(timeout=0.01)
-    t = threading.Thread(target=lambda: [car._handle(Ready(n, {}, 0.1)) for n in ("emotion", "speech")])
+    t = threading.Thread(target=lambda: [car._handle(Ready(n, {}, 0.1)) for n in car.workers])
     t.start()
     assert car.wait_ready(timeout=60)
     t.join()
