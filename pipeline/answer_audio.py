@@ -4,6 +4,7 @@ and re-transcribes what was captured. Kept a day (a TTL index: storage.AUDIO_KEE
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -15,6 +16,8 @@ from bson.binary import Binary
 from pymongo.errors import DuplicateKeyError
 
 from pipeline.records import SAMPLE_RATE, AnswerStart
+
+log = logging.getLogger(__name__)
 
 COLLECTION = "answer_audio"
 CLAIMS = "answer_claims"  # one document per recovered answer: whoever inserts it first recovers it
@@ -43,13 +46,15 @@ class AudioSpool:
 
     def __init__(self, write: Write, node: str, chunk_seconds: float = CHUNK_SECONDS,
                  clock: Callable[[], datetime] = _now) -> None:
-        self._write, self.node, self._clock = write, node, clock
+        self._writer, self.node, self._clock = write, node, clock
         self._chunk = max(1, min(int(chunk_seconds * SAMPLE_RATE), MAX_CHUNK_SAMPLES))
         self._open: dict[str, _Open] = {}
         self._lock = threading.Lock()
 
     def start(self, start: AnswerStart) -> None:
         with self._lock:
+            if start.answer_id in self._open:
+                return  # started again: its chunks go on where they were
             self._open[start.answer_id] = _Open(start, buffered=[])
         self._write(COLLECTION, {"_id": f"{start.answer_id}:start", "kind": "start", **self._base(start),
                                  "start": {**asdict(start), "key_points": list(start.key_points),
@@ -83,6 +88,12 @@ class AudioSpool:
                          "ended_ms": int(ended_ms), "status": status})
         for doc in docs:
             self._write(COLLECTION, doc)
+
+    def _write(self, collection: str, doc: dict[str, Any]) -> None:
+        try:
+            self._writer(collection, doc)
+        except Exception as exc:  # journal full, disk full: the live answer goes on, only its copy is short
+            log.warning("answer %s: stored audio copy incomplete (%s)", doc.get("answer_id"), exc)
 
     def _take(self, a: _Open, n: int) -> dict[str, Any]:
         assert a.buffered is not None and a.t_ms is not None

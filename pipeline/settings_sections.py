@@ -261,6 +261,10 @@ class SidecarSettings(Section):
     stale_answer_seconds: float = Field(
         20.0, alias="stale_answer_seconds", gt=0,
         description="An answer with no audio this long (tab closed, connection lost) is ended as incomplete")
+    orphan_answer_seconds: float = Field(
+        30.0, alias="orphan_answer_seconds", gt=0,
+        description="An answer whose stored audio stopped this long ago and that no node stored (its node died) "
+        "is finished by another node from that audio, as incomplete")
     worker_backlog_max: int = Field(
         5000, alias="worker_backlog_max", ge=1,
         description="Frame samples a worker keeps in memory while the journal refuses writes "

@@ -21,7 +21,7 @@ FEED_SECONDS = 0.5  # the live path's chunk size: the transcriber sees what it w
 
 
 class SpeechInput(Protocol):
-    def start_answer(self, start: AnswerStart) -> None: ...
+    def start_answer(self, start: AnswerStart, *, spool: bool = True) -> None: ...
     def push_audio(self, answer_id: str, t_ms: int, samples: np.ndarray) -> None: ...
     def end_answer(self, answer_id: str, ended_ms: int, status: str = "complete",
                    capture: dict[str, Any] | None = None) -> None: ...
@@ -32,7 +32,7 @@ def recover(db: Any, sidecar: SpeechInput, answer_id: str) -> bool:
     stored = answer_audio.load(db, answer_id)
     if stored is None:
         return False
-    sidecar.start_answer(stored.start)
+    sidecar.start_answer(stored.start, spool=False)  # it is stored already
     step = int(FEED_SECONDS * SAMPLE_RATE)
     for i in range(0, len(stored.audio), step):
         sidecar.push_audio(answer_id, stored.t_ms + i * 1000 // SAMPLE_RATE, stored.audio[i:i + step])

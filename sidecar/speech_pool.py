@@ -26,6 +26,7 @@ class OpenAnswer:
     end: AnswerEnd | None = None
     last_input: float = field(default_factory=time.monotonic)
     samples: int = 0  # audio kept in ``chunks`` (a running total: status() must not walk 30,000 chunks)
+    spooled: bool = False  # its audio also goes to MongoDB (pipeline.answer_audio), for another node
 
 
 def node_cores() -> int:

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.answer_audio import AudioSpool
 from pipeline.records import SAMPLE_RATE
 from pipeline.settings import Settings
 from sidecar.protocol import (
@@ -127,6 +128,9 @@ class Sidecar:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.audio_chunks_in = 0
+        # Live answers' audio stored as it comes, so another node can finish one if this node dies
+        # (pipeline.answer_audio; set by the app, None for offline analysis).
+        self.spool: AudioSpool | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Sidecar:
@@ -302,14 +306,18 @@ class Sidecar:
             self._listeners.append(fn)
 
     # ------------------------------------------------------------------ inputs
-    def start_answer(self, start: AnswerStart) -> None:
+    def start_answer(self, start: AnswerStart, *, spool: bool = True) -> None:
+        """``spool``: store its audio as it comes (``self.spool``); False for an answer recovered from there."""
+        spool_to = self.spool if spool else None
         with self._lock:
             again = self._open.get(start.answer_id)  # started again: it starts over on the same worker
             name = again.worker if again is not None else choose_worker(self.speech_names, self._open.values(),
                                                                          self._states())
-            self._open[start.answer_id] = OpenAnswer(start, worker=name)
+            self._open[start.answer_id] = OpenAnswer(start, worker=name, spooled=spool_to is not None)
             self._done.pop(start.answer_id, None)
             self.workers[name].inbox.put(start)
+        if spool_to is not None:
+            spool_to.start(start)
 
     def _states(self) -> dict[str, str]:
         return {n: self.workers[n].state for n in self.speech_names}
@@ -335,10 +343,13 @@ class Sidecar:
             answer.last_input = time.monotonic()
             self.audio_chunks_in += 1
             self.workers[answer.worker].inbox.put(chunk)
+            spooled = answer.spooled
             if answer.samples > (self.settings.media.max_answer_seconds + 1.0) * SAMPLE_RATE:
                 # A live answer is capped like a file (max_answer_seconds): memory must not grow with it.
                 log.warning("answer %s reached max_answer_seconds: ending it", answer_id)
                 self.end_answer(answer_id, int(t_ms) + len(chunk.samples) * 1000 // SAMPLE_RATE)
+        if spooled and self.spool is not None:
+            self.spool.add(answer_id, chunk.t_ms, chunk.samples)
 
     def push_frame(self, image: np.ndarray, t_ms: int, session_id: str, answer_id: str, block: bool = False,
                    collect: bool = False) -> bool:
@@ -353,6 +364,9 @@ class Sidecar:
                 return
             answer.end = AnswerEnd(answer_id, int(ended_ms), status, capture)
             self.workers[answer.worker].inbox.put(answer.end)
+            spooled = answer.spooled
+        if spooled and self.spool is not None:
+            self.spool.end(answer_id, int(ended_ms), status)
 
     # ------------------------------------------------------------------ outputs
     def result(self, answer_id: str) -> AnswerSummary | None:

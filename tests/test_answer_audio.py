@@ -146,3 +146,33 @@ def test_another_node_finishes_an_answer_whose_node_died(mongo_uri, tmp_path, sh
         car.stop()
         client.drop_database(settings.storage.db_name)
         client.close()
+
+
+def test_the_supervisor_spools_live_answers_but_not_recovered_ones(db, writer):
+    """Sidecar.spool gets a live answer's start, audio and end; an answer fed from stored audio
+    (recovery) is not stored a second time. Workers are not started: their inboxes only collect."""
+    import queue
+
+    car = Sidecar(Settings(ring_slots=8, speech_workers=1), store=False)
+    try:
+        for w in car.workers.values():
+            w.inbox = queue.Queue()
+        car.spool = answer_audio.AudioSpool(writer.insert, node="node-a")
+        live, recovered = _start(), _start()
+        car.start_answer(live)
+        car.start_answer(recovered, spool=False)
+        tone = np.full(SAMPLE_RATE * 3, 0.2, np.float32)
+        for start in (live, recovered):
+            for i in range(0, len(tone), 8000):
+                car.push_audio(start.answer_id, start.started_ms + i // 16, tone[i:i + 8000])
+            car.end_answer(start.answer_id, start.started_ms + 3000, status="incomplete")
+        assert writer.flush(30)
+        kinds = sorted(d["kind"] for d in db.answer_audio.find({"answer_id": live.answer_id}))
+        assert kinds == ["audio", "audio", "end", "start"]
+        assert db.answer_audio.count_documents({"answer_id": recovered.answer_id}) == 0
+        stored = answer_audio.load(db, live.answer_id)
+        assert stored is not None and len(stored.audio) == len(tone) and stored.status == "incomplete"
+    finally:
+        car.ring.close()
+        car.events.cancel_join_thread()
+        car.events.close()

@@ -178,9 +178,19 @@ def error_text(exc: BaseException) -> str:
 @st.cache_resource(show_spinner=False)
 def get_sidecar() -> Sidecar | None:
     """The sidecar, started once per server and shared by every session (models stay warm)."""
+    from pipeline.answer_audio import AudioSpool
+    from pipeline.capacity import node_id
+    from sidecar.recovery import OrphanSweeper
     from sidecar.supervisor import Sidecar  # noqa: F811 (imported here so pages start without it)
 
     settings = get_settings()
     if not settings.sidecar.enabled:
         return None
-    return Sidecar(settings, store=True).start()
+    store = get_store()
+    node = node_id(settings.capacity, int(st.get_option("server.port") or 8501))
+    car = Sidecar(settings, store=True)
+    car.spool = AudioSpool(store.writer.insert, node)  # another node can finish an answer if this one dies
+    car.start()
+    OrphanSweeper(lambda: store.db, car, node, settings.sidecar.orphan_answer_seconds,
+                  interval=min(10.0, settings.sidecar.orphan_answer_seconds / 3)).start()
+    return car
