@@ -288,9 +288,9 @@ def usable_cores() -> int:
 
 class CapacitySettings(Section):
     cores_per_live_session: float = Field(
-        0.35, alias="cores_per_live_session", gt=0, le=64,
-        description="Measured CPU cores one live session costs (both workers + app process; 0.35 measured "
-        "after the issue 12 face work, BENCHMARKS.md): the node's capacity is node_cores / this")
+        0.5, alias="cores_per_live_session", gt=0, le=64,
+        description="Measured CPU cores one live session costs (app process + both workers, real browser: "
+        "0.42-0.51, BENCHMARKS.md Capacity): the node's capacity is node_cores / this")
     node_cores: int = Field(
         default_factory=usable_cores, alias="node_cores", ge=1,
         description="CPU cores this node may use for live sessions (default: the CPUs this process may run on)")

@@ -53,7 +53,8 @@ def options(**values: Any) -> CapacitySettings:
 
 
 @pytest.mark.parametrize(("cores", "cost", "expected"), [
-    (2, 0.35, 5),    # this box: 2 / 0.35 = 5.7
+    (2, 0.35, 5),    # 2 / 0.35 = 5.7
+    (2, 0.5, 4),     # this box with the default
     (16, 0.35, 45),  # 45.7
     (1, 0.35, 2),
     (7, 0.35, 20),   # exactly 20 although 7 / 0.35 is 19.999999999999996 in floating point
@@ -73,7 +74,7 @@ def test_capacity_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("MOCKAI_HEALTH_PORT", raising=False)  # tests/conftest.py turns it off for AppTests
     default = Settings().capacity
     assert default.node_cores == len(os.sched_getaffinity(0))
-    assert default.cores_per_live_session == 0.35 and default.max_live_sessions == 0
+    assert default.cores_per_live_session == 0.5 and default.max_live_sessions == 0
     assert default.health_port is None and default.node_name == ""
     monkeypatch.setenv("MOCKAI_NODE_CORES", "4")
     monkeypatch.setenv("MOCKAI_CORES_PER_LIVE_SESSION", "0.5")
