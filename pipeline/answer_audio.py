@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 COLLECTION = "answer_audio"
 CLAIMS = "answer_claims"  # one document per recovered answer: whoever inserts it first recovers it
+UNFINISHED = ("recording", "transcribing")  # answer statuses of an answer its node was still working on
 CHUNK_SECONDS = 2.0  # a node that dies loses at most the audio of one unwritten chunk (+ the writer's flush)
 MAX_CHUNK_SAMPLES = int(CHUNK_SECONDS * SAMPLE_RATE * 2)  # the schema's cap on one stored chunk
 
@@ -127,7 +128,7 @@ class StoredAnswer:
 
 
 def orphaned_answers(db: Any, stale_seconds: float, now: datetime | None = None) -> list[str]:
-    """Answers with stored audio, nothing written for ``stale_seconds``, no stored answer and no claim."""
+    """Answers with stored audio, nothing written for ``stale_seconds``, no finished answer stored and no claim."""
     now = now or _now()
     cutoff = now - timedelta(seconds=stale_seconds)
     started = [d["answer_id"] for d in db[COLLECTION].find({"kind": "start", "written_at": {"$lt": cutoff}},
@@ -137,7 +138,9 @@ def orphaned_answers(db: Any, stale_seconds: float, now: datetime | None = None)
         last = db[COLLECTION].find_one({"answer_id": answer_id}, {"written_at": 1}, sort=[("written_at", -1)])
         if last is None or _aware(last["written_at"]) >= cutoff:
             continue  # still being written by a live node
-        if db.answers.find_one({"_id": answer_id}, {"_id": 1}) or db[CLAIMS].find_one({"_id": answer_id}):
+        # the speech worker writes the answer ("recording") when it starts: only a finished one counts as stored
+        finished = db.answers.find_one({"_id": answer_id, "status": {"$nin": list(UNFINISHED)}}, {"_id": 1})
+        if finished or db[CLAIMS].find_one({"_id": answer_id}):
             continue
         out.append(answer_id)
     return out

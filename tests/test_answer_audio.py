@@ -98,7 +98,9 @@ def test_only_stale_unstored_unclaimed_answers_are_orphans_and_one_node_wins(db,
     for spool, start in ((old, orphan), (fresh, live), (old, stored)):
         _spool_audio(spool, start, tone)
     assert writer.flush(30)
-    db.answers.insert_one({"_id": stored.answer_id, "session_id": stored.session_id})  # its node stored it
+    db.answers.insert_one({"_id": stored.answer_id, "session_id": stored.session_id, "status": "complete"})
+    # the speech worker writes the answer as "recording" when it starts: its node may have died after that
+    db.answers.insert_one({"_id": orphan.answer_id, "session_id": orphan.session_id, "status": "recording"})
     found = answer_audio.orphaned_answers(db, stale_seconds=30, now=now)
     assert orphan.answer_id in found and live.answer_id not in found and stored.answer_id not in found
     wins: list[bool] = []
