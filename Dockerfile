@@ -10,6 +10,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VENV=/app/.venv \
     MOCKAI_DATA_DIR=/data
 
+# redis-server: the embedded background-job broker (setup.sh would apt-install it, but runs as mockai).
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends redis-server \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --create-home --uid 10001 mockai \
     && mkdir -p /app /data && chown mockai:mockai /app /data
 WORKDIR /app

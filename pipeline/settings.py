@@ -2,7 +2,7 @@
 
 ``Settings`` holds one frozen sub-model per part of the product (``storage``, ``capture``,
 ``emotion``, ``report``, ``asr``, ``speech``, ``media``, ``grading``, ``sidecar``, ``access``,
-``capacity``); each analyzer takes its section as its options, so every default is written once.
+``capacity``, ``jobs``); each analyzer takes its section as its options, so every default is written once.
 Every setting also has a flat public name (its field alias, e.g. ``asr_model``): that name
 is its environment variable with the ``MOCKAI_`` prefix (``MOCKAI_ASR_MODEL``; ``MONGODB_URI``
 has none), its key in saved threshold profiles and session snapshots, and its row on the
@@ -31,6 +31,7 @@ from pipeline.settings_sections import (
     CaptureSettings,
     EmotionSettings,
     GradingSettings,
+    JobsSettings,
     MediaSettings,
     ReportSettings,
     Section,
@@ -41,7 +42,7 @@ from pipeline.settings_sections import (
 
 __all__ = [
     "DEFAULT_FILLERS", "PASSWORD_MAX", "PASSWORD_MIN", "AccessSettings", "AsrSettings", "CapacitySettings", "CaptureSettings",
-    "EmotionSettings", "GradingSettings", "MediaSettings", "ReportSettings", "Settings", "SidecarSettings",
+    "EmotionSettings", "GradingSettings", "JobsSettings", "MediaSettings", "ReportSettings", "Settings", "SidecarSettings",
     "SpeechSettings", "StorageSettings", "get_settings", "setting_field", "settings_error_text",
     "settings_problem", "settings_table", "SECTIONS", "FLAT_FIELDS", "default_settings", "env_names",
 ]
@@ -49,6 +50,8 @@ __all__ = [
 ENV_PREFIX = "MOCKAI_"
 # Environment names read before MOCKAI_<NAME> (the first one set wins), for names users already set.
 EXTRA_ENV: dict[str, tuple[str, ...]] = {"mongodb_uri": ("MONGODB_URI",), "deepface_home": ("DEEPFACE_HOME",)}
+# Server URIs may carry passwords: never in snapshots, profiles or the Research page.
+SECRET_URIS = ("mongodb_uri", "redis_url")
 _ENV_FIRST = {"mongodb_uri"}  # MONGODB_URI outranks MOCKAI_MONGODB_URI; MOCKAI_DEEPFACE_HOME outranks DEEPFACE_HOME
 
 
@@ -58,6 +61,7 @@ SECTIONS: dict[str, type[Section]] = {
     "storage": StorageSettings, "capture": CaptureSettings, "emotion": EmotionSettings, "report": ReportSettings,
     "asr": AsrSettings, "speech": SpeechSettings, "media": MediaSettings, "grading": GradingSettings,
     "sidecar": SidecarSettings, "access": AccessSettings, "capacity": CapacitySettings,
+    "jobs": JobsSettings,
 }
 
 
@@ -128,6 +132,7 @@ class Settings(BaseSettings):
     sidecar: SidecarSettings = Field(default_factory=SidecarSettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
     capacity: CapacitySettings = Field(default_factory=CapacitySettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -189,7 +194,8 @@ class Settings(BaseSettings):
         out: dict[str, Any] = {}
         for section in SECTIONS:
             out.update(getattr(self, section).model_dump(mode="json", by_alias=True))
-        out.pop("mongodb_uri", None)
+        for secret in SECRET_URIS:
+            out.pop(secret, None)
         return out
 
 
@@ -245,7 +251,7 @@ def settings_table(settings: Settings) -> list[dict[str, str]]:
         rows.append(
             {
                 "setting": flat,
-                "value": repr(value) if flat != "mongodb_uri" else ("set" if value else "embedded"),
+                "value": repr(value) if flat not in SECRET_URIS else ("set" if value else "embedded"),
                 "default": repr(info.get_default(call_default_factory=True)),
                 "meaning": info.description or "",
             }

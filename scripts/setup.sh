@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 MODE="${1:-run}"
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
-APT_RUN=()
+APT_RUN=(redis-server)
 APT_TEST=(chromium chromium-driver ffmpeg haproxy)
 
 stamp="$VENV/.setup-stamp-$MODE"

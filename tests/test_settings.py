@@ -87,7 +87,7 @@ def test_a_session_snapshot_is_flat_json_without_secrets_or_the_database_uri() -
     snap = s.snapshot()
     assert "mongodb_uri" not in snap and "a-long-password" not in json.dumps(snap)
     assert snap["emotion_enabled"] is True and snap["band_cutoffs"] == [0.4, 0.6, 0.8]
-    assert set(snap) == set(FLAT_FIELDS) - {"mongodb_uri"}
+    assert set(snap) == set(FLAT_FIELDS) - {"mongodb_uri", "redis_url"}
 
 
 def test_option_defaults_are_the_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
