@@ -90,6 +90,16 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("written_at", ASCENDING)], name="expires", expireAfterSeconds=AUDIO_KEEP_SECONDS),
     ],
     "answer_claims": [IndexModel([("claimed_at", ASCENDING)], name="expires", expireAfterSeconds=AUDIO_KEEP_SECONDS)],
+    # Background jobs (pipeline.jobs): the Batch view's lists, a user's queue bound, the reaper's scans,
+    # the upload step finding its job again after a reload.
+    "jobs": [
+        IndexModel([("created_at", DESCENDING)], name="by_created"),
+        IndexModel([("owner", ASCENDING), ("status", ASCENDING)], name="by_owner_status"),
+        IndexModel([("status", ASCENDING), ("heartbeat_at", ASCENDING)], name="by_status_heartbeat"),
+        IndexModel([("session_id", ASCENDING), ("index", ASCENDING), ("created_at", DESCENDING)],
+                   name="by_answer"),
+        IndexModel([("batch_id", ASCENDING), ("created_at", DESCENDING)], name="by_batch"),
+    ],
     # Re-scored grades, one small document per answer (pipeline.queries.ANSWER_SCORES).
     "answer_scores": [IndexModel([("session_id", ASCENDING)], name="by_session")],
     DELETED_SESSIONS: [IndexModel([("deleted_at", DESCENDING)], name="by_deleted_at")],

@@ -1,4 +1,5 @@
-"""Command line: ``python -m sidecar analyze --video F --audio F --question Q --reference R --json``."""
+"""Command line: ``python -m sidecar analyze --video F --audio F --question Q --reference R --json``;
+``python -m sidecar worker`` (a background-job worker); ``python -m sidecar batch --manifest FILE [--wait]``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,15 @@ from sidecar.analyze import AnalyzeRequest, analyze
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "worker":  # background-job worker (Celery): sidecar/job_worker.py
+        from sidecar.job_worker import main as worker_main
+
+        return worker_main(argv[1:])
+    if argv and argv[0] == "batch":  # submit a manifest of recordings as jobs: sidecar/batch.py
+        from sidecar.batch import main as batch_main
+
+        return batch_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m sidecar", description="MockAI sidecar on recorded media")
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("analyze", help="analyse one recorded answer (video and/or audio)")

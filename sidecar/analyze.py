@@ -56,14 +56,15 @@ class _Collected:
 
 def analyze(request: AnalyzeRequest, settings: Settings, store: bool = False,
             sidecar: Sidecar | None = None, progress: Progress | None = None,
-            session_id: str | None = None, index: int = 0) -> dict[str, Any]:
+            session_id: str | None = None, index: int = 0, answer_id: str | None = None) -> dict[str, Any]:
     """Analyse one recorded answer; returns the JSON-able report. Raises MediaError for bad media.
 
     Media longer than ``settings.media.max_answer_seconds`` raises MediaTooLongError: from the
     header before anything is decoded, or from the decoders once they pass the cap.
 
     With ``session_id`` the answer joins that (already stored) session as answer ``index``;
-    otherwise, when storing, a session of its own is created.
+    otherwise, when storing, a session of its own is created. ``answer_id`` fixes the stored answer's
+    id (a background job's, so that a retry stores the same answer); default a new one.
     """
     timings: dict[str, Any] = {}
     t_all = time.perf_counter()
@@ -95,7 +96,7 @@ def analyze(request: AnalyzeRequest, settings: Settings, store: bool = False,
         timings["sidecar_start_s"] = round(time.perf_counter() - t, 3)
         timings["warm_up"] = {n: w["warm_up"] for n, w in sidecar.status()["workers"].items()}
     try:
-        return _run(request, settings, store, sidecar, audio, timings, t_all, progress, session_id, index)
+        return _run(request, settings, store, sidecar, audio, timings, t_all, progress, session_id, index, answer_id)
     finally:
         if own:
             sidecar.stop()
@@ -103,9 +104,9 @@ def analyze(request: AnalyzeRequest, settings: Settings, store: bool = False,
 
 def _run(request: AnalyzeRequest, settings: Settings, store: bool, sidecar: Sidecar,
          audio: np.ndarray | None, timings: dict[str, Any], t_all: float, progress: Progress | None,
-         session_id: str | None, index: int) -> dict[str, Any]:
+         session_id: str | None, index: int, answer_id: str | None = None) -> dict[str, Any]:
     own_session = session_id is None
-    session_id, answer_id = session_id or uuid.uuid4().hex, uuid.uuid4().hex
+    session_id, answer_id = session_id or uuid.uuid4().hex, answer_id or uuid.uuid4().hex
     t0_ms = int(time.time() * 1000)
     session_store = None
     if store and own_session:
@@ -143,6 +144,8 @@ def _run(request: AnalyzeRequest, settings: Settings, store: bool, sidecar: Side
         except MediaError:  # e.g. video past the cap under a header that said less: close the answer
             sidecar.end_answer(answer_id, t0_ms, status="incomplete")
             raise
+    if progress is not None:
+        progress("speech", 0)
     duration_s = 0.0
     if audio is not None:
         step = int(AUDIO_CHUNK_S * SAMPLE_RATE)

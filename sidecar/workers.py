@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import queue
+import threading
 import time
 import traceback
 from collections import deque
@@ -90,6 +91,19 @@ def _lower_priority(niceness: int) -> None:
         os.nice(int(niceness))
 
 
+def _exit_with_parent() -> None:
+    # A worker reads its queues forever; when the process that started it is SIGKILLed (a node or a job
+    # worker dying) nobody would ever stop it. It leaves as soon as it has been re-parented.
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _limit_threads(n: int) -> None:
     # Two workers share two cores: keep each library from spawning a thread per core.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -98,6 +112,7 @@ def _limit_threads(n: int) -> None:
 
 # ---------------------------------------------------------------------- emotion
 def emotion_worker(ring: Any, events: Any, heartbeat: Any, settings_data: dict[str, Any], store: bool) -> None:
+    _exit_with_parent()
     _lower_priority(settings_data["sidecar"]["emotion_worker_nice"])
     _limit_threads(1)
     from pipeline.settings import Settings
@@ -226,6 +241,7 @@ class SpeechSession:
 
 def speech_worker(inbox: Any, events: Any, heartbeat: Any, settings_data: dict[str, Any], store: bool,
                   name: str = "speech") -> None:
+    _exit_with_parent()
     _limit_threads(int(settings_data["asr"]["threads"]))
     from pipeline.encoder import SentenceEncoder
     from pipeline.grading import GradeOptions
