@@ -138,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.loglevel.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from pipeline.embedded_redis import client_url
     from pydantic import ValidationError
 
+    from pipeline.embedded_redis import client_url
     from pipeline.settings import settings_error_text
     from sidecar.job_queue import QUEUE, app_for
 
