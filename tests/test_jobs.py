@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import shutil
+import signal
 import time
 import uuid
 from collections.abc import Iterator
