@@ -172,6 +172,45 @@ def test_redis_killed_and_wiped_mid_batch_loses_nothing(cluster: JobCluster, env
         _stored_once(db, job)
 
 
+def test_a_stored_answer_with_kept_audio_is_reanalysed_in_place(env: Any, shared_data: Path) -> None:
+    from pipeline.answer_audio import AudioSpool
+    from pipeline.media import load_audio
+    from pipeline.records import AnswerStart
+    from sidecar.reanalyse import models_fingerprint, reanalysable
+
+    celery, db, settings = env
+    session_id, answer_id, t0 = uuid.uuid4().hex, uuid.uuid4().hex, 1_800_000_000_000
+    db.sessions.insert_one({"_id": session_id, "candidate": "kept", "status": "complete", "source": "live"})
+    # an answer analysed long ago by an older model: its words are wrong, its audio was kept (consent)
+    db.answers.insert_one({"_id": answer_id, "session_id": session_id, "index": 0, "question": QUESTION,
+                           "status": "complete", "started_ms": t0, "ended_ms": t0 + 11_000,
+                           "transcript": "an old wrong transcript", "grade": {"score": 0.1, "band": "weak"}})
+    db.frames.insert_one({"_id": f"{answer_id}-1", "session_id": session_id, "answer_id": answer_id, "t": t0 + 500})
+    spool = AudioSpool(lambda c, d: db[c].insert_one(d), node="live-node")
+    start = AnswerStart(session_id, answer_id, 0, QUESTION, "Ask what you can do for your country.", (), t0,
+                        keep_audio=True)
+    spool.start(start)
+    spool.add(answer_id, t0, load_audio(shared_data / "speech" / "jfk.flac"))
+    spool.end(answer_id, t0 + 11_000, "complete")
+    assert [a["_id"] for a in reanalysable(db, session_id)] == [answer_id]
+    spec = jobs.JobSpec(owner="tester", question=QUESTION, kind="reanalyse", source="reanalyse",
+                        session_id=session_id, index=0, answer_id=answer_id, media_kind="audio")
+    sub = jobs.submit(db, spec, None, settings.jobs.max_attempts, content_sha256=models_fingerprint(settings))
+    assert sub.needs_sending and send(celery, db, sub.job["_id"])
+    again = jobs.submit(db, spec, None, settings.jobs.max_attempts, content_sha256=models_fingerprint(settings))
+    assert not again.created  # the same models once more: a duplicate
+    wait_until(lambda: (jobs.get(db, sub.job["_id"]) or {}).get("status") in jobs.FINISHED, "re-analysis done",
+               timeout=300, every=0.5)
+    job = jobs.get(db, sub.job["_id"])
+    assert job is not None and job["status"] == jobs.DONE, job
+    answer = db.answers.find_one({"_id": answer_id})
+    assert "Americans" in answer["transcript"] and answer["reanalysed_at"] and answer["grade"]["score"] > 0.1
+    assert answer["ended_ms"] == t0 + 11_000 and answer["status"] == "complete"  # on its own clock
+    assert db.frames.count_documents({"answer_id": answer_id}) == 1  # its frames are left as they were
+    assert db.answers.count_documents({"session_id": session_id}) == 1
+    print(f"\nre-analysed: {answer['transcript']!r}, grade {answer['grade']['score']:.2f}")
+
+
 def test_a_corrupt_recording_fails_at_once_with_a_plain_reason(env: Any, tmp_path: Path) -> None:
     celery, db, settings = env
     bad = tmp_path / "broken.mp4"

@@ -114,7 +114,8 @@ def resume_offer(state: InterviewState, candidate_user: str | None, settings: Se
     if st.button("Resume that session", key="resume"):
         state.update({"session_id": unfinished["_id"], "questions": unfinished["questions"],
                       "index": min(index, total - 1), "results": done, "candidate": unfinished["candidate"],
-                      "session_settings": unfinished.get("settings")})
+                      "session_settings": unfinished.get("settings"),
+                      "keep_audio": bool((unfinished.get("consent") or {}).get("keep_audio"))})
         remember_session(unfinished["_id"], settings)
         go(state, iv.resume_step(unfinished, index))
 
