@@ -179,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"batch {manifest.batch_id}: {len(manifest.rows)} recording(s) for {args.owner}")
         ids, failed = submit_all(db, celery, manifest, args.owner, settings, sys.stdout)
         if not args.wait:
-            print("Queued. Workers (python -m sidecar worker, or the app's own) analyse them; follow them on "
-                  "the Batch page or with --wait.")
+            where = ("the embedded Redis under the data folder keeps them until a worker on that folder runs"
+                     if not settings.jobs.redis_url else "they wait in Redis for a worker")
+            print(f"Queued: {where} (python -m sidecar worker, or the app's own workers). Follow them on the "
+                  "Batch page or with --wait.")
             return 1 if failed else 0
         follow(db, ids, sys.stderr)
         return max(summary(db, ids, sys.stdout), 1 if failed else 0)

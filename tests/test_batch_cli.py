@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import jobs
+from pipeline.embedded_redis import EmbeddedRedis
 from pipeline.job_inputs import BUCKET
 from pipeline.questions import load_builtin_sets
 from sidecar.batch import main
@@ -26,46 +27,16 @@ from tests.waiting import wait_until
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class RedisServer:
-    """A real redis-server on a Unix socket (no TCP), started and stopped by the test."""
-
-    def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="rds-"))  # short: a socket path has at most 107 bytes
-        self.socket = self.folder / "redis.sock"
-        self.log = (self.folder / "redis.log").open("wb")
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
-             "--dir", str(self.folder), "--save", "", "--appendonly", "no"],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_until(lambda: queued_ids(self.client_url) is not None or self._died(), "redis-server to answer")
-
-    def _died(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"redis-server exited: {(self.folder / 'redis.log').read_text()[-500:]}")
-        return False
-
-    @property
-    def broker_url(self) -> str:
-        return f"redis+socket://{self.socket}"
-
-    @property
-    def client_url(self) -> str:
-        return f"unix://{self.socket}"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        self.log.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
+def redis_server() -> Iterator[EmbeddedRedis]:
+    """A real redis-server (no TCP) on a short folder: a socket path has at most 107 bytes."""
+    folder = Path(tempfile.mkdtemp(prefix="rds-"))
+    server = EmbeddedRedis(folder).start()
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -116,17 +87,21 @@ def test_unreadable_manifest_and_folder_arguments(env, batch, capsys):
     assert "--question-set needs --question-number" in capsys.readouterr().err
 
 
+def _run_cli(args: list[str], env: dict[str, str], out: Path) -> str:
+    """``python -m sidecar batch ARGS`` as its own process; its output (it must exit 0)."""
+    with out.open("wb") as fh:
+        rc = subprocess.run([sys.executable, "-m", "sidecar", "batch", *args], cwd=ROOT, env=env, stdout=fh,
+                            stderr=subprocess.STDOUT, timeout=300).returncode
+    text = out.read_text()
+    assert rc == 0, text
+    return text
+
+
 def test_real_submission_records_jobs_and_queues_their_messages(env, db, batch, redis_server, tmp_path):
-    cmd = [sys.executable, "-m", "sidecar", "batch", "--manifest", str(batch / "manifest.csv"), "--owner", "coach1"]
-    out = tmp_path / "out.txt"
+    args = ["--manifest", str(batch / "manifest.csv"), "--owner", "coach1"]
 
     def run() -> str:
-        with out.open("wb") as fh:
-            rc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=fh, stderr=subprocess.STDOUT,
-                                timeout=300).returncode
-        text = out.read_text()
-        assert rc == 0, text
-        return text
+        return _run_cli(args, {**os.environ, **env}, tmp_path / "out.txt")
 
     text = run()
     docs = list(db[jobs.COLLECTION].find({}).sort("spec.filename", 1))
@@ -154,6 +129,25 @@ def test_real_submission_records_jobs_and_queues_their_messages(env, db, batch, 
     assert queued_ids(redis_server.client_url) == ids
 
 
+def test_embedded_redis_keeps_the_messages_after_the_command(env, db, batch, tmp_path):
+    """MOCKAI_REDIS_URL unset: the command starts the embedded Redis on the data folder; it stops with the
+    command, and the messages are there when it starts again (what a worker on that folder does)."""
+    data = Path(tempfile.mkdtemp(prefix="bat-"))  # short: the socket lives under it
+    try:
+        child = {**os.environ, **env, "MOCKAI_DATA_DIR": str(data)}
+        child.pop("MOCKAI_REDIS_URL")
+        _run_cli(["--manifest", str(batch / "manifest.csv")], child, tmp_path / "out.txt")
+        ids = {d["_id"] for d in db[jobs.COLLECTION].find({}, {"_id": 1})}
+        assert len(ids) == 2
+        again = EmbeddedRedis(data / "redis").start()
+        try:
+            assert queued_ids(again.client_url) == ids
+        finally:
+            again.stop()
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
 def test_queue_bound_refuses_the_whole_batch(env, db, batch, monkeypatch, capsys):
     monkeypatch.setenv("MOCKAI_MAX_QUEUED_JOBS_PER_USER", "1")
     assert main(["--manifest", str(batch / "manifest.csv")]) == 2
@@ -162,8 +156,7 @@ def test_queue_bound_refuses_the_whole_batch(env, db, batch, monkeypatch, capsys
 
 
 def test_redis_down_keeps_the_jobs_waiting(env, db, batch, monkeypatch, capsys, redis_server):
-    redis_server.stop()  # the fixture's stop runs again at teardown: terminate() on an exited process is fine
-    redis_server.log = open(os.devnull, "wb")  # noqa: SIM115 (closed by that second stop)
+    redis_server.stop()
     assert main(["--manifest", str(batch / "manifest.csv")]) == 0
     assert capsys.readouterr().out.count("Redis unreachable now") == 2
     docs = list(db[jobs.COLLECTION].find({}))
