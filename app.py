@@ -19,6 +19,7 @@ PAGES = {
     "Coach": [
         st.Page("pages/sessions.py", title="Sessions", icon=":material/table_rows:"),
         st.Page("pages/report.py", title="Session report", icon=":material/timeline:"),
+        st.Page("pages/batch.py", title="Batch", icon=":material/queue:"),
     ],
     "Research": [st.Page("pages/research.py", title="Research", icon=":material/tune:")],
     "Admin": [st.Page("pages/accounts.py", title="Accounts", icon=":material/manage_accounts:")],
