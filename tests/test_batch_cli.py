@@ -5,6 +5,7 @@ the queue bound, Redis down, folder mode, and --wait's summary (the test moves t
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -202,3 +203,25 @@ def _catch(fn, errors: list[BaseException]) -> None:
         fn()
     except BaseException as exc:
         errors.append(exc)
+
+
+def test_follow_says_when_no_worker_takes_the_jobs(db, tmp_path):
+    """Nobody runs the jobs: --wait says how to start a worker (after no_worker_after, 0 here), and ends
+    once every job has ended (here: cancelled by the test)."""
+    from pipeline.job_inputs import store_input
+    from sidecar.batch import NO_WORKER, follow
+
+    ids = []
+    for name in ("a.wav", "b.wav"):
+        media = store_input(db, io.BytesIO(name.encode() * 10), name, max_mb=1)
+        ids.append(jobs.submit(db, jobs.JobSpec(owner="cli", question="Q", filename=name), media, 1).job["_id"])
+    out = io.StringIO()
+    got: list[dict[str, int]] = []
+    thread = threading.Thread(target=lambda: got.append(follow(db, ids, out, poll=0.05, no_worker_after=0.0)))
+    thread.start()
+    wait_until(lambda: "python -m sidecar worker" in out.getvalue(), "the no-worker note")
+    assert out.getvalue().count(NO_WORKER.format(s=0.0)) == 1
+    for job_id in ids:
+        assert jobs.cancel(db, job_id) == jobs.CANCELLED
+    thread.join(timeout=60)
+    assert got and got[0][jobs.CANCELLED] == 2 and got[0][jobs.WAITING] == 0

@@ -20,6 +20,7 @@ from pipeline.job_inputs import BUCKET, store_input
 from pipeline.settings import Settings
 from sidecar.job_queue import queued_ids
 from tests.pages_support import open_page, page_database
+from ui.jobs import QUEUE_UNAVAILABLE
 
 PAGE = "pages/batch.py"
 
@@ -143,12 +144,16 @@ def _upload(at: AppTest, manifest: str, files: list[tuple[str, bytes]]) -> AppTe
 
 def test_a_manifest_with_a_problem_shows_its_line_and_submits_nothing(page_db):
     at = _ok(open_page(PAGE, _token(page_db, "coach", "coach1")))
-    bad = MANIFEST + "missing.mp4,,behavioural,9\n"
+    assert at.file_uploader(key="batch_files").proto.max_upload_size_mb == 1  # the browser refuses more first
+    bad = MANIFEST + "missing.mp4,,behavioural,9\n[evil](http://x).mp4,,,Q\n"
     at = _upload(at, bad, [("ada.mp4", b"a" * 100), ("grace.wav", b"g" * 100)])
-    assert any("Nothing was submitted: 2 problem(s)" in e.value for e in at.error)
-    problems = _plain(" ".join(m.value for m in at.markdown))
+    assert any("Nothing was submitted: 3 problem(s)" in e.value for e in at.error)
+    shown = " ".join(m.value for m in at.markdown)
+    problems = _plain(shown)
     assert "- line 4: 'missing.mp4' was not uploaded" in problems
     assert "- line 4: question set 'behavioural' has no question '9'" in problems
+    assert "- line 5: '[evil](http://x).mp4' was not uploaded" in problems
+    assert "](http" not in shown  # the file name is shown as typed, never as a link
     assert not [b for b in at.button if b.key == "batch_submit"]
     assert page_db[jobs.COLLECTION].count_documents({}) == 0 and page_db[f"{BUCKET}.files"].count_documents({}) == 0
 
@@ -221,3 +226,18 @@ def test_reanalyse_queues_the_kept_answers_once(page_db, redis_server):
     _ok(at.button(key="batch_reanalyse").click().run())
     assert page_db[jobs.COLLECTION].count_documents({}) == 1
     assert any("0 re-analysis job(s) queued; 1 already" in _plain(s.value) for s in at.success)
+
+
+def test_queue_unavailable_is_said_and_the_jobs_still_listed(page_db, tmp_path, monkeypatch):
+    """The job service cannot start (the embedded Redis socket path would be too long): the page says so,
+    offers no submission, and still lists the jobs and lets them be cancelled (MongoDB holds them)."""
+    monkeypatch.delenv("MOCKAI_REDIS_URL")
+    monkeypatch.setenv("MOCKAI_DATA_DIR", str(tmp_path / ("d" * 120)))
+    job_id = _job(page_db, "coach1", "ada.mp4")
+    at = _ok(open_page(PAGE, _token(page_db, "coach", "coach1")))
+    assert any(e.value == QUEUE_UNAVAILABLE for e in at.error)  # the Submit tab
+    assert any(w.value == QUEUE_UNAVAILABLE for w in at.warning)  # the Queue tab
+    assert not at.file_uploader and list(_jobs_table(at)["file"]) == ["ada.mp4"]
+    _ok(at.selectbox(key="batch_job").set_value(job_id).run())
+    _ok(at.button(key="batch_cancel").click().run())
+    assert jobs.get(page_db, job_id)["status"] == jobs.CANCELLED

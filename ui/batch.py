@@ -13,6 +13,7 @@ from pymongo.errors import PyMongoError
 from pipeline import jobs
 from pipeline.auth import session_access_filter
 from pipeline.job_manifest import (
+    MAX_MANIFEST_BYTES,
     MEDIA_SUFFIXES,
     Manifest,
     ManifestRow,
@@ -25,7 +26,7 @@ from pipeline.job_manifest import (
 from pipeline.queries import find_visible_session
 from pipeline.safe_text import md
 from pipeline.settings import Settings
-from pipeline.uploads import UploadTooLargeError
+from pipeline.uploads import MB, UploadTooLargeError
 from ui.jobs import QUEUE_UNAVAILABLE, JobClient, stage_text
 from ui.session import error_text
 
@@ -106,9 +107,10 @@ def submit_section(db: Any, user: dict[str, Any], client: JobClient | None, sett
     owner = str(user["username"])
     mb, items = settings.media.max_upload_mb, settings.jobs.max_batch_items
     if mode == UPLOAD:
-        manifest_file = st.file_uploader("Manifest (CSV)", type=["csv"], key="batch_manifest")
+        manifest_file = st.file_uploader("Manifest (CSV)", type=["csv"], key="batch_manifest",
+                                         max_upload_size=MAX_MANIFEST_BYTES // MB)
         uploads = st.file_uploader("Recordings named in it", type=[s.lstrip(".") for s in MEDIA_SUFFIXES],
-                                   accept_multiple_files=True, key="batch_files") or []
+                                   accept_multiple_files=True, key="batch_files", max_upload_size=mb) or []
         if manifest_file is None:
             return
         by_name = {f.name: f for f in uploads}
@@ -193,12 +195,12 @@ def job_rows(listed: list[dict[str, Any]]) -> list[dict[str, Any]]:
         spec, result = j.get("spec") or {}, j.get("result") or {}
         done = j.get("status") == jobs.DONE
         out.append({
-            "file": spec.get("filename") or "", "candidate": spec.get("candidate"), "question": spec.get("question"),
-            "status": j.get("status"), "stage": stage_text(j), "progress": float(j.get("progress") or 0.0),
-            "tries": f"{j.get('attempts', 0)}/{j.get('max_attempts', 1)}", "worker": j.get("worker") or "",
-            "error": j.get("error") or "", "grade": result.get("grade") if done else None,
-            "band": result.get("band") if done else None,
+            "file": spec.get("filename") or "", "candidate": spec.get("candidate"), "status": j.get("status"),
+            "stage": stage_text(j), "progress": float(j.get("progress") or 0.0),
+            "grade": result.get("grade") if done else None, "band": result.get("band") if done else None,
             "report": f"report?session={result.get('session_id') or j.get('session_id')}" if done else None,
+            "tries": f"{j.get('attempts', 0)}/{j.get('max_attempts', 1)}", "worker": j.get("worker") or "",
+            "error": j.get("error") or "", "question": spec.get("question"),
         })
     return out
 
