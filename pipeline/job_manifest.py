@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.jobs import JobSpec
+from pipeline.jobs import JobSpec, Submitted
 from pipeline.question_schema import MAX_KEY_POINT_CHARS, MAX_KEY_POINTS, QuestionSet
 from pipeline.questions import load_builtin_sets
 from pipeline.text import clean_text
@@ -130,8 +130,10 @@ def _locate(file: str, folder: Path | None, uploads: Mapping[str, int] | None, p
     """The row's file: inside ``folder`` (symlinks resolved) or among the uploaded names; its size."""
     if uploads is not None:
         if file not in uploads:
-            problems.append(f"{where}: {shown(file)} was not uploaded (upload it with the manifest; the name must "
-                            "match exactly)")
+            base = Path(file).name
+            hint = (f"uploaded files have no folders: write {shown(base)}" if base != file and base in uploads
+                    else "upload it with the manifest; the name must match exactly")
+            problems.append(f"{where}: {shown(file)} was not uploaded ({hint})")
             return None
         return None, int(uploads[file])
     assert folder is not None
@@ -300,6 +302,15 @@ def scan_folder(folder: Path, owner: str, choice: QuestionChoice, *, max_upload_
     listing.update(repr(sorted(values.items())).encode())
     out.batch_id = batch_id_for(b"folder\x1f" + str(root).encode() + b"\x1f" + listing.digest(), owner)
     return out
+
+
+def outcome(submitted: Submitted) -> str:
+    """What a submission did, in words: "queued", "queued again" (it had failed or was cancelled) or
+    "already <status>" (the same recording, question and batch were submitted before)."""
+    if not submitted.created:
+        return f"already {submitted.job.get('status')}"
+    history = submitted.job.get("history") or []
+    return "queued again" if history and history[-1].get("event") == "submitted again" else "queued"
 
 
 def specs_for(rows: Sequence[ManifestRow], owner: str, batch_id: str) -> list[JobSpec]:

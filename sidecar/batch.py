@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from pipeline import jobs
 from pipeline.job_inputs import store_path
-from pipeline.job_manifest import Manifest, QuestionChoice, parse_manifest, scan_folder, specs_for
+from pipeline.job_manifest import Manifest, QuestionChoice, outcome, parse_manifest, scan_folder, specs_for
 from pipeline.settings import Settings
 
 POLL_SECONDS = 1.0
@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def load(args: argparse.Namespace, settings: Settings) -> Manifest:
-    caps = {"max_upload_mb": settings.media.max_upload_mb, "max_batch_items": settings.jobs.max_batch_items}
+    mb, items = settings.media.max_upload_mb, settings.jobs.max_batch_items
     if args.folder is not None:
         if bool(args.question) == bool(args.question_set):
             return Manifest(problems=["--folder needs one question: --question TEXT, or --question-set ID "
@@ -49,13 +49,13 @@ def load(args: argparse.Namespace, settings: Settings) -> Manifest:
             return Manifest(problems=["--question-set needs --question-number (1-based)"])
         choice = QuestionChoice(question=args.question, question_set=args.question_set, number=args.question_number,
                                 reference=args.reference, key_points=tuple(args.key_points))
-        return scan_folder(args.folder, args.owner, choice, **caps)
+        return scan_folder(args.folder, args.owner, choice, max_upload_mb=mb, max_batch_items=items)
     path: Path = args.manifest
     try:
         content = path.read_bytes()
     except OSError as exc:
         return Manifest(problems=[f"the manifest {str(path)!r} cannot be read ({exc.strerror or exc})"])
-    return parse_manifest(content, args.owner, folder=path.resolve().parent, **caps)
+    return parse_manifest(content, args.owner, folder=path.resolve().parent, max_upload_mb=mb, max_batch_items=items)
 
 
 def submit_all(db: Any, celery: Any, manifest: Manifest, owner: str, settings: Settings,
@@ -77,12 +77,9 @@ def submit_all(db: Any, celery: Any, manifest: Manifest, owner: str, settings: S
         submitted = jobs.submit(db, spec, media, settings.jobs.max_attempts)
         job_id = str(submitted.job["_id"])
         ids.append(job_id)
-        if submitted.created:
-            state = "queued"
-            if submitted.needs_sending and not send(celery, db, job_id):
-                state = "queued (Redis unreachable now: a worker sends it once Redis is back)"
-        else:
-            state = f"already {submitted.job.get('status')}"
+        state = outcome(submitted)
+        if submitted.needs_sending and not send(celery, db, job_id):
+            state += " (Redis unreachable now: a worker sends it once Redis is back)"
         print(f"{job_id}  {state:<10}  line {row.line}: {row.file}", file=out)
     return ids, failed
 
@@ -121,7 +118,7 @@ def follow(db: Any, ids: list[str], out: TextIO, poll: float = POLL_SECONDS,
 
 
 def _none_started(db: Any, ids: list[str]) -> bool:
-    return db[jobs.COLLECTION].count_documents({"_id": {"$in": ids}, "attempts": {"$gt": 0}}, limit=1) == 0
+    return bool(db[jobs.COLLECTION].count_documents({"_id": {"$in": ids}, "attempts": {"$gt": 0}}, limit=1) == 0)
 
 
 def summary(db: Any, ids: list[str], out: TextIO) -> int:

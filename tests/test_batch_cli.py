@@ -129,6 +129,13 @@ def test_real_submission_records_jobs_and_queues_their_messages(env, db, batch, 
     assert db[f"{BUCKET}.files"].count_documents({}) == 2
     assert queued_ids(redis_server.client_url) == ids
 
+    assert jobs.claim(db, jfk["_id"], "w1", stale_seconds=60) is not None  # it fails: a new copy queues it again
+    assert jobs.attempt_failed(db, jfk["_id"], "w1", "The recording has no sound.", retry_in=None) == jobs.FAILED
+    third = run()
+    assert f"{jfk['_id']}  queued again" in third and f"{baseline['_id']}  already waiting" in third
+    assert jobs.get(db, jfk["_id"])["status"] == jobs.WAITING
+    assert db[f"{BUCKET}.files"].count_documents({}) == 2  # the failed job's old copy was dropped
+
 
 def test_embedded_redis_keeps_the_messages_after_the_command(env, db, batch, tmp_path):
     """MOCKAI_REDIS_URL unset: the command starts the embedded Redis on the data folder; it stops with the

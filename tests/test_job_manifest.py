@@ -156,7 +156,7 @@ def test_uploaded_files_are_matched_by_name(tmp_path):
     m = parse_manifest(b"file,question\nada.mp4,Q\n../ada.mp4,Q\nother.mp4,Q\n", "coach1",
                        uploads={"ada.mp4": 10, "other.mp4": 2 * MB}, **CAPS)
     assert [r.file for r in m.rows] == ["ada.mp4"] and m.rows[0].path is None and m.rows[0].size == 10
-    assert m.problems[0].startswith("line 3: '../ada.mp4' was not uploaded")
+    assert m.problems[0] == "line 3: '../ada.mp4' was not uploaded (uploaded files have no folders: write 'ada.mp4')"
     assert m.problems[1].startswith("line 4: 'other.mp4' is 2.0 MB; recordings can be at most 1 MB")
     with pytest.raises(ValueError, match="exactly one"):
         parse_manifest(b"file\n", "x", folder=tmp_path, uploads={}, **CAPS)

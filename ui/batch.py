@@ -18,6 +18,7 @@ from pipeline.job_manifest import (
     Manifest,
     ManifestRow,
     QuestionChoice,
+    outcome,
     parse_manifest,
     scan_folder,
     shipped_sets,
@@ -88,8 +89,7 @@ def _submit_rows(db: Any, client: JobClient, manifest: Manifest, owner: str, set
         except OSError:
             lines.append(f"{row.file}: not submitted (the file could not be read)")
             continue
-        state = "queued" if submitted.created else f"already {submitted.job.get('status')}"
-        lines.append(f"{row.file}: {state}")
+        lines.append(f"{row.file}: {outcome(submitted)}")
     return lines
 
 
