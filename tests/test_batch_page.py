@@ -174,6 +174,16 @@ def test_a_clean_manifest_is_submitted_once(page_db, redis_server):
     assert any("ada.mp4: already waiting" in _plain(s.value) for s in at.success)
 
 
+def test_a_batch_over_the_queue_bound_submits_nothing(page_db, monkeypatch):
+    monkeypatch.setenv("MOCKAI_MAX_QUEUED_JOBS_PER_USER", "1")
+    at = _ok(open_page(PAGE, _token(page_db, "coach", "coach1")))
+    at = _upload(at, MANIFEST, [("ada.mp4", b"a" * 100), ("grace.wav", b"g" * 100)])
+    _ok(at.button(key="batch_submit").click().run())
+    assert any("Nothing was submitted: You already have 0 recordings" in _plain(e.value) and "at most 1 can be"
+               in _plain(e.value) for e in at.error), [e.value for e in at.error]
+    assert page_db[jobs.COLLECTION].count_documents({}) == 0 and page_db[f"{BUCKET}.files"].count_documents({}) == 0
+
+
 def test_admin_folder_import_stays_inside_the_import_folder(page_db, tmp_path):
     (tmp_path / "import" / "day1").mkdir(parents=True)
     (tmp_path / "import" / "day1" / "ada.mp4").write_bytes(b"a" * 100)

@@ -73,11 +73,9 @@ def show_rows(rows: list[ManifestRow]) -> None:
 
 def _submit_rows(db: Any, client: JobClient, manifest: Manifest, owner: str, settings: Settings,
                  open_file: Any) -> list[str]:
-    """Queue every row (``open_file(row)`` gives its stream); one line per row saying what happened."""
-    try:
-        jobs.check_queue_room(db, owner, settings.jobs.max_queued_per_user, adding=len(manifest.rows))
-    except jobs.QueueFullError as exc:
-        return [f"Nothing was submitted: {exc} (this batch has {len(manifest.rows)})"]
+    """Queue every row (``open_file(row)`` gives its stream); one line per row saying what happened.
+    QueueFullError (nothing submitted) when the owner's queue has no room for all of them."""
+    jobs.check_queue_room(db, owner, settings.jobs.max_queued_per_user, adding=len(manifest.rows))
     lines = []
     for row, spec in zip(manifest.rows, specs_for(manifest.rows, owner, manifest.batch_id), strict=True):
         try:
@@ -133,6 +131,9 @@ def submit_section(db: Any, user: dict[str, Any], client: JobClient | None, sett
     if st.button(f"Submit {len(manifest.rows)} recording(s)", type="primary", key="batch_submit"):
         try:
             st.session_state[MESSAGE_KEY] = _submit_rows(db, client, manifest, owner, settings, opener)
+        except jobs.QueueFullError as exc:
+            st.error(f"Nothing was submitted: {md(exc)} (this batch has {len(manifest.rows)})")
+            return
         except PyMongoError as exc:
             st.error(f"Could not submit the batch: {error_text(exc)}")
             return
