@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
     from pipeline.embedded_db import StorageError
+    from pipeline.embedded_redis import RedisStartError
     from pipeline.settings import settings_error_text
     from pipeline.store import Store
     from sidecar.job_queue import app_for, broker_url
@@ -172,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         except jobs.QueueFullError as exc:
             print(f"nothing submitted: {exc} (this batch has {len(manifest.rows)})", file=sys.stderr)
             return 2
-        celery = app_for(broker_url(settings))
+        try:
+            celery = app_for(broker_url(settings))
+        except (RedisStartError, ValueError) as exc:  # the embedded broker cannot start; a bad URL
+            print(f"nothing submitted: the job queue is unavailable: {exc}", file=sys.stderr)
+            return 2
         print(f"batch {manifest.batch_id}: {len(manifest.rows)} recording(s) for {args.owner}")
         ids, failed = submit_all(db, celery, manifest, args.owner, settings, sys.stdout)
         if not args.wait:

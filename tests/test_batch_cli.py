@@ -156,6 +156,14 @@ def test_embedded_redis_keeps_the_messages_after_the_command(env, db, batch, tmp
         shutil.rmtree(data, ignore_errors=True)
 
 
+def test_broker_that_cannot_start_submits_nothing(env, db, batch, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MOCKAI_REDIS_URL")
+    monkeypatch.setenv("MOCKAI_DATA_DIR", str(tmp_path / ("d" * 120)))  # the embedded Redis socket: too long
+    assert main(["--manifest", str(batch / "manifest.csv")]) == 2
+    assert "nothing submitted: the job queue is unavailable" in capsys.readouterr().err
+    assert db[jobs.COLLECTION].count_documents({}) == 0 and db[f"{BUCKET}.files"].count_documents({}) == 0
+
+
 def test_queue_bound_refuses_the_whole_batch(env, db, batch, monkeypatch, capsys):
     monkeypatch.setenv("MOCKAI_MAX_QUEUED_JOBS_PER_USER", "1")
     assert main(["--manifest", str(batch / "manifest.csv")]) == 2
