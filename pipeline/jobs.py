@@ -376,3 +376,26 @@ def per_worker(db: Any, owner: str | None = None) -> dict[str, dict[str, int]]:
     for row in db[COLLECTION].aggregate(pipeline):
         out.setdefault(str(row["_id"]["w"]), dict.fromkeys(STATES, 0))[str(row["_id"]["s"])] = int(row["n"])
     return out
+
+
+# ------------------------------------------------------------------------------------ workers
+
+WORKERS = "job_workers"  # one document per worker process: what the Batch view lists
+
+
+def worker_seen(db: Any, name: str, state: str, job_id: str | None = None, **info: Any) -> None:
+    """A worker says it is alive: ``state`` "warming" (loading models), "ready", "busy" or "stopped"."""
+    now = _now()
+    db[WORKERS].update_one({"_id": name}, {"$set": {"state": state, "job_id": job_id, "seen_at": now, **info},
+                                           "$setOnInsert": {"first_seen_at": now}}, upsert=True)
+
+
+def list_workers(db: Any, fresh_seconds: float) -> list[dict[str, Any]]:
+    """Workers seen in the last day, each with ``alive`` (seen within ``fresh_seconds``)."""
+    now = _now()
+    out = []
+    for w in db[WORKERS].find({"seen_at": {"$gt": now - timedelta(days=1)}}).sort("_id", 1):
+        seen = w["seen_at"] if w["seen_at"].tzinfo else w["seen_at"].replace(tzinfo=UTC)
+        w["alive"] = w.get("state") != "stopped" and (now - seen).total_seconds() <= fresh_seconds
+        out.append(w)
+    return out

@@ -50,7 +50,7 @@ def make_app(url: str) -> Celery:
         task_serializer="json", accept_content=["json"],
     )
 
-    @celery.task(name=TASK, bind=True)
+    @celery.task(name=TASK, bind=True)  # type: ignore[untyped-decorator]
     def run_job(self: Any, job_id: str) -> str:
         from sidecar.job_worker import run_job as body
 

@@ -5,11 +5,12 @@ failed with a plain reason. A retry first removes what an interrupted try had st
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from pipeline import jobs
 from pipeline.answer_audio import UNFINISHED
@@ -73,6 +74,25 @@ class JobRunner:
         self.settings, self.worker = settings, worker
         self.store = Store(settings, writer_name="jobs")
         self._sidecar: Any = None
+        self.state, self.job_id = "warming", cast(str | None, None)
+        self.done = 0
+
+    def seen(self, db: Any) -> None:
+        """This worker's entry in the worker list (the reaper calls it every round)."""
+        import os
+        import socket
+
+        jobs.worker_seen(db, self.worker, self.state, self.job_id, host=socket.gethostname(), pid=os.getpid(),
+                         jobs_done=self.done)
+
+    def warm(self) -> None:
+        """Load the models now (the worker says "warming" meanwhile, then "ready")."""
+        with contextlib.suppress(Exception):
+            self.seen(self.store.get_db())
+        self.sidecar()
+        self.state = "ready"
+        with contextlib.suppress(Exception):
+            self.seen(self.store.get_db())
 
     def sidecar(self) -> Any:
         from sidecar.supervisor import Sidecar
@@ -92,6 +112,9 @@ class JobRunner:
         return self._sidecar
 
     def close(self) -> None:
+        self.state = "stopped"
+        with contextlib.suppress(Exception):
+            self.seen(self.store.get_db())
         if self._sidecar is not None:
             self._sidecar.stop()
             self._sidecar = None
@@ -104,6 +127,18 @@ class JobRunner:
         if job is None:
             return "skipped", None
         log.info("job %s: attempt %d on %s", job_id, job["attempts"], self.worker)
+        self.state, self.job_id = "busy", job_id
+        with contextlib.suppress(Exception):
+            self.seen(db)
+        try:
+            return self._run_claimed(db, job_id, job)
+        finally:
+            self.state, self.job_id = "ready", None
+            self.done += 1
+            with contextlib.suppress(Exception):
+                self.seen(db)
+
+    def _run_claimed(self, db: Any, job_id: str, job: dict[str, Any]) -> tuple[str, float | None]:
         try:
             with _Heartbeat(db, job_id, self.worker, self.settings.jobs.heartbeat_seconds) as hb:
                 spec = jobs.JobSpec.from_doc(job["spec"])

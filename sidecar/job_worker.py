@@ -91,7 +91,10 @@ class Reaper:
         try:
             while not self._stop.wait(self.every):
                 try:
-                    self.once(store.get_db())
+                    db = store.get_db()
+                    if _runner is not None:
+                        _runner.seen(db)
+                    self.once(db)
                 except Exception as exc:  # database or Redis down: the next round tries again
                     log.warning("job reaper: %s", exc)
         finally:
@@ -155,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     from sidecar.job_runner import JobRunner
 
     _runner = JobRunner(settings, name)
+    _runner.warm()  # models loaded before the first job is taken: a job's time is its analysis
     assert settings.jobs.redis_url is not None
     celery = app_for(settings.jobs.redis_url)
     reaper = Reaper(celery, settings, client_url(settings.jobs.redis_url)).start()
@@ -166,5 +170,5 @@ def main(argv: list[str] | None = None) -> int:
                             f"--loglevel={args.loglevel.upper()}"])
     finally:
         reaper.stop()
-        _runner.close()
+        _runner.close()  # says "stopped" in the worker list
     return 0

@@ -60,7 +60,7 @@ def reanalyse(db: Any, settings: Settings, answer_id: str, sidecar: Any,
     if not result:
         raise RuntimeError(f"answer {answer_id}: the speech worker returned no result")
     now = datetime.now(UTC)
-    fields = {k: result[k] for k in REPLACED if k in result}  # type: ignore[literal-required]
+    fields = {k: result[k] for k in REPLACED if k in result}
     fields.update({"reanalysed_at": now, "reanalysis": {"fingerprint": models_fingerprint(settings),
                                                         "asr_model": settings.asr.model}})
     db.answers.update_one({"_id": answer_id}, {"$set": fields})
