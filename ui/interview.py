@@ -115,6 +115,10 @@ def resume_offer(state: InterviewState, candidate_user: str | None, settings: Se
         state.update({"session_id": unfinished["_id"], "questions": unfinished["questions"],
                       "index": min(index, total - 1), "results": done, "candidate": unfinished["candidate"],
                       "session_settings": unfinished.get("settings")})
+        if unfinished.get("source") == "upload" and done:  # its last answer may have finished while away
+            last = done[-1]
+            state["last_feedback"] = {"answer_id": last["_id"], "frames_stored": True,
+                                      "question": unfinished["questions"][last["index"]]["question"]}
         remember_session(unfinished["_id"], settings)
         go(state, iv.resume_step(unfinished, index))
 
