@@ -1,6 +1,7 @@
 """An open answer's start and audio, stored while it is recorded (collection ``answer_audio``, through
 the writer), so that any node can finish an answer whose node died: the orphan sweep claims it once
-and re-transcribes what was captured. Kept a day (a TTL index: storage.AUDIO_KEEP_SECONDS), then gone."""
+and re-transcribes what was captured. Kept a day (a TTL index on ``expires_at``: AUDIO_KEEP_SECONDS),
+then gone; kept for good when the candidate consented (``AnswerStart.keep_audio``: re-analysis)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from bson.binary import Binary
 from pymongo.errors import DuplicateKeyError
 
 from pipeline.records import SAMPLE_RATE, AnswerStart
+from pipeline.storage import AUDIO_KEEP_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +111,10 @@ class AudioSpool:
         return doc
 
     def _base(self, start: AnswerStart) -> dict[str, Any]:
+        now = self._clock()
+        expires = None if start.keep_audio else now + timedelta(seconds=AUDIO_KEEP_SECONDS)
         return {"answer_id": start.answer_id, "session_id": start.session_id, "node": self.node,
-                "written_at": self._clock()}
+                "written_at": now, "expires_at": expires}
 
 
 # ---------------------------------------------------------------------------------- recovery
@@ -131,7 +135,9 @@ def orphaned_answers(db: Any, stale_seconds: float, now: datetime | None = None)
     """Answers with stored audio, nothing written for ``stale_seconds``, no finished answer stored and no claim."""
     now = now or _now()
     cutoff = now - timedelta(seconds=stale_seconds)
-    started = [d["answer_id"] for d in db[COLLECTION].find({"kind": "start", "written_at": {"$lt": cutoff}},
+    # Only answers of the recovery window: kept audio of finished answers piles up and is never an orphan.
+    window = {"$lt": cutoff, "$gt": now - timedelta(seconds=AUDIO_KEEP_SECONDS)}
+    started = [d["answer_id"] for d in db[COLLECTION].find({"kind": "start", "written_at": window},
                                                            {"answer_id": 1})]
     out = []
     for answer_id in started:

@@ -109,12 +109,19 @@ class EmbeddedRedis:
                 return self  # ours, already up
             secure_tree(self.folder)  # AOF files of an older start, made under another umask
             self.process = self._launch(binary, timeout)
-            fd = os.open(self.info_file, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"pid": self.process.pid, "socket": str(self.socket_path)}, fh)
+            self._write_info()
             atexit.register(self.stop)
             return self
+
+    def _write_info(self) -> None:
+        """Which process serves this folder, replaced whole (a reader never sees half a file)."""
+        assert self.process is not None
+        tmp = self.info_file.with_name(self.info_file.name + ".tmp")
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"pid": self.process.pid, "socket": str(self.socket_path)}, fh)
+        os.replace(tmp, self.info_file)
 
     def _launch(self, binary: str, timeout: float) -> subprocess.Popen[bytes]:
         with contextlib.suppress(FileNotFoundError):

@@ -54,10 +54,12 @@ def new_session_doc(candidate: str, role: str, question_set: str | None, setting
     }
 
 
-def answer_start(session_id: str, index: int, question: Question, started_ms: int | None = None) -> AnswerStart:
+def answer_start(session_id: str, index: int, question: Question, started_ms: int | None = None,
+                 keep_audio: bool = False) -> AnswerStart:
     return AnswerStart(
         session_id=session_id, answer_id=uuid.uuid4().hex, index=index, question=question.question,
         reference=question.reference, key_points=tuple(question.key_points), started_ms=started_ms or now_ms(),
+        keep_audio=keep_audio,
     )
 
 

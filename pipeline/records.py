@@ -24,6 +24,9 @@ class AnswerStart:
     key_points: tuple[str, ...] = ()
     started_ms: int = 0
     hotwords: tuple[str, ...] = ()
+    # The candidate consented to keeping the raw audio: its stored copy outlives the crash-recovery
+    # window (pipeline.answer_audio), so the answer can be re-analysed later with newer models.
+    keep_audio: bool = False
 
 
 class FrameGaze(TypedDict):

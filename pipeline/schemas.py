@@ -123,6 +123,7 @@ class AnswerAudioDoc(_Doc):
     session_id: str = Field(min_length=1, max_length=200)
     node: str = Field(min_length=1, max_length=200)
     written_at: datetime
+    expires_at: datetime | None = None  # None: kept (the candidate consented), else removed then
     seq: int | None = Field(default=None, ge=0)
     t_ms: int | None = Field(default=None, ge=0)
     rate: int | None = Field(default=None, ge=8000, le=48000)

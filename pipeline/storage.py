@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 from typing import Any
 
 import pymongo
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
@@ -87,7 +88,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("answer_id", ASCENDING), ("written_at", DESCENDING)], name="by_answer"),
         IndexModel([("kind", ASCENDING), ("written_at", ASCENDING)], name="by_kind"),
         IndexModel([("session_id", ASCENDING)], name="by_session"),
-        IndexModel([("written_at", ASCENDING)], name="expires", expireAfterSeconds=AUDIO_KEEP_SECONDS),
+        IndexModel([("expires_at", ASCENDING)], name="expires_at", expireAfterSeconds=0),
     ],
     "answer_claims": [IndexModel([("claimed_at", ASCENDING)], name="expires", expireAfterSeconds=AUDIO_KEEP_SECONDS)],
     # Background jobs (pipeline.jobs): the Batch view's lists, a user's queue bound, the reaper's scans,
@@ -160,8 +161,22 @@ def client_for(uri: str, timeout_ms: int = 3000) -> Client:
 
 
 def ensure_indexes(db: Db) -> None:
+    _migrate_audio_expiry(db)
     for name, indexes in INDEXES.items():
         db[name].create_indexes(indexes)
+
+
+def _migrate_audio_expiry(db: Db) -> None:
+    """Stored audio used to expire a day after ``written_at`` (index "expires"); now each document says
+    when in ``expires_at`` (None = kept). Older documents get their day, then the old index goes."""
+    audio = db["answer_audio"]
+    if "expires" not in audio.index_information():
+        return
+    ops = [UpdateOne({"_id": d["_id"]}, {"$set": {"expires_at": d["written_at"] + timedelta(seconds=AUDIO_KEEP_SECONDS)}})
+           for d in audio.find({"expires_at": {"$exists": False}}, {"written_at": 1})]
+    if ops:
+        audio.bulk_write(ops, ordered=False)
+    audio.drop_index("expires")
 
 
 def connect(settings: Settings, uri: str | None = None) -> Db:

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with contextlib.suppress(Exception):
             reaper.once(_runner.store.get_db())  # jobs a dead worker left behind, before taking new ones
-        celery.worker_main(["worker", "--pool=solo", "--concurrency=1", f"--hostname={name}@%h", f"-Q={QUEUE}",
+        celery.worker_main(["worker", "--pool=solo", "--concurrency=1", f"--hostname={name}@%h", "-Q", QUEUE,
                             "--without-gossip", "--without-mingle", "--without-heartbeat",
                             f"--loglevel={args.loglevel.upper()}"])
     finally:

@@ -178,3 +178,36 @@ def test_the_supervisor_spools_live_answers_but_not_recovered_ones(db, writer):
         car.ring.close()
         car.events.cancel_join_thread()
         car.events.close()
+
+
+def test_audio_expires_after_the_recovery_window_unless_the_candidate_consented(db, writer, shared_data):
+    from dataclasses import replace
+
+    audio = load_audio(shared_data / "speech" / "hotwords.mp3")
+    t = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    spool = answer_audio.AudioSpool(writer.insert, node="node-a", clock=lambda: t)
+    plain, kept = _start(), replace(_start(), keep_audio=True)
+    for start in (plain, kept):
+        _spool_audio(spool, start, audio)
+        spool.end(start.answer_id, start.started_ms + 4_000, "complete")
+    assert writer.flush(30)
+    day = timedelta(seconds=answer_audio.AUDIO_KEEP_SECONDS)
+    expiry = {d["expires_at"] for d in db.answer_audio.find({"answer_id": plain.answer_id})}
+    assert expiry == {t + day}
+    assert {d["expires_at"] for d in db.answer_audio.find({"answer_id": kept.answer_id})} == {None}
+    assert db.answer_audio.index_information()["expires_at"]["expireAfterSeconds"] == 0
+    # kept audio of a finished answer is outside the recovery window: never an orphan, never scanned
+    assert answer_audio.orphaned_answers(db, 30, now=t + 2 * day) == []
+
+
+def test_older_audio_gets_its_day_when_the_expiry_index_changes(db):
+    t = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    db.answer_audio.create_index([("written_at", pymongo.ASCENDING)], name="expires",
+                                 expireAfterSeconds=answer_audio.AUDIO_KEEP_SECONDS)
+    db.answer_audio.insert_one({"_id": "a:start", "kind": "start", "answer_id": "a", "session_id": "s",
+                                "node": "n", "written_at": t})
+    ensure_indexes(db)
+    info = db.answer_audio.index_information()
+    assert "expires" not in info and "expires_at" in info
+    doc = db.answer_audio.find_one({"_id": "a:start"})
+    assert doc["expires_at"].replace(tzinfo=UTC) == t + timedelta(seconds=answer_audio.AUDIO_KEEP_SECONDS)

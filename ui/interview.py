@@ -114,7 +114,8 @@ def resume_offer(state: InterviewState, candidate_user: str | None, settings: Se
     if st.button("Resume that session", key="resume"):
         state.update({"session_id": unfinished["_id"], "questions": unfinished["questions"],
                       "index": min(index, total - 1), "results": done, "candidate": unfinished["candidate"],
-                      "session_settings": unfinished.get("settings")})
+                      "session_settings": unfinished.get("settings"),
+                      "keep_audio": bool((unfinished.get("consent") or {}).get("keep_audio"))})
         if unfinished.get("source") == "upload" and done:  # its last answer may have finished while away
             last = done[-1]
             state["last_feedback"] = {"answer_id": last["_id"], "frames_stored": True,

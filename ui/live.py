@@ -109,7 +109,7 @@ def interview_step(state: InterviewState, questions: list[Question], media: WebR
     answer = state.get("answer")
     if answer is None:
         if st.button("Start answer", type="primary", disabled=not media.state.playing, key="start_answer"):
-            start = iv.answer_start(state["session_id"], state["index"], q)
+            start = iv.answer_start(state["session_id"], state["index"], q, keep_audio=bool(state.get("keep_audio")))
             sidecar.start_answer(start)
             capture.aim(state["session_id"], start.answer_id)
             state["answer"] = {"answer_id": start.answer_id, "started_ms": start.started_ms}
