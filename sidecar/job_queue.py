@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any, BinaryIO
 
 from celery import Celery
+from celery.signals import worker_ready
 
 from pipeline import jobs
 from pipeline.job_inputs import store_input
@@ -67,6 +68,17 @@ def app_for(url: str) -> Celery:
 # For ``celery -A sidecar.job_queue:app worker`` (MOCKAI_REDIS_URL names the broker); the app and the
 # CLI use app_for(broker_url(settings)).
 app = make_app(os.environ.get("MOCKAI_REDIS_URL") or "redis://127.0.0.1:6379/0")
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _reaper_for_plain_celery(sender: Any = None, **_: Any) -> None:
+    """A worker started by the celery command gets the same reaper as ``python -m sidecar worker``."""
+    from sidecar.job_worker import on_worker_ready
+
+    try:
+        on_worker_ready(sender.app if sender is not None and hasattr(sender, "app") else app)
+    except Exception:  # the worker still runs jobs; only lost messages wait for another worker's reaper
+        log.exception("job reaper did not start")
 
 
 def send(celery: Celery, db: Any, job_id: str, countdown: float | None = None) -> bool:

@@ -74,6 +74,7 @@ class JobRunner:
         self.settings, self.worker = settings, worker
         self.store = Store(settings, writer_name="jobs")
         self._sidecar: Any = None
+        self._sidecar_lock = threading.Lock()
         self.state, self.job_id = "warming", cast(str | None, None)
         self.done = 0
 
@@ -95,6 +96,10 @@ class JobRunner:
             self.seen(self.store.get_db())
 
     def sidecar(self) -> Any:
+        with self._sidecar_lock:  # the warm-up thread and the first job may both ask
+            return self._sidecar_locked()
+
+    def _sidecar_locked(self) -> Any:
         from sidecar.supervisor import Sidecar
 
         if self._sidecar is not None and not self._sidecar.wait_ready():  # a worker died and did not come back

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import socket
 import sys
 import threading
@@ -130,6 +131,29 @@ class Reaper:
         return sent
 
 
+_reaper: Reaper | None = None
+
+
+def ensure_reaper(celery: Any, settings: Settings) -> Reaper:
+    """This process's one reaper (``python -m sidecar worker`` starts it; so does a plain
+    ``celery -A sidecar.job_queue:app worker``, when the worker is ready)."""
+    global _reaper
+    from pipeline.embedded_redis import client_url
+
+    with _runner_lock:
+        if _reaper is None:
+            assert settings.jobs.redis_url is not None
+            _reaper = Reaper(celery, settings, client_url(settings.jobs.redis_url)).start()
+        return _reaper
+
+
+def on_worker_ready(celery: Any) -> None:
+    r = runner()
+    ensure_reaper(celery, r.settings)
+    if r.state == "warming":  # a plain celery worker: load the models now, not at the first job
+        threading.Thread(target=r.warm, name="job-warm-up", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sidecar worker",
                                      description="MockAI background-job worker (Celery, Redis broker)")
@@ -140,7 +164,6 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from pydantic import ValidationError
 
-    from pipeline.embedded_redis import client_url
     from pipeline.settings import settings_error_text
     from sidecar.job_queue import QUEUE, app_for
 
@@ -157,18 +180,24 @@ def main(argv: list[str] | None = None) -> int:
     global _runner
     from sidecar.job_runner import JobRunner
 
+    # Stopped while loading its models (before Celery takes over the signals): leave through the finally
+    # below, so the worker list says "stopped" instead of "warming" until it goes stale.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
     _runner = JobRunner(settings, name)
-    _runner.warm()  # models loaded before the first job is taken: a job's time is its analysis
     assert settings.jobs.redis_url is not None
     celery = app_for(settings.jobs.redis_url)
-    reaper = Reaper(celery, settings, client_url(settings.jobs.redis_url)).start()
+    reaper: Reaper | None = None
     try:
+        _runner.warm()  # models loaded before the first job is taken: a job's time is its analysis
+        reaper = ensure_reaper(celery, settings)
         with contextlib.suppress(Exception):
             reaper.once(_runner.store.get_db())  # jobs a dead worker left behind, before taking new ones
         celery.worker_main(["worker", "--pool=solo", "--concurrency=1", f"--hostname={name}@%h", "-Q", QUEUE,
                             "--without-gossip", "--without-mingle", "--without-heartbeat",
                             f"--loglevel={args.loglevel.upper()}"])
     finally:
-        reaper.stop()
+        if reaper is not None:
+            reaper.stop()
         _runner.close()  # says "stopped" in the worker list
     return 0
