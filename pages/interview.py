@@ -50,7 +50,7 @@ questions = iv.session_questions(state["questions"])
 
 # ---------------------------------------------------------------- upload path
 if state["step"] == "upload":
-    upload_step(state, questions, settings, sidecar)
+    upload_step(state, questions, settings, store)
     st.stop()
 
 # ---------------------------------------------------------------- live media (device check + interview)

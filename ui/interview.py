@@ -116,6 +116,10 @@ def resume_offer(state: InterviewState, candidate_user: str | None, settings: Se
                       "index": min(index, total - 1), "results": done, "candidate": unfinished["candidate"],
                       "session_settings": unfinished.get("settings"),
                       "keep_audio": bool((unfinished.get("consent") or {}).get("keep_audio"))})
+        if unfinished.get("source") == "upload" and done:  # its last answer may have finished while away
+            last = done[-1]
+            state["last_feedback"] = {"answer_id": last["_id"], "frames_stored": True,
+                                      "question": unfinished["questions"][last["index"]]["question"]}
         remember_session(unfinished["_id"], settings)
         go(state, iv.resume_step(unfinished, index))
 
