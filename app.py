@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pipeline.settings import settings_problem
+from pipeline.settings import get_settings, settings_problem
 from ui.capacity import show_live_sessions, start_health_endpoint
+from ui.jobs import job_client
 from ui.session import get_sidecar, get_store, show_account
 from ui.status import show_sidecar_status, show_storage_status
 
@@ -29,6 +30,8 @@ page = st.navigation(PAGES)
 store = get_store()
 sidecar = get_sidecar()  # started with the server so models are warm before the first answer
 start_health_endpoint(sidecar)  # GET /health for a load balancer, once per server process
+if get_settings().jobs.embedded_workers:
+    job_client()  # embedded Redis + worker started with the server, so its models are warm for the first upload
 with st.sidebar:
     show_account()
     show_storage_status(store)

@@ -231,7 +231,10 @@ class JobRunner:
     def _ensure_session(self, db: Any, session_id: str, spec: jobs.JobSpec) -> None:
         from pipeline.interview import new_session_doc
 
-        doc = new_session_doc(spec.candidate, spec.role, spec.question_set, self.settings, source="batch")
+        # the coach who submitted the batch sees its sessions (pipeline.auth.session_access_filter)
+        coach = None if spec.owner == "cli" or spec.owner.startswith("candidate:") else spec.owner
+        doc = new_session_doc(spec.candidate, spec.role, spec.question_set, self.settings, source="batch",
+                              coach=coach)
         doc["_id"] = session_id
         doc["questions"] = [{"question": spec.question, "reference": spec.reference,
                              "key_points": list(spec.key_points)}]

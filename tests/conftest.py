@@ -25,6 +25,9 @@ _server_note: list[str] = []
 # In-process app runs (AppTest) start no health endpoint: a fixed port would clash between runs.
 # Apps started as servers (tests/browser.py running_app) get a free one each.
 os.environ.setdefault("MOCKAI_HEALTH_PORT", "0")
+# An app started by a test runs no background-job worker (each would load every model beside the live
+# analysis the test measures); the tests of the queue ask for one (MOCKAI_EMBEDDED_WORKERS=1).
+os.environ.setdefault("MOCKAI_EMBEDDED_WORKERS", "0")
 
 
 @pytest.fixture(scope="session")

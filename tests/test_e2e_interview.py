@@ -150,7 +150,8 @@ def test_upload_a_recording(tmp_path, shared_data, mongo_uri, artifacts):
                     "-c:v", "libx264", "-preset", "ultrafast", "-vf", "scale=640:-2", "-c:a", "aac",
                     str(clip)], check=True)
     db_name = f"e2e_{uuid.uuid4().hex[:8]}"
-    env = {"MONGODB_URI": mongo_uri, "MOCKAI_DB_NAME": db_name, "MOCKAI_FLUSH_SECONDS": "1"}
+    env = {"MONGODB_URI": mongo_uri, "MOCKAI_DB_NAME": db_name, "MOCKAI_FLUSH_SECONDS": "1",
+           "MOCKAI_EMBEDDED_WORKERS": "1"}  # the upload is analysed by a background job
     db = pymongo.MongoClient(mongo_uri)[db_name]
     with running_app(tmp_path / "app", env=env) as app, sync_playwright() as p:
         browser = launch_chromium(p)

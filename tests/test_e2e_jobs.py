@@ -65,7 +65,7 @@ def test_upload_through_the_queue_survives_a_reload(tmp_path, shared_data, mongo
     clip = make_clip(shared_data, tmp_path)
     db_name = f"e2e_jobs_{uuid.uuid4().hex[:8]}"
     env = {"MONGODB_URI": mongo_uri, "MOCKAI_DB_NAME": db_name, "MOCKAI_FLUSH_SECONDS": "1",
-           "MOCKAI_JOB_HEARTBEAT_SECONDS": "1"}
+           "MOCKAI_JOB_HEARTBEAT_SECONDS": "1", "MOCKAI_EMBEDDED_WORKERS": "1"}
     db = pymongo.MongoClient(mongo_uri)[db_name]
     with running_app(tmp_path / "app", env=env) as app, sync_playwright() as p:
         browser = launch_chromium(p)
