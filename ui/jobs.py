@@ -43,10 +43,9 @@ class JobClient:
 @st.cache_resource(show_spinner="Starting the background-job queue…")
 def job_client() -> JobClient | None:
     """The server's queue connection (None, logged, when it cannot start: pages say QUEUE_UNAVAILABLE)."""
-    from sidecar.job_service import JobService
-
     from pipeline.capacity import node_id
     from sidecar.job_queue import app_for
+    from sidecar.job_service import JobService
 
     settings = get_settings()
     node = node_id(settings.capacity, int(st.get_option("server.port") or 8501))
