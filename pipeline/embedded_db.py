@@ -316,6 +316,7 @@ def _terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
+        log.warning("embedded server (pid %s) did not stop within %.0fs: killing it", proc.pid, timeout)
         proc.kill()
         proc.wait()
 

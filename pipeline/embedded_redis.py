@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -23,7 +22,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from pipeline.embedded_db import _file_lock, _pid_alive, secure_dir, secure_file, secure_tree
+from pipeline.embedded_db import _file_lock, _pid_alive, _terminate, secure_dir, secure_file, secure_tree
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -192,18 +191,6 @@ class EmbeddedRedis:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             if json.loads(self.info_file.read_text()).get("pid") == proc.pid:
                 self.info_file.unlink()
-
-
-def _terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        log.warning("embedded Redis (pid %s) did not stop within %.0fs: killing it", proc.pid, timeout)
-        proc.kill()
-        proc.wait()
 
 
 def _last_line(path: Path) -> str:
