@@ -117,6 +117,24 @@ class AudioSpool:
                 "written_at": now, "expires_at": expires}
 
 
+def keep_recording(write: Write, node: str, answer: dict[str, Any], audio: np.ndarray) -> None:
+    """Keep a finished uploaded answer's audio (16 kHz float32, as analysed) the way a consenting live
+    answer's is kept: start, chunks on the answer's own clock, end, none expiring; so it can be re-analysed.
+    ``answer`` is its stored document. ``write`` should replace by ``_id``: a retried job writes the same ids."""
+    start = AnswerStart(session_id=str(answer["session_id"]), answer_id=str(answer["_id"]),
+                        index=int(answer.get("index") or 0), question=str(answer["question"]),
+                        reference=str(answer.get("reference") or ""),
+                        key_points=tuple(answer.get("key_points") or ()),
+                        started_ms=int(answer.get("started_ms") or 0), keep_audio=True)
+    spool = AudioSpool(write, node)
+    spool.start(start)
+    step = spool._chunk
+    for i in range(0, len(audio), step):
+        spool.add(start.answer_id, start.started_ms + i * 1000 // SAMPLE_RATE, audio[i:i + step])
+    ended = answer.get("ended_ms") or start.started_ms + len(audio) * 1000 // SAMPLE_RATE
+    spool.end(start.answer_id, int(ended), str(answer.get("status") or "complete"))
+
+
 # ---------------------------------------------------------------------------------- recovery
 
 

@@ -54,6 +54,12 @@ class _Collected:
         self.done = threading.Condition(self.lock)
 
 
+def result_wait_seconds(audio_seconds: float) -> float:
+    """How long to wait for the speech worker after the last audio: all of a file's audio is queued at once,
+    so a long recording is transcribed after it was pushed (seen: a 15-min answer needs over 5 min here)."""
+    return 300.0 + 1.5 * audio_seconds
+
+
 def analyze(request: AnalyzeRequest, settings: Settings, store: bool = False,
             sidecar: Sidecar | None = None, progress: Progress | None = None,
             session_id: str | None = None, index: int = 0, answer_id: str | None = None) -> dict[str, Any]:
@@ -157,7 +163,7 @@ def _run(request: AnalyzeRequest, settings: Settings, store: bool, sidecar: Side
     timings["frames_s"] = round(time.perf_counter() - t, 3)
     t_end = time.perf_counter()
     sidecar.end_answer(answer_id, t0_ms + int(duration_s * 1000))
-    result = sidecar.wait_result(answer_id, timeout=300) or {}
+    result = sidecar.wait_result(answer_id, timeout=result_wait_seconds(duration_s)) or {}
     timings["end_to_result_s"] = round(time.perf_counter() - t_end, 3)
     timings.update({k: round(v, 3) for k, v in result.get("timings", {}).items()})
     timings["total_s"] = round(time.perf_counter() - t_all, 3)

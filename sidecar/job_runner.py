@@ -10,12 +10,13 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 from pipeline import jobs
-from pipeline.answer_audio import UNFINISHED
+from pipeline.answer_audio import UNFINISHED, keep_recording
 from pipeline.job_inputs import delete_input, fetched
-from pipeline.media import MediaError, probe
+from pipeline.media import MediaError, load_audio, probe
 from pipeline.settings import Settings
 from pipeline.store import Store
 from pipeline.uploads import SERVER_PROBLEM, UploadTooLargeError, public_error
@@ -116,6 +117,13 @@ class JobRunner:
             self._sidecar = sidecar
         return self._sidecar
 
+    def _drop_sidecar(self) -> None:
+        with self._sidecar_lock:
+            if self._sidecar is not None:
+                with contextlib.suppress(Exception):
+                    self._sidecar.stop()
+                self._sidecar = None
+
     def close(self) -> None:
         self.state = "stopped"
         with contextlib.suppress(Exception):
@@ -168,6 +176,7 @@ class JobRunner:
             return jobs.attempt_failed(db, job_id, self.worker, public_error(exc), retry_in=None), None
         except Exception as exc:
             log.exception("job %s failed on %s", job_id, self.worker)
+            self._drop_sidecar()  # it may still be busy with this try's answer: the next try gets a fresh one
             backoff = self.settings.jobs.retry_backoff_seconds * 2 ** max(0, job["attempts"] - 1)
             status = jobs.attempt_failed(db, job_id, self.worker, _reason(exc), retry_in=backoff)
             return status, (backoff if status == jobs.RETRYING else None)
@@ -204,10 +213,12 @@ class JobRunner:
             sidecar = self.sidecar()
             report = analyze(request, self.settings, store=True, sidecar=sidecar, progress=progress,
                              session_id=session_id, index=spec.index, answer_id=answer_id)
-        hb.set("storing", 0.9)
-        if not is_audio:
-            sidecar.flush_frames(session_id, answer_id)
-        answer = self._wait_stored(db, answer_id, hb)
+            hb.set("storing", 0.9)
+            if not is_audio:
+                sidecar.flush_frames(session_id, answer_id)
+            answer = self._wait_stored(db, answer_id, hb)
+            if not own_session and _consented_to_keep_audio(db, session_id):
+                self._keep_audio(db, answer, path)
         grade = report.get("grade") or {}
         if own_session:
             db.sessions.update_one({"_id": session_id}, {"$set": {
@@ -241,6 +252,15 @@ class JobRunner:
         doc["owner"] = spec.owner
         db.sessions.update_one({"_id": session_id}, {"$setOnInsert": doc}, upsert=True)
 
+    def _keep_audio(self, db: Any, answer: dict[str, Any], path: Path) -> None:
+        """The candidate consented to keeping their raw audio: keep this upload's as a live answer's is
+        kept, so it can be re-analysed with later models (the recording itself is dropped with the job)."""
+        if not probe(path).has_audio:
+            return
+        audio = load_audio(path, max_seconds=self.settings.media.max_answer_seconds)
+        keep_recording(lambda coll, doc: db[coll].replace_one({"_id": doc["_id"]}, doc, upsert=True),
+                       self.worker, answer, audio)
+
     def _discard(self, db: Any, job: dict[str, Any]) -> None:
         """Remove this job's answer and frames as an earlier, interrupted try stored them (analyse only:
         a re-analysis updates an answer that is not the job's to delete)."""
@@ -261,6 +281,11 @@ class JobRunner:
                 raise RuntimeError(f"answer {answer_id} was not stored within {STORED_WAIT_S:.0f}s")
             hb.set("storing", 0.95)
             time.sleep(0.2)  # waiting on another process's writer: nothing to wait on but the database
+
+
+def _consented_to_keep_audio(db: Any, session_id: str) -> bool:
+    session = db.sessions.find_one({"_id": session_id}, {"consent": 1}) or {}
+    return bool((session.get("consent") or {}).get("keep_audio"))
 
 
 def _result(answer: dict[str, Any], report: dict[str, Any], session_id: str) -> dict[str, Any]:

@@ -211,6 +211,47 @@ def test_a_stored_answer_with_kept_audio_is_reanalysed_in_place(env: Any, shared
     print(f"\nre-analysed: {answer['transcript']!r}, grade {answer['grade']['score']:.2f}")
 
 
+def test_an_upload_keeps_its_audio_for_re_analysis_only_with_the_candidates_consent(env: Any,
+                                                                                     shared_data: Path) -> None:
+    from pipeline.answer_audio import COLLECTION, load
+    from sidecar.reanalyse import models_fingerprint, reanalysable
+
+    celery, db, settings = env
+    path = shared_data / "speech" / "jfk.flac"
+    sessions = {True: uuid.uuid4().hex, False: uuid.uuid4().hex}
+    answers = {}
+    for consent, session_id in sessions.items():
+        db.sessions.insert_one({"_id": session_id, "candidate": f"upload-{consent}", "status": "recording",
+                                "source": "live", "consent": {"keep_audio": consent}})
+        spec = jobs.JobSpec(owner="tester", question=QUESTION, candidate="upload", source="upload",
+                            session_id=session_id, index=0, media_kind="audio", filename=path.name)
+        with path.open("rb") as fh:
+            sub = submit(celery, db, spec, fh, path.name, settings, size=path.stat().st_size)
+        answers[consent] = sub.job["answer_id"]
+        job_id: str = sub.job["_id"]
+        wait_until(lambda: (jobs.get(db, job_id) or {}).get("status") in jobs.FINISHED,  # noqa: B023 (used here)
+                   f"upload job (consent {consent}) done", timeout=300, every=0.5)
+        assert (jobs.get(db, sub.job["_id"]) or {}).get("status") == jobs.DONE
+    kept = load(db, answers[True])
+    answer = db.answers.find_one({"_id": answers[True]})
+    assert kept is not None and answer is not None
+    assert abs(len(kept.audio) / 16000 - 11.0) < 0.1, len(kept.audio)
+    assert kept.t_ms == answer["started_ms"] and kept.status == "complete"  # on the answer's own clock
+    assert db[COLLECTION].count_documents({"answer_id": answers[True], "expires_at": {"$ne": None}}) == 0
+    assert [a["_id"] for a in reanalysable(db, sessions[True])] == [answers[True]]
+    assert db[COLLECTION].count_documents({"answer_id": answers[False]}) == 0, "no consent: nothing kept"
+    again = jobs.JobSpec(owner="tester", question=QUESTION, kind="reanalyse", source="reanalyse",
+                         session_id=sessions[True], index=0, answer_id=answers[True], media_kind="audio")
+    sub = jobs.submit(db, again, None, settings.jobs.max_attempts, content_sha256=models_fingerprint(settings))
+    assert sub.needs_sending and send(celery, db, sub.job["_id"])
+    wait_until(lambda: (jobs.get(db, sub.job["_id"]) or {}).get("status") in jobs.FINISHED, "re-analysis done",
+               timeout=300, every=0.5)
+    redone = db.answers.find_one({"_id": answers[True]})
+    assert (jobs.get(db, sub.job["_id"]) or {}).get("status") == jobs.DONE and redone["reanalysed_at"]
+    assert "Americans" in redone["transcript"] and redone["ended_ms"] == answer["ended_ms"]
+    print(f"\nupload with consent: {len(kept.audio) / 16000:.1f} s of audio kept for re-analysis; without: none")
+
+
 def test_a_corrupt_recording_fails_at_once_with_a_plain_reason(env: Any, tmp_path: Path) -> None:
     celery, db, settings = env
     bad = tmp_path / "broken.mp4"
