@@ -1,7 +1,8 @@
 """Runs every benchmark in turn (``make bench``); each prints a markdown table for BENCHMARKS.md.
 
-The 10-minute browser soak is long: ``python -m bench --soak`` adds it. So is the memory
-benchmark (hours of generated media, the models): ``python -m bench --memory`` adds it.
+The 10-minute browser soak is long: ``python -m bench --soak`` adds it. So are the memory
+benchmarks (hours of generated media, the models; a job worker on a 15-min recording):
+``python -m bench --memory`` adds them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ QUICK = ["bench_emotion.py", "bench_asr.py", "bench_grading.py", "bench_sidecar.
 
 def main() -> int:
     names = QUICK + (["bench_soak.py"] if "--soak" in sys.argv else []) + (
-        ["bench_memory.py"] if "--memory" in sys.argv else [])
+        ["bench_memory.py", "bench_job_memory.py"] if "--memory" in sys.argv else [])
     failed = 0
     for name in names:
         path = HERE / name
