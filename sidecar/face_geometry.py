@@ -125,11 +125,22 @@ def iris_offsets(lm: np.ndarray, iris: np.ndarray) -> list[tuple[float, float]]:
     return out
 
 
+def eye_weights(lm: np.ndarray) -> tuple[float, float]:
+    """How much each eye (image-left first) counts in the gaze: its corner-to-corner width squared, so a
+    frontal face weighs both alike while a turned head leans on the nearer eye. The farther eye is
+    foreshortened (fewer pixels for the iris model) and half hidden by the nose bridge; its iris is the
+    less reliable one (on the harness's turned faces it is the eye whose reading flips)."""
+    w = [float(np.sum((lm[b, :2] - lm[a, :2]) ** 2)) for a, b in EYE_LINE]
+    total = w[0] + w[1]
+    return (0.5, 0.5) if total <= 1e-9 else (w[0] / total, w[1] / total)
+
+
 def gaze_direction(pose: HeadPose, lm: np.ndarray, iris: np.ndarray) -> Gaze:
-    """Gaze = head pose + each eye's rotation from its iris offset (both eyes averaged), in degrees."""
+    """Gaze = head pose + the eyes' rotation from their iris offsets (weighted by ``eye_weights``), degrees."""
     offs = iris_offsets(lm, iris)
-    along = float(np.mean([o[0] for o in offs]))
-    across = float(np.mean([o[1] for o in offs]))
+    w0, w1 = eye_weights(lm)
+    along = w0 * offs[0][0] + w1 * offs[1][0]
+    across = w0 * offs[0][1] + w1 * offs[1][1]
     eye_yaw = math.degrees(math.asin(_clamp((along - 0.5) * EYE_WIDTH_PER_RADIUS, -1.0, 1.0)))
     eye_pitch = math.degrees(math.asin(_clamp((across - IRIS_PITCH_BIAS) * EYE_WIDTH_PER_RADIUS, -1.0, 1.0)))
     return Gaze(pose.yaw + eye_yaw, pose.pitch + eye_pitch, (offs[0][0], offs[1][0]))

@@ -29,6 +29,13 @@ JPEG_QUALITY = 95
 TOO_SMALL_FACTOR = 0.6  # "too small" faces are this fraction of the minimum face size
 AT_CAMERA, TURNED, MIRRORED, LIGHT, TOO_SMALL = "at camera", "turned", "mirrored", "light", "too small"
 TURNED_FLAT = "turned (flat photo)"  # the same angles on the flat photo: no nose parallax, a weaker cue
+EYES_AVERTED = "eyes averted"  # a source whose eyes look away from the lens with the head frontal
+# Sources whose eyes, looked at in the photo, are not on the camera: every other source is taken to look at
+# it. Their untouched conditions (position, scale, mirror, light) are labelled "not eye contact" in their
+# own group; their turned conditions are left out (a head turn may bring such eyes back to the lens).
+AVERTED_SOURCES: dict[str, str] = {
+    "img17": "head frontal, smiling, both eyes turned well toward the image's right (his left)",
+}
 Log = Callable[[str], object]
 
 
@@ -172,12 +179,18 @@ def build_media(sources: Sequence[Source], out: Path, seed: int, small_px: int) 
     samples = []
     for k, src in enumerate(sources):
         rng = np.random.default_rng([seed, k])  # per source: --limit does not move other sources' samples
+        averted = src.name in AVERTED_SOURCES
         for c_i, cond in enumerate(CONDITIONS):
             jx, jy = rng.uniform(-JITTER, JITTER, 2)
             face_w = small_px * TOO_SMALL_FACTOR / FRAME_W if cond.group == TOO_SMALL else cond.face_w
             at = (cond.at[0] + jx, cond.at[1] + jy) if cond.group == AT_CAMERA else cond.at
             yaw = cond.sign * float(rng.uniform(*cond.yaw)) if cond.yaw else 0.0
             pitch = cond.sign * float(rng.uniform(*cond.pitch)) if cond.pitch else 0.0
+            group, expected = cond.group, cond.expected
+            if averted and cond.group in (TURNED, TURNED_FLAT):
+                continue  # the draws above still ran: the next conditions' jitter stays the same
+            if averted and cond.expected:
+                group, expected = EYES_AVERTED, False
             img, box = place(src, at, face_w)
             warp = None
             if (yaw or pitch) and cond.warp == "plane":  # the face is at the frame centre, the plane's pivot
@@ -195,8 +208,8 @@ def build_media(sources: Sequence[Source], out: Path, seed: int, small_px: int) 
                 img = relight(img, cond.gamma, cond.gain)
             sid = f"{src.name.replace('@', '_f')}__{c_i:02d}"
             cv2.imwrite(str(media / f"{sid}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-            samples.append(Sample(sid, f"media/{sid}.jpg", src.name, src.kind, cond.name, cond.group,
-                                  cond.expected, round(yaw, 2), round(pitch, 2), cond.mirror, box,
+            samples.append(Sample(sid, f"media/{sid}.jpg", src.name, src.kind, cond.name, group,
+                                  expected, round(yaw, 2), round(pitch, 2), cond.mirror, box,
                                   {"gamma": cond.gamma, "gain": cond.gain, "face_px": box[2], "warp": warp}))
     return samples
 
@@ -260,13 +273,13 @@ def summarise(samples: Sequence[Sample], result: dict[str, Any]) -> dict[str, An
     rows = {r["id"]: r for r in result["samples"]}
     errs = _pose_errors(samples, result["samples"])
     conds: dict[str, Any] = {}
-    for cond in CONDITIONS:
-        mine = [s for s in samples if s.condition == cond.name]
+    for name, group, expected in _table_rows():
+        mine = [s for s in samples if s.group == group and (name == group or s.condition == name)]
         if not mine:
             continue
         e = [errs[s.id] for s in mine if s.id in errs]
-        conds[cond.name] = {
-            "group": cond.group, "expected": cond.expected, "n": len(mine),
+        conds[name] = {
+            "group": group, "expected": expected, "n": len(mine),
             "face_pct": 100.0 * sum(rows[s.id]["face"] for s in mine) / len(mine),
             "agree_pct": 100.0 * sum(rows[s.id]["agree"] for s in mine) / len(mine),
             "yaw_err": float(np.mean([a for a, _ in e])) if e else None,
@@ -274,11 +287,17 @@ def summarise(samples: Sequence[Sample], result: dict[str, Any]) -> dict[str, An
             "pose_n": len(e),
         }
     groups = {}
-    for g in (AT_CAMERA, TURNED, TURNED_FLAT, MIRRORED, LIGHT, TOO_SMALL):
+    for g in (AT_CAMERA, TURNED, TURNED_FLAT, MIRRORED, LIGHT, TOO_SMALL, EYES_AVERTED):
         mine = [s for s in samples if s.group == g]
         if mine:
             groups[g] = {"n": len(mine), "agree_pct": 100.0 * sum(rows[s.id]["agree"] for s in mine) / len(mine)}
     return {"conditions": conds, "groups": groups}
+
+
+def _table_rows() -> list[tuple[str, str, bool | None]]:
+    """(row name, group, expected) of the table: each condition, then the averted-eyes sources as one row
+    (their samples sit in the at-camera, mirrored and light conditions but carry the other label)."""
+    return [(c.name, c.group, c.expected) for c in CONDITIONS] + [(EYES_AVERTED, EYES_AVERTED, False)]
 
 
 def _pct(v: float | None) -> str:
@@ -299,17 +318,18 @@ def report(samples: Sequence[Sample], summaries: dict[str, dict[str, Any]], erro
     head = "| condition | expected | n |" + "".join(
         f" {d} face % | {d} agree % | {d} yaw err ° | {d} pitch err ° |" for d in names)
     lines = [head, "|---|---|---:|" + "---:|---:|---:|---:|" * len(names)]
-    for cond in CONDITIONS:
-        n = sum(s.condition == cond.name for s in samples)
+    for name, group, expected in _table_rows():
+        n = sum(s.group == group and (name == group or s.condition == name) for s in samples)
         if not n:
             continue
-        exp = "too small" if cond.expected is None else ("eye contact" if cond.expected else "not eye contact")
+        exp = "too small" if expected is None else ("eye contact" if expected else "not eye contact")
         cells = ""
         for d in names:
-            c = summaries[d].get("conditions", {}).get(cond.name)
+            c = summaries[d].get("conditions", {}).get(name)
             cells += (f" {_pct(c['face_pct'])} | {_pct(c['agree_pct'])} | {_deg(c['yaw_err'])} |"
                       f" {_deg(c['pitch_err'])} |") if c else " — | — | — | — |"
-        lines.append(f"| {cond.name} | {exp} | {n} |{cells}")
+        label = f"{name}, head frontal (real photo: {', '.join(AVERTED_SOURCES)})" if group == EYES_AVERTED else name
+        lines.append(f"| {label} | {exp} | {n} |{cells}")
     lines.append("")
     for d in names:
         if d in errors:
@@ -322,6 +342,8 @@ def report(samples: Sequence[Sample], summaries: dict[str, dict[str, Any]], erro
         lines.append(f"{d}: head turned beyond threshold: agreement {turned}")
         lines.append(f"{d}: flat photo turned beyond threshold (no depth, a weaker cue): agreement {flat}")
         lines.append(f"{d}: mirrored {mir}; darker/brighter {light}; too small to judge {small}")
+        lines.append(f"{d}: eyes averted with the head frontal (real photo, any position/light): agreement "
+                     f"{_group_pct(g, EYES_AVERTED)}")
     return lines
 
 
@@ -341,7 +363,8 @@ def run(data: Path, out: Path, detectors: Sequence[str], limit: int, video_frame
                   "warped triangle by triangle (head and eyes turned together)",
                   "flat": "sidecar.face_geometry.rotate_image_plane: the flat photo rotated about the frame "
                   "centre (the face's centre), focal = frame width"},
-        "conditions": [asdict(c) for c in CONDITIONS], "samples": [asdict(s) for s in samples],
+        "conditions": [asdict(c) for c in CONDITIONS], "averted_sources": AVERTED_SOURCES,
+        "samples": [asdict(s) for s in samples],
         "sign_conventions": "yaw + = face turned toward the image's right; pitch + = down",
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")

@@ -197,6 +197,16 @@ def test_head_pose_follows_a_turned_face(mesh: FaceMesh, name: str) -> None:
     assert abs(down.yaw - base.yaw) < 8 and abs(right.roll - base.roll) < 10
 
 
+def test_the_nearer_eye_counts_more_in_the_gaze() -> None:
+    lm = np.zeros((468, 3))
+    for (a, b), (x0, x1) in zip(geo.EYE_LINE, ((100.0, 130.0), (170.0, 200.0)), strict=True):
+        lm[a, :2], lm[b, :2] = (x0, 100.0), (x1, 100.0)
+    assert geo.eye_weights(lm) == pytest.approx((0.5, 0.5))  # frontal: both eyes alike
+    lm[geo.EYE_LINE[1][1], 0] = 185.0  # head turned: the image-right eye foreshortened to half its width
+    w_left, w_right = geo.eye_weights(lm)
+    assert w_left == pytest.approx(0.8) and w_right == pytest.approx(0.2)  # widths squared: 900 vs 225
+
+
 def test_eye_contact_score_is_a_margin() -> None:
     assert geo.eye_contact(0, 0, 15, 20) == (True, 1.0)
     contact, score = geo.eye_contact(7.5, 0, 15, 20)

@@ -87,6 +87,25 @@ def test_media_are_deterministic(shared_data: Path, tmp_path: Path) -> None:
     assert (tmp_path / "a" / a[8].file).read_bytes() == (tmp_path / "b" / b[8].file).read_bytes()
 
 
+def test_a_source_with_averted_eyes_is_labelled_not_eye_contact(shared_data: Path, tmp_path: Path) -> None:
+    """img17 looks well to the side with his head frontal: his untouched samples are "not eye contact" in
+    their own group (never counted as looking at the camera), his head turns are left out, and the
+    landmark path agrees on the centred one (measured: gaze yaw ~+20 deg with head yaw ~0)."""
+    sources = [s for s in fv.load_sources(shared_data, limit=100, video_frames=0, log=lambda _m: None)
+               if s.name in fv.AVERTED_SOURCES]
+    assert [s.name for s in sources] == ["img17"]
+    samples = fv.build_media(sources, tmp_path, seed=0, small_px=40)
+    groups = {s.group for s in samples}
+    assert fv.AT_CAMERA not in groups and fv.TURNED not in groups and fv.TURNED_FLAT not in groups
+    averted = [s for s in samples if s.group == fv.EYES_AVERTED]
+    assert len(averted) == len([c for c in fv.CONDITIONS if c.expected]) and all(s.expected is False for s in averted)
+    assert [s.expected for s in samples if s.group == fv.TOO_SMALL] == [None]
+    centre = [s for s in averted if s.condition == "centre"]
+    rows = fv.analyse(centre, tmp_path, "mediapipe")["samples"]
+    assert rows[0]["face"] and rows[0]["eye_contact"] is False and rows[0]["agree"]
+    assert abs(rows[0]["head_yaw"]) < 8 < abs(rows[0]["gaze_yaw"])
+
+
 def _centroid(img: np.ndarray, x0: int, x1: int, y0: int, y1: int) -> tuple[float, float]:
     ys, xs = np.nonzero(img[y0:y1, x0:x1])
     return float(xs.mean() + x0), float(ys.mean() + y0)
