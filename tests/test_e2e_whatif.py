@@ -31,6 +31,23 @@ def _collections(db: Any) -> dict[str, int]:
     return {n: db[n].count_documents({}) for n in sorted(db.list_collection_names()) if n not in ("logins",)}
 
 
+def _set_threshold(page: Any, box: Any, value: str) -> None:
+    """Type a sidebar value and wait for the what-if badge. A value typed while a script run is still
+    settling can be lost when that run redraws the widget: wait for the run, and type it once more if
+    the badge does not come (a what-if that never applies still fails, on the second try)."""
+    for attempt in range(2):
+        wait_script_done(page)
+        box.fill(value)
+        box.press("Enter")
+        try:
+            wait_text(page, "what-if: not saved", 30)
+            return
+        except AssertionError:
+            if attempt:
+                raise
+            print(f"\nthe what-if badge did not come; the box reads {box.input_value()!r}: typing {value!r} again")
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_pause_threshold_changes_the_pause_marks(tmp_path, shared_data, mongo_uri, artifacts):
@@ -46,16 +63,13 @@ def test_pause_threshold_changes_the_pause_marks(tmp_path, shared_data, mongo_ur
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
             page.goto(f"{app.url}/report?session={session_id}")
             sign_in(page, ADMIN_PASSWORD, artifacts)
-            wait_text(page, "JFK Report", 60)
+            wait_text(page, "JFK Report", 120)  # a cold first page (fonts, Plotly bundle) can take a while
             wait_text(page, r"Thresholds \(what-if\)", 30)
             page.wait_for_function("() => { const g = document.querySelector('.js-plotly-plot');"
                                    " return g && g._fullData && g._fullData.length > 0; }", timeout=60_000)
             before = _pause_marks(page)
             stored = _collections(db)
-            box = page.get_by_label("pause_seconds (profile: 1)", exact=True)
-            box.fill("0.2")
-            box.press("Enter")
-            wait_text(page, "what-if: not saved", 30)
+            _set_threshold(page, page.get_by_label("pause_seconds (profile: 1)", exact=True), "0.2")
             # null while Streamlit swaps the chart during the rerun: wait on a drawn chart with new marks
             page.wait_for_function(f"() => {{ const n = ({PAUSE_MARKS_JS})(); return n !== null && n !== {before}; }}",
                                    timeout=30_000)
