@@ -54,6 +54,11 @@ class AudioSpool:
         self._open: dict[str, _Open] = {}
         self._lock = threading.Lock()
 
+    @property
+    def chunk_samples(self) -> int:
+        """Samples per stored chunk (16 kHz)."""
+        return self._chunk
+
     def start(self, start: AnswerStart) -> None:
         with self._lock:
             if start.answer_id in self._open:
@@ -128,7 +133,7 @@ def keep_recording(write: Write, node: str, answer: dict[str, Any], audio: np.nd
                         started_ms=int(answer.get("started_ms") or 0), keep_audio=True)
     spool = AudioSpool(write, node)
     spool.start(start)
-    step = spool._chunk
+    step = spool.chunk_samples
     for i in range(0, len(audio), step):
         spool.add(start.answer_id, start.started_ms + i * 1000 // SAMPLE_RATE, audio[i:i + step])
     ended = answer.get("ended_ms") or start.started_ms + len(audio) * 1000 // SAMPLE_RATE
