@@ -274,7 +274,7 @@ def summarise(samples: Sequence[Sample], result: dict[str, Any]) -> dict[str, An
     errs = _pose_errors(samples, result["samples"])
     conds: dict[str, Any] = {}
     for name, group, expected in _table_rows():
-        mine = [s for s in samples if s.group == group and (name == group or s.condition == name)]
+        mine = _row_samples(samples, name, group)
         if not mine:
             continue
         e = [errs[s.id] for s in mine if s.id in errs]
@@ -300,6 +300,11 @@ def _table_rows() -> list[tuple[str, str, bool | None]]:
     return [(c.name, c.group, c.expected) for c in CONDITIONS] + [(EYES_AVERTED, EYES_AVERTED, False)]
 
 
+def _row_samples(samples: Sequence[Sample], name: str, group: str) -> list[Sample]:
+    """The samples of one table row: a condition's own group, or the whole group for a group row."""
+    return [s for s in samples if s.group == group and (name == group or s.condition == name)]
+
+
 def _pct(v: float | None) -> str:
     return "—" if v is None else f"{v:.0f}"
 
@@ -319,7 +324,7 @@ def report(samples: Sequence[Sample], summaries: dict[str, dict[str, Any]], erro
         f" {d} face % | {d} agree % | {d} yaw err ° | {d} pitch err ° |" for d in names)
     lines = [head, "|---|---|---:|" + "---:|---:|---:|---:|" * len(names)]
     for name, group, expected in _table_rows():
-        n = sum(s.group == group and (name == group or s.condition == name) for s in samples)
+        n = len(_row_samples(samples, name, group))
         if not n:
             continue
         exp = "too small" if expected is None else ("eye contact" if expected else "not eye contact")
