@@ -132,6 +132,8 @@ def main() -> None:
               f"{100 * statistics.median(busies) / 60:.0f}% | {tail:.2f} | {tail / one_s:.2f} | "
               f"{word_error_rate(ref, final.text):.3f} | {word_error_rate(ref, one.text):.3f} |")
 
+    live_parts(recognizers[("faster-whisper", "tiny.en")], audio, ref, args.repeats)
+
     # ---- delivery metrics on the streamed 60 s answer
     opts = SpeechMetricsOptions.from_settings(Settings())
     m_s, metrics = median_time(lambda: compute_speech_metrics(stream_words, audio, options=opts), max(3, args.repeats))
@@ -145,6 +147,48 @@ def main() -> None:
     p = metrics.prosody
     print(f"| + pitch/energy track (50 ms hops, YIN) | {1000 * m_s:.1f} | {len(p.t)} frames, voiced "
           f"{100 * p.voiced_fraction:.0f}%, median pitch {p.pitch_median_hz} Hz |")
+
+
+def live_parts(rec: SpeechRecognizer, audio: np.ndarray, ref: str, rounds: int) -> None:
+    """The speech worker's CPU over a live answer: part length x one encoder pass a part, side by side.
+
+    Whisper's encoder runs on a whole 30 s window however short the part, so the number of passes
+    sets the cost; "every window" is how parts were decoded before (faster-whisper encodes again
+    from the last word when a window ends early)."""
+    configs = [(8.0, False), (8.0, True), (16.0, False), (16.0, True), (24.0, True)]
+    default = Settings().asr.chunk_seconds
+    cpu: dict[tuple[int, float, bool], list[float]] = {}
+    tail: dict[tuple[int, float, bool], list[float]] = {}
+    info: dict[tuple[int, float, bool], tuple[int, int, float]] = {}
+    for _ in range(max(2, min(rounds, 3))):  # interleaved rounds: load from other processes hits all alike
+        for secs in (20, 60):
+            part = audio[: secs * RATE]
+            for chunk, one_window in configs:
+                st = StreamingTranscriber(rec, rec.options.model_copy(
+                    update={"chunk_seconds": chunk, "one_window_parts": one_window}))
+                c0 = time.process_time()
+                for i in range(0, len(part), RATE // 2):  # 0.5 s chunks, as the capture sends them
+                    st.feed(part[i : i + RATE // 2], 1_700_000_000_000 + i // 16)
+                w1 = time.perf_counter()
+                final = st.finish()
+                key = (secs, chunk, one_window)
+                tail.setdefault(key, []).append(time.perf_counter() - w1)
+                cpu.setdefault(key, []).append(time.process_time() - c0)
+                info[key] = (len(st.chunk_log), len(final.words), word_error_rate(ref, final.text) if secs == 60 else -1.0)
+    print(f"\n## Live parts: speech-worker CPU over an answer ({rec.options.threads} threads, median of "
+          f"{len(next(iter(cpu.values())))} interleaved rounds; default chunk_seconds = {default:g})\n")
+    print("| answer | part length (s) | decoding | parts | CPU (s) | cores over the answer | x before | "
+          "finish() wall (s) | words | WER |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for secs in (20, 60):
+        before = statistics.median(cpu[(secs, 8.0, False)])
+        for chunk, one_window in configs:
+            key = (secs, chunk, one_window)
+            med = statistics.median(cpu[key])
+            parts, words, wer = info[key]
+            label = "one window a part" if one_window else "every window (before)"
+            print(f"| {secs} s | {chunk:g} | {label} | {parts} | {med:.2f} | {med / secs:.3f} | {med / before:.2f} | "
+                  f"{statistics.median(tail[key]):.2f} | {words} | {f'{wer:.3f}' if wer >= 0 else '—'} |")
 
 
 if __name__ == "__main__":

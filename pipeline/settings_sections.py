@@ -137,8 +137,14 @@ class AsrSettings(Section):
     model: str = Field("tiny.en", alias="asr_model",
                        description="tiny.en (packaged), base (packaged), or a path to your own weights")
     threads: int = Field(2, alias="asr_threads", ge=1, description="CPU threads for speech recognition")
+    # Each live part costs one Whisper encoder pass (a 30 s window, however short the part). Longer
+    # parts need fewer passes but start mid-sentence more often after a worker restart, where Whisper
+    # skips speech (BENCHMARKS.md, Capacity); the live transcript updates about this often.
     chunk_seconds: float = Field(8.0, alias="asr_chunk_seconds", gt=0,
                                  description="Audio transcribed in chunks of about this length while speaking")
+    one_window_parts: bool = Field(
+        True, alias="asr_one_window_parts",
+        description="A live chunk is one Whisper pass; what its window leaves is heard with the next chunk")
     language: str | None = Field("en", alias="asr_language",
                                  description="Spoken language code; empty lets a multilingual model detect it")
     # Short on purpose: a prompt with fillers makes Whisper keep "um"/"uh"; long prompts make it loop

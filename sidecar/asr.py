@@ -144,8 +144,13 @@ class SpeechRecognizer:
         offset: float = 0.0,
         *,
         hotwords: tuple[str, ...] | None = None,
+        first_window_only: bool = False,
     ) -> Transcript:
-        """Transcribe 16 kHz mono float32 audio (or a media file); word times are seconds + ``offset``."""
+        """Transcribe 16 kHz mono float32 audio (or a media file); word times are seconds + ``offset``.
+
+        ``first_window_only`` stops after Whisper's first 30 s window: the transcript's ``stopped_at``
+        then says where the words end when audio after them was left undecoded (streaming parts).
+        """
         if not isinstance(audio16k, np.ndarray):
             from pipeline.media import load_audio
 
@@ -157,8 +162,10 @@ class SpeechRecognizer:
         segments: list[DecodedSegment] = []
         language = self._language()
         hot = self.options.hotwords if hotwords is None else tuple(hotwords)
+        stopped_at: float | None = None
         if len(audio) >= SAMPLE_RATE // 10:
-            segments, detected = engine.transcribe(audio, offset, self.options, hot, language)
+            segments, detected, stopped_at = engine.transcribe(audio, offset, self.options, hot, language,
+                                                               first_window_only)
             language = detected or language
         return Transcript(
             words=[w for seg in segments for w in seg["words"]],
@@ -172,4 +179,5 @@ class SpeechRecognizer:
             engine=self.options.engine,
             model=self.options.model,
             elapsed_s=round(time.perf_counter() - t0, 3),
+            stopped_at=stopped_at,
         )

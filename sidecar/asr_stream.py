@@ -25,7 +25,8 @@ class Recognizer(Protocol):
     @property
     def options(self) -> AsrSettings: ...
 
-    def transcribe(self, audio16k: np.ndarray, offset: float = 0.0, /) -> Transcript: ...
+    def transcribe(self, audio16k: np.ndarray, offset: float = 0.0, /, *,
+                   first_window_only: bool = False) -> Transcript: ...
 
 
 class StreamingTranscriber:
@@ -50,6 +51,7 @@ class StreamingTranscriber:
     # when the part stops at the pause after it): decode up to this much beyond a soft cut, commit
     # only the words before it, and hear the rest again with the next part.
     lookahead_seconds = 2.0
+    min_progress_seconds = 0.5  # a part moves the cursor at least this far
 
     def __init__(
         self,
@@ -163,28 +165,39 @@ class StreamingTranscriber:
         start = self._cursor
         stop = cut if final else min(self.audio.end, start + self.max_window_samples)
         t0 = time.perf_counter()
-        result = self.recognizer.transcribe(self.audio.slice(start, stop), 0.0)
+        heard = self.audio.slice(start, stop)
+        # A part is one encoder pass: what Whisper's first window leaves undecoded is heard again with
+        # the next part (which has to decode it anyway), not in a pass of its own. At the end of an
+        # answer that pass was often a tenth of a second after the last word, where Whisper (base, with
+        # the filler prompt) invents "uh, uh, uh, ..." up to its token limit: 10-20 s of decoding.
+        result = self.recognizer.transcribe(heard, 0.0, first_window_only=self.options.one_window_parts)
+        if result.stopped_at is not None and result.stopped_at < self.min_progress_seconds:
+            result = self.recognizer.transcribe(heard, 0.0)  # too little decoded to move on from
         elapsed = time.perf_counter() - t0
         self.language = self.language or result.language
         audio = self.audio.slice(start, cut)
         part_s = (cut - start) / self.rate
+        heard_s = (stop - start) / self.rate if result.stopped_at is None else result.stopped_at
         words = result.words
         next_cursor = cut
         if hard and not final and words:
             # Commit only up to the cut: words near the end of what Whisper heard get the worst
             # timestamps and spellings, the ones before the cut had right context.
-            keep, resume_s = _hard_cut_resume(result, part_s - self.hard_cut_guard_seconds, (stop - start) / self.rate)
+            keep, resume_s = _hard_cut_resume(result, part_s - self.hard_cut_guard_seconds, heard_s)
             words = words[:keep]
             next_cursor = start + int(resume_s * self.rate)
         elif not final:
             words = [w for w in words if (w["start"] + w["end"]) / 2 < part_s]  # the cut lies in a silence
         if words and start > 0:
             words = self._recover_head(audio, words)
-        if words and next_cursor == cut:
+        unheard = None if result.stopped_at is None else start + int(result.stopped_at * self.rate)
+        if unheard is not None and unheard < next_cursor and (not final or cut - unheard >= self.rate):
+            next_cursor = unheard  # Whisper's window ended here: the rest is heard with the next part
+        elif words and next_cursor == cut:  # under a second left after the last word: heard again only if speech
             skipped = _skipped_speech_start(audio, words[-1]["end"], self.rate)
             if skipped is not None:
                 next_cursor = start + int(skipped * self.rate)
-        if next_cursor < start + self.rate // 2:
+        if next_cursor < start + int(self.min_progress_seconds * self.rate):
             next_cursor = cut  # always advance: re-hearing the same audio forever is worse than a lost word
         committed = self._commit(words, start)
         self.chunk_log.append(
@@ -193,6 +206,7 @@ class StreamingTranscriber:
                 "end_s": round(cut / self.rate, 3),
                 "heard_s": round(stop / self.rate, 3),
                 "next_s": round(next_cursor / self.rate, 3),
+                "stopped_s": -1.0 if result.stopped_at is None else round(start / self.rate + result.stopped_at, 3),
                 "elapsed_s": round(elapsed, 3),
                 "words": float(len(committed)),
                 "hard": float(hard),
@@ -202,13 +216,20 @@ class StreamingTranscriber:
         self._cursor = next_cursor
         return committed
 
-    def _recover_head(self, audio: np.ndarray, words: list[AsrWord]) -> list[AsrWord]:
-        """Whisper often skips a sentence fragment at the start of a part; transcribe it alone."""
+    def _recover_head(self, audio: np.ndarray, words: list[AsrWord], depth: int = 0) -> list[AsrWord]:
+        """Whisper often skips a sentence fragment at the start of a part; transcribe it alone.
+
+        The head alone still starts mid-sentence, and Whisper may skip its start again (a long part
+        after a worker restart began in mid-sentence: 22 s heard, 11 s of them skipped twice), so
+        the head's own head is recovered too, a few levels deep."""
         head_end = words[0]["start"]
         if head_end < 0.5 or _speech_seconds(audio[: int(head_end * self.rate)], self.rate) < 0.3:
             return words
         head = self.recognizer.transcribe(audio[: int(head_end * self.rate)], 0.0)
-        return [w for w in head.words if w["end"] <= head_end + 0.1] + words
+        found = [w for w in head.words if w["end"] <= head_end + 0.1]
+        if found and depth < 2:
+            found = self._recover_head(audio, found, depth + 1)
+        return found + words
 
     def _commit(self, words: list[AsrWord], start: int) -> list[StreamWord]:
         """Map part-relative words to the answer clock and append them, skipping repeats."""

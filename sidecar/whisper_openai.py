@@ -258,12 +258,14 @@ class OpenAIWhisperEngine:
                            temperature=0.0, verbose=None)
 
     def transcribe(
-        self, audio: np.ndarray, offset: float, options: AsrSettings, hotwords: tuple[str, ...], language: str | None
-    ) -> tuple[list[DecodedSegment], str | None]:
+        self, audio: np.ndarray, offset: float, options: AsrSettings, hotwords: tuple[str, ...], language: str | None,
+        first_window_only: bool = False,
+    ) -> tuple[list[DecodedSegment], str | None, float | None]:
+        """Decodes every window (``first_window_only`` is faster-whisper's saving only)."""
         import whisper
 
         if options.vad_filter and not has_speech(audio):
-            return [], None  # openai-whisper has no VAD: silence would come back as "Thank you."
+            return [], None, None  # openai-whisper has no VAD: silence would come back as "Thank you."
         result = whisper.transcribe(
             self.model,
             audio,
@@ -285,4 +287,4 @@ class OpenAIWhisperEngine:
             ]
             out.append(make_segment(seg.get("text", ""), seg["start"], seg["end"], offset, words))
         language_out: str | None = result.get("language")
-        return out, language_out
+        return out, language_out, None
