@@ -47,10 +47,13 @@ DATA = ROOT.parent / "shared" / "data"
 TICKS = os.sysconf("SC_CLK_TCK")
 APP_CPU, BROWSER_CPU = 0, 1
 CONFIGS: dict[str, dict[str, str]] = {
-    "today (30 fps, every 4th)": {"MOCKAI_CAMERA_FPS": "30", "MOCKAI_ANALYSED_FPS": "7.5"},
-    "new (15 fps, 7.5 fps by media time)": {},
-    # The app tree has one core here: two ASR threads only take turns on it.
-    "new + asr_threads 1": {"MOCKAI_ASR_THREADS": "1"},
+    # main bfc92f3's defaults: 8 s live ASR parts decoded window after window, and Streamlit's full
+    # gc.collect(2) after every script run (each live-panel refresh).
+    "before (8 s parts, every window, gc per run)": {
+        "MOCKAI_ASR_CHUNK_SECONDS": "8", "MOCKAI_ASR_ONE_WINDOW_PARTS": "false",
+        "STREAMLIT_RUNNER_POST_SCRIPT_GC": "true"},
+    "now (the defaults)": {},
+    "now + 16 s parts": {"MOCKAI_ASR_CHUNK_SECONDS": "16"},
 }
 COUNTERS = r"frames received: (\d+) · sampled: (\d+)"
 # Loaded by the app's Python processes only in this bench (PYTHONPATH): each thread writes its OS
