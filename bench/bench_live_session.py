@@ -52,8 +52,8 @@ CONFIGS: dict[str, dict[str, str]] = {
     "before (8 s parts, every window, gc per run)": {
         "MOCKAI_ASR_CHUNK_SECONDS": "8", "MOCKAI_ASR_ONE_WINDOW_PARTS": "false",
         "STREAMLIT_RUNNER_POST_SCRIPT_GC": "true"},
-    "now (the defaults)": {},
-    "now + 16 s parts": {"MOCKAI_ASR_CHUNK_SECONDS": "16"},
+    "one window a part, no gc per run, 8 s parts": {"MOCKAI_ASR_CHUNK_SECONDS": "8"},
+    "now (the defaults: + 16 s parts)": {},
 }
 COUNTERS = r"frames received: (\d+) · sampled: (\d+)"
 # Loaded by the app's Python processes only in this bench (PYTHONPATH): each thread writes its OS

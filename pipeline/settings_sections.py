@@ -137,10 +137,10 @@ class AsrSettings(Section):
     model: str = Field("tiny.en", alias="asr_model",
                        description="tiny.en (packaged), base (packaged), or a path to your own weights")
     threads: int = Field(2, alias="asr_threads", ge=1, description="CPU threads for speech recognition")
-    # Each live part costs one Whisper encoder pass (a 30 s window, however short the part). Longer
-    # parts need fewer passes but start mid-sentence more often after a worker restart, where Whisper
-    # skips speech (BENCHMARKS.md, Capacity); the live transcript updates about this often.
-    chunk_seconds: float = Field(8.0, alias="asr_chunk_seconds", gt=0,
+    # Each live part costs one Whisper encoder pass (a 30 s window, however short the part): 16 s parts
+    # need about half the passes of 8 s ones (BENCHMARKS.md, Capacity). The live transcript updates
+    # about this often.
+    chunk_seconds: float = Field(16.0, alias="asr_chunk_seconds", gt=0,
                                  description="Audio transcribed in chunks of about this length while speaking")
     one_window_parts: bool = Field(
         True, alias="asr_one_window_parts",
@@ -295,8 +295,8 @@ def usable_cores() -> int:
 class CapacitySettings(Section):
     cores_per_live_session: float = Field(
         0.5, alias="cores_per_live_session", gt=0, le=64,
-        description="Measured CPU cores one live session costs (app process + both workers, real browser: "
-        "0.42-0.51, BENCHMARKS.md Capacity): the node's capacity is node_cores / this")
+        description="CPU cores one live session costs (app process + both workers, real browser: measured "
+        "0.25-0.29 for one candidate, with headroom; BENCHMARKS.md Capacity): the node's capacity is node_cores / this")
     node_cores: int = Field(
         default_factory=usable_cores, alias="node_cores", ge=1,
         description="CPU cores this node may use for live sessions (default: the CPUs this process may run on)")
