@@ -6,7 +6,7 @@ start``: all starting together); per answer it prints finish (``end_answer``) ->
 the transcript's WER against the reference in ../shared/data/README.md. Both pools run in this one process
 against a SecantusDB server started here, one after the other, and so does every K (1, 2 and N).
 
-    python bench/bench_concurrent_answers.py [--workers N] [--repeats R]
+    python bench/bench_concurrent_answers.py [--workers N] [--repeats R] [--ks 1,2,4]
 """
 
 from __future__ import annotations
@@ -132,9 +132,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="runs of each K per pool")
     ap.add_argument("--align", choices=("end", "start"), default="end",
                     help="answers end together (default) or start together")
+    ap.add_argument("--ks", default="", help="the K values, comma-separated (default 1, 2 and N); past three "
+                                             "answers the clips are reused in turn")
     args = ap.parse_args()
     n = args.workers
-    ks = sorted({1, 2, n})
+    ks = sorted({int(k) for k in args.ks.split(",")} if args.ks else {1, 2, n})
     clips = _clips()
     print(f"node: {node_cores()} cores, automatic pool = {auto}; answers {args.align} together, {args.repeats} "
           f"run(s) of each K; load before: {_load()}", flush=True)
