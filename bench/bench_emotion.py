@@ -1,7 +1,7 @@
 """Benchmark of sidecar.emotion on one CPU core with real webcam-style video.
 
     python bench/bench_emotion.py [--video ../shared/data/video/baseline.mp4] [--frames 300]
-        [--detectors opencv,mediapipe] [--rounds 3] [--compare-only] [--mesh-stages]
+        [--detectors opencv,mediapipe-both-eyes,mediapipe] [--rounds 3] [--compare-only] [--mesh-stages]
 
 Frames are decoded and downscaled to 640x480 (centre crop to 4:3, as a webcam gives) before any
 timing: the sidecar receives decoded frames from its ring, so decoding is not its cost. The
@@ -9,7 +9,8 @@ process is pinned to one core and OpenCV/tflite to one thread, as in the worker.
 
 Prints markdown tables: the face detectors side by side in one run (CPU per analysed frame,
 time.process_time, on every 4th frame of each ../shared/data/video/*.mp4 at 640x480, rounds
-alternating between detectors; face-found rate per video; the ratio), then, for Haar (opencv):
+alternating between detectors; face-found rate per video; the ratio; ``mediapipe-both-eyes`` is the
+landmark path measuring both irises every frame), what one iris a frame changes in the gaze, then, for Haar (opencv):
 sustained fps with full detection on every sample (detect_every=1) vs the default tracking,
 per-stage latencies, FER tflite latency per face, and the CPU seconds of analysing every frame
 vs every 4th frame of the same 10 s clip. ``--mesh-stages`` adds the landmark path's CPU per stage.
@@ -138,7 +139,7 @@ def mesh_stages(videos: list[Path], rounds: int) -> None:
     mesh, orig = a._mesh, (geo.aligned_crop, geo.head_pose)  # module functions: put back afterwards
     wrap(mesh, "detect", "BlazeFace (re-)detection")
     wrap(mesh, "_landmarks_in", "landmarks: 192x192 crop + model")
-    wrap(mesh, "irises", "iris: two 64x64 crops + one batch-2 model run")
+    wrap(mesh, "irises", "iris: 64x64 eye crops + model (one eye a tracked frame, both after a detection)")
     wrap(a._emotion, "predict", "FER model (with its input scaling)")
     wrap(geo, "aligned_crop", "aligned FER crop (gray of its footprint)")
     wrap(geo, "head_pose", "head pose (solvePnP)")
@@ -191,6 +192,43 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
 
+BOTH_EYES = "mediapipe-both-eyes"  # the landmark path measuring both irises on every frame
+
+
+def analyzer_settings(name: str) -> EmotionSettings:
+    """A detector name, or ``mediapipe-both-eyes``: the landmark path with ``iris_alternate`` off."""
+    if name == BOTH_EYES:
+        return EmotionSettings(detector="mediapipe", iris_alternate=False, threads=1)
+    return EmotionSettings(detector=name, threads=1)
+
+
+def iris_alternation(videos: list[Path]) -> None:
+    """What measuring one iris a frame (the other reused from the frame before) changes in the gaze,
+    against both irises on every frame, on every 4th frame of each clip (7.5 fps, the live rate)."""
+    both = EmotionAnalyzer(analyzer_settings(BOTH_EYES))
+    alt = EmotionAnalyzer(analyzer_settings("mediapipe"))
+    print("## One iris a frame (the default) against both irises on every frame, every 4th frame\n")
+    print("| video | frames judged (both / alternating) | eye contact agrees | mean abs gaze yaw diff (deg) "
+          "| max | mean abs gaze pitch diff (deg) | max |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for v in videos:
+        frames, _fps = load_frames(v)
+        order = every_nth(list(range(len(frames))), 4)
+        both.reset()
+        alt.reset()
+        gb = [both.analyze(frames[i], k / SAMPLE_FPS)["gaze"] for k, i in enumerate(order)]
+        ga = [alt.analyze(frames[i], k / SAMPLE_FPS)["gaze"] for k, i in enumerate(order)]
+        pairs = [(b, a) for b, a in zip(gb, ga, strict=True) if b["yaw"] is not None and a["yaw"] is not None]
+        judged = (sum(g["eye_contact"] is not None for g in gb), sum(g["eye_contact"] is not None for g in ga))
+        agree = sum(b["eye_contact"] == a["eye_contact"] for b, a in zip(gb, ga, strict=True))
+        dy = [abs(float(b["yaw"]) - float(a["yaw"])) for b, a in pairs]
+        dp = [abs(float(b["pitch"]) - float(a["pitch"])) for b, a in pairs]
+        print(f"| {v.name} | {judged[0]} / {judged[1]} | {100 * agree / len(order):.1f} % | "
+              f"{statistics.fmean(dy) if dy else float('nan'):.2f} | {max(dy, default=float('nan')):.2f} | "
+              f"{statistics.fmean(dp) if dp else float('nan'):.2f} | {max(dp, default=float('nan')):.2f} |")
+    print()
+
+
 def compare_detectors(videos: list[Path], detectors: list[str], rounds: int) -> None:
     """CPU ms per analysed frame and face-found % per video, detectors alternating round by round."""
     clips = []
@@ -200,7 +238,7 @@ def compare_detectors(videos: list[Path], detectors: list[str], rounds: int) -> 
     analyzers: dict[str, EmotionAnalyzer] = {}
     for d in detectors:
         try:
-            a = EmotionAnalyzer(EmotionSettings(detector=d, threads=1))
+            a = EmotionAnalyzer(analyzer_settings(d))
             a.warm_up()
             analyzers[d] = a
         except Exception as exc:  # reported, never timed as 0
@@ -250,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--video", type=Path, default=DATA / "video" / "baseline.mp4")
     ap.add_argument("--frames", type=int, default=300, help="samples per sustained run")
     ap.add_argument("--clip-seconds", type=float, default=10.0)
-    ap.add_argument("--detectors", default="opencv,mediapipe", help="compared side by side (first = baseline)")
+    ap.add_argument("--detectors", default=f"opencv,{BOTH_EYES},mediapipe",
+                    help=f"compared side by side (first = baseline; {BOTH_EYES}: iris_alternate off)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the detector comparison")
     ap.add_argument("--compare-only", action="store_true", help="only the detector comparison")
     ap.add_argument("--mesh-stages", action="store_true", help="also the landmark path's CPU per stage")
@@ -262,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
           f"load average at start {os.getloadavg()[0]:.2f}\n")
     detectors = list(dict.fromkeys(d.strip() for d in args.detectors.split(",") if d.strip()))
     compare_detectors(videos, detectors, args.rounds)
+    if "mediapipe" in detectors:
+        iris_alternation(videos)
     if args.mesh_stages:
         mesh_stages(videos, args.rounds)
     if args.compare_only:

@@ -46,6 +46,7 @@ class FrameGaze(TypedDict):
     yaw: NotRequired[float | None]  # gaze direction, degrees; + = toward the image's right
     pitch: NotRequired[float | None]  # gaze direction, degrees; + = down
     iris: NotRequired[list[float] | None]  # [left, right]: iris centre along each eye line, 0-1 (0.5 centred)
+    iris_fresh: NotRequired[list[bool] | None]  # [left, right]: measured on this frame (else the frame before's)
     reason: NotRequired[str | None]  # why eye_contact is None with a face: "face too small", "eyes closed", ...
 
 

@@ -92,6 +92,10 @@ class EmotionSettings(Section):
     min_gaze_face_px: int = Field(
         60, alias="min_gaze_face_px", ge=0,
         description="Faces narrower than this (frame pixels) are too small to judge gaze; expression is uncertain")
+    iris_alternate: bool = Field(
+        True, alias="iris_alternate",
+        description="Tracked frames measure one eye's iris, in turn, and reuse the other's reading from the frame "
+                    "before (half the iris model's cost); off measures both eyes every frame")
     blink_ear: float = Field(0.15, alias="blink_ear", ge=0, le=1,
                              description="Mean eye aspect ratio below this means the eyes are closed (no gaze judged)")
     smile_threshold: float = Field(0.35, alias="smile_threshold", ge=0, le=1,

@@ -74,6 +74,9 @@ class EmotionAnalyzer:
         self._prev_face: tuple[float, float, float] | None = None  # cx, cy, w of the last sample's face
         self._last_sig: np.ndarray | None = None  # sparse pixel sample of the last frame
         self._last_result: FrameSample | None = None
+        # each eye's iris offsets (along, across its corner line) from the last analysed frame, and the
+        # eye measured then: a tracked frame measures the other one and reuses this one's reading
+        self._iris_carry: tuple[list[tuple[float, float]], int] | None = None
         if getattr(self, "_mesh", None) is not None:
             assert self._mesh is not None
             self._mesh.reset()
@@ -269,6 +272,7 @@ class EmotionAnalyzer:
         opts = self.options
         out = self._empty(t, False)  # the no-face record, filled in below
         out["gaze"]["method"] = "iris"
+        carry, self._iris_carry = self._iris_carry, None  # kept only by a frame whose gaze is judged
         if face is None:
             self._prev_face = None
             out["gaze"]["reason"] = "no face"
@@ -314,12 +318,21 @@ class EmotionAnalyzer:
             gaze["reason"] = "eyes closed"
             return out
         assert self._mesh is not None
-        face.iris = self._mesh.irises(bgr, lm, bgr=True)  # only now: a blink or a tiny face needs no iris
+        # only now: a blink or a tiny face needs no iris. On a tracked frame after a judged one, one eye
+        # is measured (the one not measured then) and the other's offsets are reused from that frame
+        alternate = opts.iris_alternate and face.tracked and carry is not None and pose is not None
+        eyes = (1 - carry[1],) if alternate and carry is not None else (0, 1)
+        face.iris = self._mesh.irises(bgr, lm, bgr=True, eyes=eyes)
         gaze["eyes_found"] = 2 if face.iris is not None else 0
         if face.iris is None or pose is None:
             gaze["reason"] = "no iris" if face.iris is None else "head pose not solved"
             return out
-        d = geo.gaze_direction(pose, lm, face.iris)
+        offs = geo.iris_offsets(lm, face.iris)
+        if len(eyes) == 1 and carry is not None:
+            offs[1 - eyes[0]] = carry[0][1 - eyes[0]]
+        self._iris_carry = (offs, eyes[-1])
+        gaze["iris_fresh"] = [k in eyes for k in (0, 1)]
+        d = geo.gaze_from_offsets(pose, lm, offs)
         gaze["yaw"], gaze["pitch"] = round(d.yaw, 2), round(d.pitch, 2)
         gaze["iris"] = [round(d.iris[0], 4), round(d.iris[1], 4)]
         contact, score = geo.eye_contact(d.yaw, d.pitch, opts.eye_contact_yaw_deg, opts.eye_contact_pitch_deg)

@@ -137,7 +137,12 @@ def eye_weights(lm: np.ndarray) -> tuple[float, float]:
 
 def gaze_direction(pose: HeadPose, lm: np.ndarray, iris: np.ndarray) -> Gaze:
     """Gaze = head pose + the eyes' rotation from their iris offsets (weighted by ``eye_weights``), degrees."""
-    offs = iris_offsets(lm, iris)
+    return gaze_from_offsets(pose, lm, iris_offsets(lm, iris))
+
+
+def gaze_from_offsets(pose: HeadPose, lm: np.ndarray, offs: list[tuple[float, float]]) -> Gaze:
+    """``gaze_direction`` from each eye's ``iris_offsets`` (along, across), e.g. one of them read a frame
+    earlier: the offsets are relative to the eye corners, so they hold while the head moves."""
     w0, w1 = eye_weights(lm)
     along = w0 * offs[0][0] + w1 * offs[1][0]
     across = w0 * offs[0][1] + w1 * offs[1][1]

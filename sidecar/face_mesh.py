@@ -274,7 +274,8 @@ class FaceMesh:
         self._short: BlazeFace | None = None
         self._full: BlazeFace | None = None
         self._landmarks: _Model | None = None
-        self._iris: _Model | None = None
+        self._iris: _Model | None = None  # both eyes in one batch-2 run
+        self._iris_one: _Model | None = None  # one eye
         self._roi: Roi | None = None
         self.detections = 0  # BlazeFace runs since load (tests and benches read it)
 
@@ -285,6 +286,7 @@ class FaceMesh:
         self._short = BlazeFace("short", modules, self.threads)
         self._full = BlazeFace("full", modules, self.threads)
         self._iris = _Model(modules / IRIS_MODEL, self.threads, batch=len(EYE_CORNERS))
+        self._iris_one = _Model(modules / IRIS_MODEL, self.threads)
         self._landmarks = _Model(modules / LANDMARK_MODEL, self.threads)
 
     def reset(self) -> None:
@@ -338,25 +340,35 @@ class FaceMesh:
         pts = out["conv2d_21"].reshape(468, 3)
         return roi.to_frame(pts, LANDMARK_SIZE), score
 
-    def irises(self, rgb: np.ndarray, lm: np.ndarray, bgr: bool = False) -> np.ndarray | None:
-        """Iris points (2, 5, 2) of both eyes of these landmarks (image-left eye first), frame pixels."""
+    def irises(self, rgb: np.ndarray, lm: np.ndarray, bgr: bool = False,
+               eyes: tuple[int, ...] = (0, 1)) -> np.ndarray | None:
+        """Iris points (2, 5, 2) of these landmarks' eyes (image-left eye first), frame pixels; only the
+        ``eyes`` listed are measured (one eye is half the cost), the others' rows are NaN."""
+        if not eyes or any(k not in (0, 1) for k in eyes):
+            raise ValueError(f"eyes must list 0 and/or 1, got {eyes}")
         self.load()
-        assert self._iris is not None
-        rois = []
-        for a, b in EYE_CORNERS:
+        assert self._iris is not None and self._iris_one is not None
+        rois: dict[int, Roi] = {}
+        for k in eyes:
+            a, b = EYE_CORNERS[k]
             p0, p1 = lm[a, :2], lm[b, :2]
             lo, hi = np.minimum(p0, p1), np.maximum(p0, p1)
             roi = roi_from_points(p0, p1, (lo[0], lo[1], hi[0], hi[1]), EYE_ROI_SCALE)
             if roi.size < 4:
                 return None
-            rois.append(roi)
+            rois[k] = roi
+        order = sorted(rois)
 
         def fill(x: np.ndarray) -> None:  # the model is trained on one eye: the other crop is mirrored,
-            for k, roi in enumerate(rois):  # as MediaPipe does; both eyes go through in one invocation
-                roi.crop(rgb, IRIS_SIZE, flip=k == 1, bgr=bgr, out=x[k])
+            for j, k in enumerate(order):  # as MediaPipe does; both eyes go through in one invocation
+                rois[k].crop(rgb, IRIS_SIZE, flip=k == 1, bgr=bgr, out=x[j])
 
-        iris = self._iris.run_into(fill)["output_iris"].reshape(2, 5, 3)
-        return np.stack([roi.to_frame(iris[k], IRIS_SIZE, flip=k == 1)[:, :2] for k, roi in enumerate(rois)])
+        model = self._iris if len(order) == 2 else self._iris_one
+        iris = model.run_into(fill)["output_iris"].reshape(len(order), 5, 3)
+        out = np.full((2, 5, 2), np.nan)
+        for j, k in enumerate(order):
+            out[k] = rois[k].to_frame(iris[j], IRIS_SIZE, flip=k == 1)[:, :2]
+        return out
 
 
 class MediaPipeFaceDetector:

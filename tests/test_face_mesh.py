@@ -356,6 +356,51 @@ def test_tracking_between_detections_and_redetect_on_loss(
     assert det.mesh.detections >= start + 3
 
 
+def test_one_eye_iris_run_matches_that_eye_of_the_pair(mesh: FaceMesh) -> None:
+    img = photo("img30.jpg")
+    lm = landmarks_of(mesh, img).landmarks
+    both = mesh.irises(img, lm, bgr=True)
+    assert both is not None and np.isfinite(both).all()
+    for k in (0, 1):
+        one = mesh.irises(img, lm, bgr=True, eyes=(k,))
+        assert one is not None and np.isnan(one[1 - k]).all()
+        assert np.abs(one[k] - both[k]).max() < 0.05  # px: one model, batch 1 against batch 2
+    with pytest.raises(ValueError, match="eyes"):
+        mesh.irises(img, lm, bgr=True, eyes=())
+
+
+def test_tracked_frames_measure_one_iris_in_turn(video_frames: list[np.ndarray]) -> None:
+    alt = EmotionAnalyzer(EmotionSettings())
+    both = EmotionAnalyzer(EmotionSettings(iris_alternate=False))
+    ga = [analyze(alt, f, i / 7.5)["gaze"] for i, f in enumerate(video_frames)]
+    gb = [analyze(both, f, i / 7.5)["gaze"] for i, f in enumerate(video_frames)]
+    # the detection frame measures both eyes; every tracked frame the eye not measured the frame before
+    assert ga[0]["iris_fresh"] == [True, True]
+    fresh = [g["iris_fresh"] for g in ga[1:]]
+    assert all(sum(f) == 1 for f in fresh) and all(a != b for a, b in zip(fresh, fresh[1:], strict=False))
+    assert all(g["iris_fresh"] == [True, True] for g in gb)
+    for a, b in zip(ga, gb, strict=True):  # the reused eye moves the gaze by a degree or two at most
+        assert a["eyes_found"] == 2 and a["eye_contact"] == b["eye_contact"]
+        assert abs(a["yaw"] - b["yaw"]) < 3 and abs(a["pitch"] - b["pitch"]) < 3, (a, b)
+    assert ga[0]["yaw"] == gb[0]["yaw"] and ga[0]["iris"] == gb[0]["iris"]
+    # a new answer, or a frame whose gaze is not judged, leaves nothing to reuse: both eyes again
+    alt.reset()
+    assert analyze(alt, video_frames[1], 0.0)["gaze"]["iris_fresh"] == [True, True]
+    assert analyze(alt, np.zeros_like(video_frames[0]), 0.2)["gaze"]["reason"] == "no face"
+    assert analyze(alt, video_frames[2], 0.4)["gaze"]["iris_fresh"] == [True, True]
+
+
+def test_a_closed_eye_frame_ends_the_reuse(video_frames: list[np.ndarray]) -> None:
+    a = EmotionAnalyzer(EmotionSettings())
+    assert analyze(a, video_frames[0], 0.0)["gaze"]["iris_fresh"] == [True, True]
+    assert sum(analyze(a, video_frames[1], 0.13)["gaze"]["iris_fresh"]) == 1
+    a.options = EmotionSettings(blink_ear=0.6)  # these open eyes now read as closed: no gaze judged
+    assert analyze(a, video_frames[2], 0.27)["gaze"]["reason"] == "eyes closed"
+    a.options = EmotionSettings()
+    r = analyze(a, video_frames[3], 0.4)
+    assert r["tracked"] is True and r["gaze"]["iris_fresh"] == [True, True]
+
+
 def test_haar_path_fields(webcam_frame_mesh: np.ndarray) -> None:
     r = analyze(EmotionAnalyzer(EmotionSettings(detector="opencv")), webcam_frame_mesh)
     assert r["detector"] == "opencv" and r["gaze"]["method"] == "frontal-proxy" and r["aligned"] is False
