@@ -7,7 +7,9 @@ side by side in one run: a 30 s answer fed at live pace, 30 fps camera frames of
 CPU seconds (user + system, from /proc) over the answer's wall time, until its grade is stored.
 The app process (Streamlit, aiortc decoding) is not in this figure.
 
-    python bench/bench_live_cost.py [--seconds 30] [--detectors opencv,mediapipe]
+    python bench/bench_live_cost.py [--seconds 30] [--detectors opencv,mediapipe-both-eyes,mediapipe]
+
+``mediapipe-both-eyes`` is the landmark path with ``iris_alternate`` off (both irises every frame).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ CAMERA_FPS = 30.0
 QUESTION = "Quote a famous line from a speech and say why it matters."
 REFERENCE = "Ask not what your country can do for you, ask what you can do for your country."
 TICKS = os.sysconf("SC_CLK_TCK")
+BOTH_EYES = "mediapipe-both-eyes"  # mediapipe measuring both irises on every frame
 
 
 def cpu_seconds(pid: int) -> float:
@@ -88,7 +91,7 @@ def live_answer(car: Sidecar, frames: list[np.ndarray], audio: np.ndarray, secon
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--detectors", default="opencv,mediapipe")
+    ap.add_argument("--detectors", default=f"opencv,{BOTH_EYES},mediapipe")
     args = ap.parse_args()
     base = Settings()
     every = base.capture.frame_sample_every
@@ -101,8 +104,10 @@ def main() -> None:
         server = EmbeddedServer(Path(tmp) / "db").start()
         try:
             for detector in args.detectors.split(","):
+                both_eyes = detector == BOTH_EYES  # the landmark path with iris_alternate off
                 settings = Settings(MONGODB_URI=server.uri, db_name="bench_live", data_dir=Path(tmp),
-                                    face_detector=detector)
+                                    face_detector="mediapipe" if both_eyes else detector,
+                                    iris_alternate=not both_eyes)
                 car = Sidecar(settings, store=True).start()
                 try:
                     assert car.wait_ready(300), car.status()
