@@ -1,7 +1,8 @@
 """Benchmark of sidecar.emotion on one CPU core with real webcam-style video.
 
     python bench/bench_emotion.py [--video ../shared/data/video/baseline.mp4] [--frames 300]
-        [--detectors opencv,mediapipe-both-eyes,mediapipe] [--rounds 3] [--compare-only] [--mesh-stages]
+        [--detectors opencv,mediapipe-mesh+iris-both-eyes,mediapipe-mesh+iris,mediapipe] [--rounds 3]
+        [--compare-only] [--mesh-stages]
 
 Frames are decoded and downscaled to 640x480 (centre crop to 4:3, as a webcam gives) before any
 timing: the sidecar receives decoded frames from its ring, so decoding is not its cost. The
@@ -9,8 +10,9 @@ process is pinned to one core and OpenCV/tflite to one thread, as in the worker.
 
 Prints markdown tables: the face detectors side by side in one run (CPU per analysed frame,
 time.process_time, on every 4th frame of each ../shared/data/video/*.mp4 at 640x480, rounds
-alternating between detectors; face-found rate per video; the ratio; ``mediapipe-both-eyes`` is the
-landmark path measuring both irises every frame), what one iris a frame changes in the gaze, then, for Haar (opencv):
+alternating between detectors; face-found rate per video; the ratio; ``mediapipe`` runs the attention
+landmark model, ``mediapipe-mesh+iris`` face_landmark + the iris model, one eye a tracked frame, and
+``-both-eyes`` both every frame), what one iris a frame changes in the gaze, then, for Haar (opencv):
 sustained fps with full detection on every sample (detect_every=1) vs the default tracking,
 per-stage latencies, FER tflite latency per face, and the CPU seconds of analysing every frame
 vs every 4th frame of the same 10 s clip. ``--mesh-stages`` adds the landmark path's CPU per stage.
@@ -37,7 +39,7 @@ if str(ROOT) not in sys.path:  # run as a script: make the repo importable
 
 import sidecar.emotion  # noqa: E402
 from pipeline.settings import EmotionSettings  # noqa: E402
-from sidecar.emotion import EmotionAnalyzer  # noqa: E402
+from sidecar.emotion import MESH_IRIS, MESH_IRIS_BOTH_EYES, EmotionAnalyzer, analyzer_settings  # noqa: E402
 from sidecar.emotion_classifiers import FerTfliteEmotion, face_crop  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -138,8 +140,7 @@ def mesh_stages(videos: list[Path], rounds: int) -> None:
 
     mesh, orig = a._mesh, (geo.aligned_crop, geo.head_pose)  # module functions: put back afterwards
     wrap(mesh, "detect", "BlazeFace (re-)detection")
-    wrap(mesh, "_landmarks_in", "landmarks: 192x192 crop + model")
-    wrap(mesh, "irises", "iris: 64x64 eye crops + model (one eye a tracked frame, both after a detection)")
+    wrap(mesh, "_landmarks_in", "landmarks and both irises (attention model, its custom ops): 192x192 crop + model")
     wrap(a._emotion, "predict", "FER model (with its input scaling)")
     wrap(geo, "aligned_crop", "aligned FER crop (gray of its footprint)")
     wrap(geo, "head_pose", "head pose (solvePnP)")
@@ -192,22 +193,13 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
 
-BOTH_EYES = "mediapipe-both-eyes"  # the landmark path measuring both irises on every frame
-
-
-def analyzer_settings(name: str) -> EmotionSettings:
-    """A detector name, or ``mediapipe-both-eyes``: the landmark path with ``iris_alternate`` off."""
-    if name == BOTH_EYES:
-        return EmotionSettings(detector="mediapipe", iris_alternate=False, threads=1)
-    return EmotionSettings(detector=name, threads=1)
-
-
 def iris_alternation(videos: list[Path]) -> None:
     """What measuring one iris a frame (the other reused from the frame before) changes in the gaze,
     against both irises on every frame, on every 4th frame of each clip (7.5 fps, the live rate)."""
-    both = EmotionAnalyzer(analyzer_settings(BOTH_EYES))
-    alt = EmotionAnalyzer(analyzer_settings("mediapipe"))
-    print("## One iris a frame (the default) against both irises on every frame, every 4th frame\n")
+    both = EmotionAnalyzer(analyzer_settings(MESH_IRIS_BOTH_EYES))
+    alt = EmotionAnalyzer(analyzer_settings(MESH_IRIS))
+    print("## mesh+iris: one iris a tracked frame (iris_alternate) against both irises every frame, "
+          "every 4th frame\n")
     print("| video | frames judged (both / alternating) | eye contact agrees | mean abs gaze yaw diff (deg) "
           "| max | mean abs gaze pitch diff (deg) | max |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -288,8 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--video", type=Path, default=DATA / "video" / "baseline.mp4")
     ap.add_argument("--frames", type=int, default=300, help="samples per sustained run")
     ap.add_argument("--clip-seconds", type=float, default=10.0)
-    ap.add_argument("--detectors", default=f"opencv,{BOTH_EYES},mediapipe",
-                    help=f"compared side by side (first = baseline; {BOTH_EYES}: iris_alternate off)")
+    ap.add_argument("--detectors", default=f"opencv,{MESH_IRIS_BOTH_EYES},{MESH_IRIS},mediapipe",
+                    help="compared side by side (first = baseline; mediapipe-mesh+iris: face_landmark + the iris "
+                         "model, -both-eyes: iris_alternate off)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the detector comparison")
     ap.add_argument("--compare-only", action="store_true", help="only the detector comparison")
     ap.add_argument("--mesh-stages", action="store_true", help="also the landmark path's CPU per stage")
@@ -301,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
           f"load average at start {os.getloadavg()[0]:.2f}\n")
     detectors = list(dict.fromkeys(d.strip() for d in args.detectors.split(",") if d.strip()))
     compare_detectors(videos, detectors, args.rounds)
-    if "mediapipe" in detectors:
+    if MESH_IRIS in detectors:
         iris_alternation(videos)
     if args.mesh_stages:
         mesh_stages(videos, args.rounds)

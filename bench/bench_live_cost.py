@@ -7,9 +7,11 @@ side by side in one run: a 30 s answer fed at live pace, 30 fps camera frames of
 CPU seconds (user + system, from /proc) over the answer's wall time, until its grade is stored.
 The app process (Streamlit, aiortc decoding) is not in this figure.
 
-    python bench/bench_live_cost.py [--seconds 30] [--detectors opencv,mediapipe-both-eyes,mediapipe]
+    python bench/bench_live_cost.py [--seconds 30]
+        [--detectors opencv,mediapipe-mesh+iris-both-eyes,mediapipe-mesh+iris,mediapipe]
 
-``mediapipe-both-eyes`` is the landmark path with ``iris_alternate`` off (both irises every frame).
+``mediapipe`` is the default (attention landmark model); ``mediapipe-mesh+iris`` face_landmark + the iris
+model, one iris a tracked frame; ``-both-eyes`` both irises every frame (the default before 2026-12-03).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pipeline.media import iter_video_frames, load_audio  # noqa: E402
 from pipeline.records import SAMPLE_RATE  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.storage import EmbeddedServer  # noqa: E402
+from sidecar.emotion import MESH_IRIS, MESH_IRIS_BOTH_EYES, analyzer_settings  # noqa: E402
 from sidecar.protocol import AnswerStart  # noqa: E402
 from sidecar.supervisor import Sidecar  # noqa: E402
 
@@ -39,7 +42,6 @@ CAMERA_FPS = 30.0
 QUESTION = "Quote a famous line from a speech and say why it matters."
 REFERENCE = "Ask not what your country can do for you, ask what you can do for your country."
 TICKS = os.sysconf("SC_CLK_TCK")
-BOTH_EYES = "mediapipe-both-eyes"  # mediapipe measuring both irises on every frame
 
 
 def cpu_seconds(pid: int) -> float:
@@ -91,7 +93,7 @@ def live_answer(car: Sidecar, frames: list[np.ndarray], audio: np.ndarray, secon
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--detectors", default=f"opencv,{BOTH_EYES},mediapipe")
+    ap.add_argument("--detectors", default=f"opencv,{MESH_IRIS_BOTH_EYES},{MESH_IRIS},mediapipe")
     args = ap.parse_args()
     base = Settings()
     every = base.capture.frame_sample_every
@@ -104,10 +106,10 @@ def main() -> None:
         server = EmbeddedServer(Path(tmp) / "db").start()
         try:
             for detector in args.detectors.split(","):
-                both_eyes = detector == BOTH_EYES  # the landmark path with iris_alternate off
+                face = analyzer_settings(detector)  # a detector, or a variant of the landmark path
                 settings = Settings(MONGODB_URI=server.uri, db_name="bench_live", data_dir=Path(tmp),
-                                    face_detector="mediapipe" if both_eyes else detector,
-                                    iris_alternate=not both_eyes)
+                                    face_detector=face.detector, face_landmark_model=face.landmark_model,
+                                    iris_alternate=face.iris_alternate)
                 car = Sidecar(settings, store=True).start()
                 try:
                     assert car.wait_ready(300), car.status()

@@ -10,7 +10,7 @@ and predicts the held-out questions (question-disjoint folds, seeded). The last 
 ``--fit-out`` also fits on every answer and writes the calibration JSON the grader loads.
 Embeddings are cached under --cache-dir (default data/cache, gitignored) keyed by model.
 
-    python -m pipeline.evaluate face --out DIR [--detectors mediapipe,opencv] [--limit N]
+    python -m pipeline.evaluate face --out DIR [--detectors mediapipe,mediapipe-mesh+iris,opencv] [--limit N]
 
 Face: the validity harness (``sidecar.face_validity``) builds labelled 640x480 media from
 ../shared/data/faces and ../shared/data/video under DIR (media/, manifest.json), runs each
@@ -202,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     f = sub.add_parser("face", help="face validity harness: labelled media, eye-contact agreement per detector")
     f.add_argument("--out", required=True, help="folder for the media, manifest.json and results.json")
-    f.add_argument("--detectors", default="mediapipe,opencv", help="comma list, printed side by side")
+    f.add_argument("--detectors", default="mediapipe,mediapipe-mesh+iris,opencv",
+                   help="comma list, printed side by side (mediapipe-mesh+iris: the face_landmark + iris models)")
     f.add_argument("--limit", type=int, default=16, help="single-face photos used (sorted by name)")
     f.add_argument("--video-frames", type=int, default=3, help="frames taken from each video clip")
     f.add_argument("--seed", type=int, default=0, help="seed of the placements and warp angles")

@@ -92,10 +92,14 @@ class EmotionSettings(Section):
     min_gaze_face_px: int = Field(
         60, alias="min_gaze_face_px", ge=0,
         description="Faces narrower than this (frame pixels) are too small to judge gaze; expression is uncertain")
+    landmark_model: str = Field(
+        "attention", alias="face_landmark_model", pattern="^(attention|mesh\\+iris)$",
+        description="mediapipe landmarks: attention (one model gives the 468 landmarks and both irises) or "
+                    "mesh+iris (face_landmark, then the iris model on each eye)")
     iris_alternate: bool = Field(
         True, alias="iris_alternate",
-        description="Tracked frames measure one eye's iris, in turn, and reuse the other's reading from the frame "
-                    "before (half the iris model's cost); off measures both eyes every frame")
+        description="mesh+iris only: tracked frames measure one eye's iris, in turn, and reuse the other's reading "
+                    "from the frame before (half the iris model's cost); off measures both eyes every frame")
     blink_ear: float = Field(0.15, alias="blink_ear", ge=0, le=1,
                              description="Mean eye aspect ratio below this means the eyes are closed (no gaze judged)")
     smile_threshold: float = Field(0.35, alias="smile_threshold", ge=0, le=1,

@@ -57,7 +57,8 @@ class EmotionAnalyzer:
         self.options = options or EmotionSettings()
         # built now so a missing detector package fails at start-up, not on the first frame
         self._detector = (
-            detector if detector is not None else make_detector(self.options.detector, self.options.threads)
+            detector if detector is not None
+            else make_detector(self.options.detector, self.options.threads, self.options.landmark_model)
         )
         self._mesh = self._detector.mesh if isinstance(self._detector, MediaPipeFaceDetector) else None
         self._boxes = BoxTracker(self._detector, self.options)
@@ -320,7 +321,8 @@ class EmotionAnalyzer:
         assert self._mesh is not None
         # only now: a blink or a tiny face needs no iris. On a tracked frame after a judged one, one eye
         # is measured (the one not measured then) and the other's offsets are reused from that frame
-        alternate = opts.iris_alternate and face.tracked and carry is not None and pose is not None
+        alternate = (opts.iris_alternate and not self._mesh.irises_with_landmarks and face.tracked
+                     and carry is not None and pose is not None)
         eyes = (1 - carry[1],) if alternate and carry is not None else (0, 1)
         face.iris = self._mesh.irises(bgr, lm, bgr=True, eyes=eyes)
         gaze["eyes_found"] = 2 if face.iris is not None else 0
@@ -355,6 +357,21 @@ class EmotionAnalyzer:
         out["confidence"] = round(float(probs[k]), 5)
         # tiny faces give blurry 64x64 crops: report the prediction but flag it
         out["uncertain"] = bool(probs[k] < self.options.emotion_confidence_floor or w < SMALL_FACE_PX)
+
+
+MESH_IRIS = "mediapipe-mesh+iris"  # the landmark path with face_landmark + the iris model (before attention)
+MESH_IRIS_BOTH_EYES = "mediapipe-mesh+iris-both-eyes"  # ... measuring both irises on every frame
+
+
+def analyzer_settings(spec: str, threads: int = 1) -> EmotionSettings:
+    """Settings for a detector name, or for a variant of the landmark path that benches and the validity
+    harness compare side by side: ``mediapipe-mesh+iris`` and ``mediapipe-mesh+iris-both-eyes``."""
+    if spec == MESH_IRIS:
+        return EmotionSettings(detector="mediapipe", landmark_model="mesh+iris", threads=threads)
+    if spec == MESH_IRIS_BOTH_EYES:
+        return EmotionSettings(detector="mediapipe", landmark_model="mesh+iris", iris_alternate=False,
+                               threads=threads)
+    return EmotionSettings(detector=spec, threads=threads)
 
 
 def _plain_bgr(frame: object, color: str) -> bool:

@@ -238,9 +238,9 @@ def check_deepface_detector(backend: str) -> None:
         )
 
 
-def make_detector(name: str, threads: int = 1) -> FaceDetector:
+def make_detector(name: str, threads: int = 1, landmark_model: str = "attention") -> FaceDetector:
     """The detector named by MOCKAI_FACE_DETECTOR: mediapipe (our LiteRT landmark pipeline, never
-    DeepFace's mediapipe backend), opencv/haar, or any DeepFace backend."""
+    DeepFace's mediapipe backend, with ``landmark_model``), opencv/haar, or any DeepFace backend."""
     name = name.strip().lower()
     if name in ("opencv", "haar"):
         return HaarFaceDetector()
@@ -248,7 +248,7 @@ def make_detector(name: str, threads: int = 1) -> FaceDetector:
         from sidecar.face_mesh import MediaPipeFaceDetector, mediapipe_modules
 
         mediapipe_modules()  # a missing wheel or model file fails now, at start-up
-        return MediaPipeFaceDetector(threads=threads)
+        return MediaPipeFaceDetector(threads=threads, landmark_model=landmark_model)
     return DeepFaceDetector(name)
 
 

@@ -265,7 +265,7 @@ def rotate_face_image(
         from sidecar.face_mesh import FaceMesh  # lazy: only the test helpers need the models here
 
         bgr = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        face = FaceMesh().process(np.ascontiguousarray(bgr[:, :, :3]), bgr=True)
+        face = FaceMesh(landmark_model="mesh+iris").process(np.ascontiguousarray(bgr[:, :, :3]), bgr=True)
         if face is None:
             return rotate_image_plane(img, yaw_deg, pitch_deg)
         landmarks = face.landmarks

@@ -1,5 +1,6 @@
 """MediaPipe's face models run by LiteRT without importing mediapipe: BlazeFace detection (SSD anchors,
-weighted NMS), 468 face landmarks on a rotated 192x192 crop, iris landmarks on 64x64 eye crops, tracking.
+weighted NMS), 468 face landmarks and both irises on a rotated 192x192 crop (face_landmark_with_attention; or
+face_landmark, then the iris model on 64x64 eye crops), tracking.
 """
 
 from __future__ import annotations
@@ -15,12 +16,31 @@ import cv2
 import numpy as np
 
 from sidecar.face_detectors import Detection, DetectorUnavailableError
+from sidecar.tflite_split import SplitModel
 
 # BlazeFace short range (face_detection_short_range.pbtxt / face_detection.pbtxt in google/mediapipe)
 SHORT_RANGE = "face_detection/face_detection_short_range.tflite"
 FULL_RANGE = "face_detection/face_detection_full_range_sparse.tflite"
 LANDMARK_MODEL = "face_landmark/face_landmark.tflite"
 IRIS_MODEL = "iris_landmark/iris_landmark.tflite"
+# 468 landmarks plus both irises from one 192x192 crop: its eye and iris heads read the face model's own
+# features, so both irises cost ~0.3 ms instead of a 1.2 ms iris-model run per eye (custom ops: tflite_split)
+ATTENTION_MODEL = "face_landmark/face_landmark_with_attention.tflite"
+ATTENTION_OUTPUTS = ("output_mesh_identity", "conv_faceflag", "output_left_iris", "output_right_iris",
+                     "output_left_eye", "output_right_eye")
+LANDMARK_MODELS = ("attention", "mesh+iris")
+# The mesh points each eye head's 71 points refine, in order (MediaPipe's
+# tensors_to_face_landmarks_with_attention.pbtxt): lower lid with both corners, upper lid, then halos/brow
+REFINED_EYE_POINTS = {
+    "left": (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173, 130, 25, 110, 24, 23, 22,
+             26, 112, 243, 247, 30, 29, 27, 28, 56, 190, 226, 31, 228, 229, 230, 231, 232, 233, 244, 113, 225, 224,
+             223, 222, 221, 189, 35, 124, 46, 53, 52, 65, 143, 111, 117, 118, 119, 120, 121, 128, 245, 156, 70, 63,
+             105, 66, 107, 55, 193),
+    "right": (263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398, 359, 255, 339, 254,
+              253, 252, 256, 341, 463, 467, 260, 259, 257, 258, 286, 414, 446, 261, 448, 449, 450, 451, 452, 453,
+              464, 342, 445, 444, 443, 442, 441, 413, 265, 353, 276, 283, 282, 295, 372, 340, 346, 347, 348, 349,
+              350, 357, 465, 383, 300, 293, 334, 296, 336, 285, 417),
+}
 NMS_IOU = 0.3  # min_suppression_threshold of the weighted NMS
 SCORE_CLIP = 100.0  # score_clipping_thresh before the sigmoid
 LANDMARK_SIZE = 192
@@ -56,7 +76,7 @@ def mediapipe_modules() -> Path:
             ".tflite files, or set MOCKAI_FACE_DETECTOR=opencv"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "modules"
-    for rel in (SHORT_RANGE, FULL_RANGE, LANDMARK_MODEL, IRIS_MODEL):
+    for rel in (SHORT_RANGE, FULL_RANGE, LANDMARK_MODEL, IRIS_MODEL, ATTENTION_MODEL):
         if not (path / rel).is_file():
             raise DetectorUnavailableError(f"{path / rel} is missing (mediapipe 0.10.14 ships it; later wheels do not)")
     return path
@@ -265,9 +285,17 @@ class MeshFace:
 
 
 class FaceMesh:
-    """Detect (BlazeFace), then track with the 468-landmark model; iris on both eyes. One face."""
+    """Detect (BlazeFace), then track with the 468-landmark model; iris on both eyes. One face.
 
-    def __init__(self, threads: int = 1, presence: float = 0.5, detection_floor: float = 0.5) -> None:
+    ``landmark_model``: "attention" (default) runs face_landmark_with_attention, whose landmarks come with
+    both irises; "mesh+iris" runs face_landmark, then the iris model on each eye's crop.
+    """
+
+    def __init__(self, threads: int = 1, presence: float = 0.5, detection_floor: float = 0.5,
+                 landmark_model: str = "attention") -> None:
+        if landmark_model not in LANDMARK_MODELS:
+            raise ValueError(f"landmark_model must be one of {', '.join(LANDMARK_MODELS)}, got {landmark_model!r}")
+        self.landmark_model = landmark_model
         self.threads = threads
         self.presence = presence  # below this landmark face score the track is lost and BlazeFace re-runs
         self.detection_floor = detection_floor
@@ -276,18 +304,29 @@ class FaceMesh:
         self._landmarks: _Model | None = None
         self._iris: _Model | None = None  # both eyes in one batch-2 run
         self._iris_one: _Model | None = None  # one eye
+        self._attention: SplitModel | None = None
+        self.refine_eyes = True
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # attention: (landmarks, their irises)
         self._roi: Roi | None = None
         self.detections = 0  # BlazeFace runs since load (tests and benches read it)
 
+    @property
+    def irises_with_landmarks(self) -> bool:
+        """True when each landmarks run also gives both irises (``irises`` then costs nothing)."""
+        return self.landmark_model == "attention"
+
     def load(self) -> None:
-        if self._landmarks is not None:
+        if self._short is not None:
             return
         modules = mediapipe_modules()
-        self._short = BlazeFace("short", modules, self.threads)
+        if self.irises_with_landmarks:
+            self._attention = SplitModel(modules / ATTENTION_MODEL, ATTENTION_OUTPUTS, self.threads)
+        else:
+            self._iris = _Model(modules / IRIS_MODEL, self.threads, batch=len(EYE_CORNERS))
+            self._iris_one = _Model(modules / IRIS_MODEL, self.threads)
+            self._landmarks = _Model(modules / LANDMARK_MODEL, self.threads)
         self._full = BlazeFace("full", modules, self.threads)
-        self._iris = _Model(modules / IRIS_MODEL, self.threads, batch=len(EYE_CORNERS))
-        self._iris_one = _Model(modules / IRIS_MODEL, self.threads)
-        self._landmarks = _Model(modules / LANDMARK_MODEL, self.threads)
+        self._short = BlazeFace("short", modules, self.threads)  # last: load() is done once it is set
 
     def reset(self) -> None:
         self._roi = None
@@ -329,16 +368,29 @@ class FaceMesh:
         return MeshFace(lm, self.irises(rgb, lm, bgr) if iris else None, score, det_score, tracked)
 
     def _landmarks_in(self, rgb: np.ndarray, roi: Roi, bgr: bool) -> tuple[np.ndarray, float] | None:
-        assert self._landmarks is not None
         if roi.size < 8:
             return None
-        out = self._landmarks.run_into(lambda x: roi.crop(rgb, LANDMARK_SIZE, bgr=bgr, out=x[0]))
-        logit = float(out["conv2d_31"].reshape(-1)[0])
+        model = self._attention if self._attention is not None else self._landmarks
+        assert model is not None
+        out = model.run_into(lambda x: roi.crop(rgb, LANDMARK_SIZE, bgr=bgr, out=x[0]))
+        logit = float(out["conv_faceflag" if self._attention is not None else "conv2d_31"].reshape(-1)[0])
         score = 1.0 / (1.0 + math.exp(-min(50.0, max(-50.0, logit)))) if logit == logit else math.nan
         if score < self.presence:
             return None
-        pts = out["conv2d_21"].reshape(468, 3)
-        return roi.to_frame(pts, LANDMARK_SIZE), score
+        if self._attention is None:
+            return roi.to_frame(out["conv2d_21"].reshape(468, 3), LANDMARK_SIZE), score
+        mesh = out["output_mesh_identity"].reshape(468, 3).copy()
+        if self.refine_eyes:
+            # the eye heads' 71 points refine the mesh's eye and brow points (x, y; z stays the mesh's), as
+            # MediaPipe's refine_landmarks does: the iris is then measured against corners from the same head
+            for side in ("left", "right"):
+                mesh[list(REFINED_EYE_POINTS[side]), :2] = out[f"output_{side}_eye"].reshape(-1, 2)
+        lm = roi.to_frame(mesh, LANDMARK_SIZE)
+        # "left" is the eye at the image's left on an unmirrored frame (its crop follows landmarks 33-133)
+        iris = np.stack([roi.to_frame(out[f"output_{side}_iris"].reshape(5, 2), LANDMARK_SIZE)
+                         for side in ("left", "right")])
+        self._last = (lm, iris)
+        return lm, score
 
     def irises(self, rgb: np.ndarray, lm: np.ndarray, bgr: bool = False,
                eyes: tuple[int, ...] = (0, 1)) -> np.ndarray | None:
@@ -347,6 +399,10 @@ class FaceMesh:
         if not eyes or any(k not in (0, 1) for k in eyes):
             raise ValueError(f"eyes must list 0 and/or 1, got {eyes}")
         self.load()
+        if self.irises_with_landmarks:  # both came with these landmarks (any other landmarks: not ours)
+            if self._last is None or self._last[0] is not lm:
+                raise ValueError("with the attention model, irises come only with the last process() landmarks")
+            return self._last[1].copy()
         assert self._iris is not None and self._iris_one is not None
         rois: dict[int, Roi] = {}
         for k in eyes:
@@ -377,8 +433,8 @@ class MediaPipeFaceDetector:
     name = "mediapipe"
     needs_bgr = True
 
-    def __init__(self, threads: int = 1) -> None:
-        self.mesh = FaceMesh(threads=threads)
+    def __init__(self, threads: int = 1, landmark_model: str = "attention") -> None:
+        self.mesh = FaceMesh(threads=threads, landmark_model=landmark_model)
 
     def load(self) -> None:
         self.mesh.load()

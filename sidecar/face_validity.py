@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from pipeline.settings_sections import EmotionSettings
-from sidecar.emotion import EmotionAnalyzer
+from sidecar.emotion import EmotionAnalyzer, analyzer_settings
 from sidecar.face_detectors import FACE_CASCADE, load_cascade
 from sidecar.face_geometry import rotate_face_image, rotate_image_plane
 from sidecar.face_mesh import FaceMesh
@@ -175,7 +175,9 @@ def build_media(sources: Sequence[Source], out: Path, seed: int, small_px: int) 
     """Render every condition of every source to out/media/*.jpg (seeded) and return their labels."""
     media = out / "media"
     media.mkdir(parents=True, exist_ok=True)
-    mesh = FaceMesh()  # landmarks of the placed face, for the 3D warp (one instance: loads once)
+    # landmarks of the placed face, for the 3D warp (one instance: loads once); the face_landmark model, as
+    # when the harness was built, so the media stay the same whichever landmark model is measured
+    mesh = FaceMesh(landmark_model="mesh+iris")
     samples = []
     for k, src in enumerate(sources):
         rng = np.random.default_rng([seed, k])  # per source: --limit does not move other sources' samples
@@ -222,7 +224,7 @@ def agrees(expected: bool | None, eye_contact: bool | None) -> bool:
 def analyse(samples: Sequence[Sample], out: Path, detector: str) -> dict[str, Any]:
     """Each sample's JPEG (as written) through a fresh-state EmotionAnalyzer; per-sample outcomes."""
     try:
-        analyzer = EmotionAnalyzer(EmotionSettings(detector=detector, threads=1))
+        analyzer = EmotionAnalyzer(analyzer_settings(detector))
         analyzer.warm_up()
     except Exception as exc:  # a detector that cannot run here is reported as such, not as 0 %
         return {"available": False, "error": f"{type(exc).__name__}: {exc}", "samples": []}

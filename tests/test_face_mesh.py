@@ -356,7 +356,18 @@ def test_tracking_between_detections_and_redetect_on_loss(
     assert det.mesh.detections >= start + 3
 
 
-def test_one_eye_iris_run_matches_that_eye_of_the_pair(mesh: FaceMesh) -> None:
+@pytest.fixture(scope="module")
+def mesh_iris() -> FaceMesh:
+    m = FaceMesh(landmark_model="mesh+iris")
+    m.load()
+    return m
+
+
+MESH_IRIS = EmotionSettings(landmark_model="mesh+iris")
+
+
+def test_one_eye_iris_run_matches_that_eye_of_the_pair(mesh_iris: FaceMesh) -> None:
+    mesh = mesh_iris
     img = photo("img30.jpg")
     lm = landmarks_of(mesh, img).landmarks
     both = mesh.irises(img, lm, bgr=True)
@@ -370,8 +381,8 @@ def test_one_eye_iris_run_matches_that_eye_of_the_pair(mesh: FaceMesh) -> None:
 
 
 def test_tracked_frames_measure_one_iris_in_turn(video_frames: list[np.ndarray]) -> None:
-    alt = EmotionAnalyzer(EmotionSettings())
-    both = EmotionAnalyzer(EmotionSettings(iris_alternate=False))
+    alt = EmotionAnalyzer(MESH_IRIS)
+    both = EmotionAnalyzer(EmotionSettings(landmark_model="mesh+iris", iris_alternate=False))
     ga = [analyze(alt, f, i / 7.5)["gaze"] for i, f in enumerate(video_frames)]
     gb = [analyze(both, f, i / 7.5)["gaze"] for i, f in enumerate(video_frames)]
     # the detection frame measures both eyes; every tracked frame the eye not measured the frame before
@@ -391,14 +402,50 @@ def test_tracked_frames_measure_one_iris_in_turn(video_frames: list[np.ndarray])
 
 
 def test_a_closed_eye_frame_ends_the_reuse(video_frames: list[np.ndarray]) -> None:
-    a = EmotionAnalyzer(EmotionSettings())
+    a = EmotionAnalyzer(MESH_IRIS)
     assert analyze(a, video_frames[0], 0.0)["gaze"]["iris_fresh"] == [True, True]
     assert sum(analyze(a, video_frames[1], 0.13)["gaze"]["iris_fresh"]) == 1
-    a.options = EmotionSettings(blink_ear=0.6)  # these open eyes now read as closed: no gaze judged
+    a.options = EmotionSettings(landmark_model="mesh+iris", blink_ear=0.6)  # open eyes now read as closed
     assert analyze(a, video_frames[2], 0.27)["gaze"]["reason"] == "eyes closed"
-    a.options = EmotionSettings()
+    a.options = MESH_IRIS
     r = analyze(a, video_frames[3], 0.4)
     assert r["tracked"] is True and r["gaze"]["iris_fresh"] == [True, True]
+
+
+def test_attention_model_agrees_with_the_landmark_and_iris_models(mesh: FaceMesh, mesh_iris: FaceMesh) -> None:
+    # two different models of the same face: the attention model's landmarks and irises land within a
+    # few per cent of the face's width of face_landmark's and the iris model's, on every near-frontal photo
+    assert mesh.irises_with_landmarks and not mesh_iris.irises_with_landmarks
+    for name in NEAR_FRONTAL:
+        img = photo(name)
+        att, ref = landmarks_of(mesh, img), landmarks_of(mesh_iris, img)
+        assert att.iris is not None and ref.iris is not None
+        width = ref.box[2]
+        d = np.linalg.norm(att.landmarks[:, :2] - ref.landmarks[:, :2], axis=1)
+        assert np.median(d) < 0.02 * width and d.max() < 0.08 * width, (name, np.median(d) / width, d.max() / width)
+        # iris centres, image-left eye first in both
+        di = np.linalg.norm(att.iris[:, 0] - ref.iris[:, 0], axis=1)
+        assert di.max() < 0.02 * width, (name, di / width)
+
+
+def test_attention_irises_belong_to_their_landmarks(mesh: FaceMesh) -> None:
+    img = photo("img30.jpg")
+    face = landmarks_of(mesh, img)
+    got = mesh.irises(img, face.landmarks, bgr=True)
+    assert got is not None and face.iris is not None and np.array_equal(got, face.iris)
+    with pytest.raises(ValueError, match="last process"):
+        mesh.irises(img, face.landmarks.copy(), bgr=True)  # landmarks it did not just give
+    with pytest.raises(ValueError, match="landmark_model"):
+        FaceMesh(landmark_model="attention-v2")
+    with pytest.raises(ValueError):
+        EmotionSettings(landmark_model="attention-v2")
+
+
+def test_attention_gaze_every_frame_needs_no_reuse(video_frames: list[np.ndarray]) -> None:
+    a = EmotionAnalyzer(EmotionSettings())  # iris_alternate is on, but the attention model has both irises
+    gazes = [analyze(a, f, i / 7.5)["gaze"] for i, f in enumerate(video_frames)]
+    assert all(g["iris_fresh"] == [True, True] and g["eyes_found"] == 2 for g in gazes)
+    assert all(g["eye_contact"] is True for g in gazes)  # baseline.mp4 looks into the camera throughout
 
 
 def test_haar_path_fields(webcam_frame_mesh: np.ndarray) -> None:
