@@ -9,6 +9,7 @@ eyes and irises in one model), whose ``Landmarks2TransformMatrix``, ``TransformT
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -42,40 +43,42 @@ def landmarks_to_transform_matrix(landmarks: np.ndarray, o: Options) -> np.ndarr
     return m.astype(np.float32)[None]
 
 
+@functools.lru_cache(maxsize=8)
+def _pixel_centres(oh: int, ow: int) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.divmod(np.arange(oh * ow, dtype=np.float64), ow)
+    return xs + 0.5, ys + 0.5
+
+
 def transform_tensor_bilinear(feature: np.ndarray, matrix: np.ndarray, o: Options) -> np.ndarray:
-    """Sample (1, H, W, C) at an oh x ow grid mapped through ``matrix`` (pixel centres), bilinear; samples
-    outside the map are 0."""
+    """Sample (1, H, W, C) at an oh x ow grid mapped through ``matrix`` (pixel centres), bilinear; a sample
+    outside the map is 0."""
     _, h, w, ch = feature.shape
     oh, ow = int(o["output_height"]), int(o["output_width"])
     m = matrix[0].astype(np.float64)
-    ys, xs = np.divmod(np.arange(oh * ow, dtype=np.float64), ow)
-    xs += 0.5
-    ys += 0.5
+    xs, ys = _pixel_centres(oh, ow)
     tx = m[0, 0] * xs + m[0, 1] * ys + (m[0, 3] - 0.5)
     ty = m[1, 0] * xs + m[1, 1] * ys + (m[1, 3] - 0.5)
     inside = (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
-    x0, y0 = np.floor(tx), np.floor(ty)
-    fx, fy = tx - x0, ty - y0
-    x0i, y0i = x0.astype(np.intp), y0.astype(np.intp)
-    # the four neighbours at once: (4, n) indices and weights; a neighbour off the map weighs 0
-    yy = np.stack([y0i, y0i, y0i + 1, y0i + 1])
-    xx = np.stack([x0i, x0i + 1, x0i, x0i + 1])
-    wt = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
-    ok = inside & (yy >= 0) & (xx >= 0) & (yy < h) & (xx < w)
-    idx = np.where(ok, yy * w + xx, 0)
-    wt = np.where(ok, wt, 0.0).astype(np.float32)
+    # inside the map the top-left neighbour is on it; the other three may sit one past the last row or
+    # column only where their weight is exactly 0, so clipping them changes nothing
+    x0 = np.clip(np.floor(np.where(inside, tx, 0.0)), 0, w - 1).astype(np.intp)
+    y0 = np.clip(np.floor(np.where(inside, ty, 0.0)), 0, h - 1).astype(np.intp)
+    fx = np.where(inside, tx - x0, 0.0).astype(np.float32)[:, None]
+    fy = np.where(inside, ty - y0, 0.0).astype(np.float32)[:, None]
+    keep = inside.astype(np.float32)[:, None]
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
     flat = feature[0].reshape(h * w, ch)
-    out = np.einsum("kn,knc->nc", wt, flat[idx])
+    upper = flat[y0 * w + x0] * (1 - fx) + flat[y0 * w + x1] * fx
+    lower = flat[y1 * w + x0] * (1 - fx) + flat[y1 * w + x1] * fx
+    out = (upper * (1 - fy) + lower * fy) * keep
     return np.asarray(out, np.float32).reshape(1, oh, ow, ch)
 
 
 def transform_landmarks(landmarks: np.ndarray, matrix: np.ndarray, o: Options) -> np.ndarray:
     """(1, N, 2 or 3) landmarks through the 4x4 ``matrix`` (x, y only; z kept)."""
     m = matrix[0].astype(np.float64)
-    p = landmarks[0].astype(np.float64)
-    out = p.copy()
-    out[:, 0] = m[0, 0] * p[:, 0] + m[0, 1] * p[:, 1] + m[0, 3]
-    out[:, 1] = m[1, 0] * p[:, 0] + m[1, 1] * p[:, 1] + m[1, 3]
+    out = landmarks[0].astype(np.float64)
+    out[:, :2] = out[:, :2] @ m[:2, :2].T + m[:2, 3]
     return np.asarray(out[None], np.float32)
 
 
@@ -150,6 +153,8 @@ class SplitModel:
             if kind not in CUSTOM_OPS:
                 raise ValueError(f"{path.name}: custom op {kind} has no implementation here")
             opts = flexbuffers.Loads(bytes(op.customOptions)) if op.customOptions is not None else {}
+            if "subset_idxs" in opts:  # an index array once, not a list every frame
+                opts["subset_idxs"] = np.asarray(opts["subset_idxs"], np.intp)
             self._host.setdefault(lv, []).append(_HostOp(kind, list(op.inputs), op.outputs[0], opts))
         self._parts: dict[int, _Part] = {}
         for lv, ops in parts.items():
