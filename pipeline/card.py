@@ -329,8 +329,9 @@ def answer_card(answer: Doc, frame_summary: FrameSummary | None = None,
     ]
     pose: HeadPoseSummary | None = fs.get("head_pose")
     if pose is not None:  # old documents without head pose: no tile rather than a made-up angle
-        tiles.append(Tile("Head pose", f"yaw {pose['yaw_median']:.0f}° · pitch {pose['pitch_median']:.0f}°",
-                          f"{head_pose_text(pose)} over {pose['frames']} frames; 90% of frames within yaw "
+        # the tile is narrow: "yaw 6° · pitch 30°" was cut to "yaw 6…"; the help says which angle is which
+        tiles.append(Tile("Head pose", f"{pose['yaw_median']:.0f}°/{pose['pitch_median']:.0f}°",
+                          f"yaw/pitch: {head_pose_text(pose)} over {pose['frames']} frames; 90% of frames within yaw "
                           f"{pose['yaw_p90']:.0f}°, pitch {pose['pitch_p90']:.0f}°, roll {pose['roll_p90']:.0f}°"))
     if opts.emotion_enabled:  # switched off: no expression tile, no line, nothing to read
         help_text = None

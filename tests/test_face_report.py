@@ -183,7 +183,7 @@ def test_look_down_while_making_a_key_point_is_named_with_its_times():
     assert card.metrics["eye_contact_method"] == "iris"
     tiles = {t.label: t for t in card.tiles}
     assert tiles["Eye contact · iris"].value == "78%" and "iris gaze" in (tiles["Eye contact · iris"].help or "")
-    assert tiles["Head pose"].value == "yaw 3° · pitch 8°"
+    assert tiles["Head pose"].value == "3°/8°" and tiles["Head pose"].help.startswith("yaw/pitch: yaw 3°, pitch 8°")
     assert [t.label for t in card.tiles][-1] == "Expression"
 
 
