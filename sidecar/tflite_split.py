@@ -59,18 +59,17 @@ def transform_tensor_bilinear(feature: np.ndarray, matrix: np.ndarray, o: Option
     tx = m[0, 0] * xs + m[0, 1] * ys + (m[0, 3] - 0.5)
     ty = m[1, 0] * xs + m[1, 1] * ys + (m[1, 3] - 0.5)
     inside = (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
+    tx, ty = np.where(inside, tx, 0.0), np.where(inside, ty, 0.0)  # an outside sample weighs 0 below
+    x0, y0 = np.floor(tx), np.floor(ty)
+    fx, fy = tx - x0, ty - y0
+    x0i, y0i = x0.astype(np.intp), y0.astype(np.intp)
     # inside the map the top-left neighbour is on it; the other three may sit one past the last row or
     # column only where their weight is exactly 0, so clipping them changes nothing
-    x0 = np.clip(np.floor(np.where(inside, tx, 0.0)), 0, w - 1).astype(np.intp)
-    y0 = np.clip(np.floor(np.where(inside, ty, 0.0)), 0, h - 1).astype(np.intp)
-    fx = np.where(inside, tx - x0, 0.0).astype(np.float32)[:, None]
-    fy = np.where(inside, ty - y0, 0.0).astype(np.float32)[:, None]
-    keep = inside.astype(np.float32)[:, None]
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    flat = feature[0].reshape(h * w, ch)
-    upper = flat[y0 * w + x0] * (1 - fx) + flat[y0 * w + x1] * fx
-    lower = flat[y1 * w + x0] * (1 - fx) + flat[y1 * w + x1] * fx
-    out = (upper * (1 - fy) + lower * fy) * keep
+    x1i, y1i = np.minimum(x0i + 1, w - 1), np.minimum(y0i + 1, h - 1)
+    idx = np.stack([y0i * w + x0i, y0i * w + x1i, y1i * w + x0i, y1i * w + x1i], axis=1)  # (n, 4)
+    wt = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], axis=1) * inside[:, None]
+    near = feature[0].reshape(h * w, ch)[idx]  # (n, 4, ch): the four neighbours of every sample
+    out = np.matmul(wt.astype(np.float32)[:, None, :], near)[:, 0, :]
     return np.asarray(out, np.float32).reshape(1, oh, ow, ch)
 
 
