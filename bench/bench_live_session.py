@@ -1,6 +1,6 @@
 """Cost of one live session in cores, in the real browser: the app's whole process tree over a live answer.
 
-    python bench/bench_live_session.py [--seconds 20] [--rounds 1]
+    python bench/bench_live_session.py [--seconds 20] [--rounds 1] [--configs 3,4]
 
 Side by side in one run, each config on a fresh app (``streamlit run app.py``, SecantusDB started
 here, outside the app's tree): "today" (camera asked for 30 fps, every 4th frame analysed: 7.5 fps)
@@ -53,7 +53,10 @@ CONFIGS: dict[str, dict[str, str]] = {
         "MOCKAI_ASR_CHUNK_SECONDS": "8", "MOCKAI_ASR_ONE_WINDOW_PARTS": "false",
         "STREAMLIT_RUNNER_POST_SCRIPT_GC": "true"},
     "one window a part, no gc per run, 8 s parts": {"MOCKAI_ASR_CHUNK_SECONDS": "8"},
-    "now (the defaults: + 16 s parts)": {},
+    # the face path until 2026-12-03: face_landmark + the iris model on both eyes every frame
+    "16 s parts, face mesh+iris both eyes": {"MOCKAI_FACE_LANDMARK_MODEL": "mesh+iris",
+                                             "MOCKAI_IRIS_ALTERNATE": "false"},
+    "now (the defaults: + 16 s parts, attention face model)": {},
 }
 COUNTERS = r"frames received: (\d+) · sampled: (\d+)"
 # Loaded by the app's Python processes only in this bench (PYTHONPATH): each thread writes its OS
@@ -243,9 +246,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds of answer audio captured")
     ap.add_argument("--rounds", type=int, default=1, help="each config this many times, alternating")
+    ap.add_argument("--configs", default="", help="comma list of config numbers to run (1-based; default all)")
     args = ap.parse_args()
     os.sched_setaffinity(0, {BROWSER_CPU})  # this process, the database and Chromium: off the app's core
     load = os.getloadavg()
+    names = list(CONFIGS)
+    chosen = [names[int(k) - 1] for k in args.configs.split(",") if k.strip()] or names
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         media = make_fake_media(work / "media")
@@ -253,8 +259,8 @@ def main() -> None:
         rows: list[tuple[str, dict[str, Any]]] = []
         try:
             for _ in range(args.rounds):
-                for name, env in CONFIGS.items():
-                    rows.append((name, one_session(env, media, server.uri, args.seconds, work)))
+                for name in chosen:
+                    rows.append((name, one_session(CONFIGS[name], media, server.uri, args.seconds, work)))
                     print(f"{name}: done", file=sys.stderr)
         finally:
             server.stop()
@@ -280,7 +286,7 @@ def main() -> None:
         print("| config | received fps | app process | emotion worker | speech worker | total (cores) "
               "| finish → feedback (s) |")
         print("|---|---:|---:|---:|---:|---:|---:|")
-        for name in CONFIGS:
+        for name in chosen:
             mine = [r for n, r in rows if n == name]
 
             def med(f: Any, mine: list[dict[str, Any]] = mine) -> float:
