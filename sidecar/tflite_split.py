@@ -116,6 +116,10 @@ class SplitModel:
         model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
         sg = model.subgraphs[0]
         names = [t.name.decode() for t in sg.tensors]
+        outputs = list(outputs)
+        missing = [n for n in outputs if n not in names]
+        if missing:
+            raise ValueError(f"{path.name} has no tensor {', '.join(missing)}")
         wanted = [names.index(n) for n in outputs]
         custom = [c.customCode.decode() if c.customCode else None for c in model.operatorCodes]
         producer = {o: k for k, op in enumerate(sg.operators) for o in op.outputs}

@@ -124,5 +124,5 @@ def test_split_model_runs_only_what_the_outputs_need(split: SplitModel) -> None:
     assert set(a) == {"output_mesh_identity", "output_left_iris"}
     assert a["output_mesh_identity"].size == 1404 and a["output_left_iris"].size == 10
     assert all(np.array_equal(a[k], b[k]) for k in a)  # deterministic
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no tensor no_such_tensor"):
         SplitModel(mediapipe_modules() / ATTENTION_MODEL, ["no_such_tensor"])
