@@ -81,7 +81,7 @@ class EmotionSettings(Section):
                                     description="Dominant emotion below this is shown as uncertain")
     smoothing_window: int = Field(5, alias="emotion_smoothing_window", ge=1,
                                   description="Samples in the moving average of emotion tracks")
-    # Measured (mediapipe path): 37 of the 39 photos with a frontal head (95 %) and every baseline.mp4 frame
+    # Measured (mediapipe, mesh+iris models, when the 15 deg was chosen): 37 of the 39 photos with a frontal head (95 %) and every baseline.mp4 frame
     # (gaze ~4 deg) read as eye contact; of faces turned 30-35 deg by rotate_face_image, 10 % do
     eye_contact_yaw_deg: float = Field(
         15.0, alias="eye_contact_yaw_deg", ge=0, le=90,

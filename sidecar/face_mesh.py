@@ -305,7 +305,7 @@ class FaceMesh:
         self._iris: _Model | None = None  # both eyes in one batch-2 run
         self._iris_one: _Model | None = None  # one eye
         self._attention: SplitModel | None = None
-        self.refine_eyes = True
+        self.refine_eyes = True  # attention: the eye heads' points replace the mesh's (off only to compare)
         self._last: tuple[np.ndarray, np.ndarray] | None = None  # attention: (landmarks, their irises)
         self._roi: Roi | None = None
         self.detections = 0  # BlazeFace runs since load (tests and benches read it)
@@ -394,8 +394,9 @@ class FaceMesh:
 
     def irises(self, rgb: np.ndarray, lm: np.ndarray, bgr: bool = False,
                eyes: tuple[int, ...] = (0, 1)) -> np.ndarray | None:
-        """Iris points (2, 5, 2) of these landmarks' eyes (image-left eye first), frame pixels; only the
-        ``eyes`` listed are measured (one eye is half the cost), the others' rows are NaN."""
+        """Iris points (2, 5, 2) of these landmarks' eyes (image-left eye first), frame pixels. With mesh+iris
+        only the ``eyes`` listed are measured (one eye is half the cost), the others' rows are NaN; with the
+        attention model both come with the landmarks, whatever ``eyes`` lists."""
         if not eyes or any(k not in (0, 1) for k in eyes):
             raise ValueError(f"eyes must list 0 and/or 1, got {eyes}")
         self.load()
