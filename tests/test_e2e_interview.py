@@ -84,10 +84,13 @@ def test_candidate_answers_two_questions(tmp_path, shared_data, mongo_uri, artif
             frames = list(db.frames.find({"answer_id": a["_id"]}).sort("t", 1))
             assert frames, "frame samples stored"
             lo, hi = a["started_ms"] - 500, a["ended_ms"] + 500
-            assert all(lo <= f["t"] <= hi for f in frames), "frames on the answer's clock"
+            # how far the first and last frames sit from the answer's start and end (ms), said on failure
+            margins = (frames[0]["t"] - a["started_ms"], frames[-1]["t"] - a["ended_ms"])
+            assert all(lo <= f["t"] <= hi for f in frames), f"frames on the answer's clock: {margins}"
             assert all(lo <= w["t_ms"] <= hi for w in a["words"]), "words on the same clock"
             assert sum(f["face"] for f in frames) / len(frames) >= 0.8
-            print(f"answer {n}: frames received {frames_received}, sampled frames analysed {len(frames)}, "
+            print(f"answer {n}: first/last frame {margins[0]:+d}/{margins[1]:+d} ms from start/end, "
+                  f"frames received {frames_received}, sampled frames analysed {len(frames)}, "
                   f"words {len(a['words'])}, finish->feedback {feedback_s:.2f}s, transcript: {a['transcript']!r}")
     pymongo.MongoClient(mongo_uri).drop_database(db_name)
 
